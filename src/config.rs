@@ -1,0 +1,165 @@
+//! Runtime configuration: one [`Config`] parsed from command-line flags, each with a
+//! `REDWIRE_<FLAG>` environment variable as fallback. `redwire --help` lists them all.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Every knob of a Redwire process.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "redwire",
+    version,
+    about = "gRPC Cache, Lock, Queue, PubSub and Stream services on Redis"
+)]
+pub struct Config {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "REDWIRE_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// URL of a standalone Redis (redis://host:port/db, rediss://, redis+unix:///path).
+    /// When neither this nor --redis-cluster is set, Redwire starts its own redis-server.
+    #[arg(long, env = "REDWIRE_REDIS_URL", conflicts_with = "redis_cluster")]
+    pub redis_url: Option<String>,
+
+    /// Comma-separated seed nodes of a Redis Cluster (redis://host:port,...).
+    #[arg(long, env = "REDWIRE_REDIS_CLUSTER", value_delimiter = ',')]
+    pub redis_cluster: Vec<String>,
+
+    /// Data directory of the embedded redis-server (used when no Redis is configured).
+    #[arg(long, env = "REDWIRE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// The redis-server program to run for the embedded Redis.
+    #[arg(long, env = "REDWIRE_REDIS_SERVER_BIN", default_value = "redis-server")]
+    pub redis_server_bin: PathBuf,
+
+    /// Most pooled Redis connections for ordinary commands (each is multiplexed).
+    #[arg(long, env = "REDWIRE_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: usize,
+
+    /// Most dedicated Redis connections for blocking commands (ListPop with a wait).
+    /// When all are busy, further blocking calls fail with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REDWIRE_BLOCKING_POOL_SIZE", default_value_t = 64)]
+    pub blocking_pool_size: usize,
+
+    /// How long a Redis command may take before the call fails with UNAVAILABLE.
+    #[arg(long, env = "REDWIRE_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// How long to wait for a Redis connection (pool checkout or connect).
+    #[arg(long, env = "REDWIRE_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Largest gRPC message accepted or sent, in bytes.
+    #[arg(long, env = "REDWIRE_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Largest key (or hash field name) accepted, in bytes.
+    #[arg(long, env = "REDWIRE_MAX_KEY_BYTES", default_value_t = 1024)]
+    pub max_key_bytes: usize,
+
+    /// Largest value (or member, or item) accepted, in bytes.
+    #[arg(long, env = "REDWIRE_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_value_bytes: usize,
+
+    /// Most keys, fields, members or values in one request.
+    #[arg(long, env = "REDWIRE_MAX_BATCH", default_value_t = 1000)]
+    pub max_batch: usize,
+
+    /// How often the health checker pings Redis.
+    #[arg(long, env = "REDWIRE_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+
+    /// How long shutdown waits for in-flight calls before exiting anyway.
+    #[arg(long, env = "REDWIRE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log format.
+    #[arg(long, env = "REDWIRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax (RUST_LOG is honoured too).
+    #[arg(long, env = "REDWIRE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where Redwire finds Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One standalone Redis at this URL.
+    Standalone(String),
+    /// A Redis Cluster reached through these seed nodes.
+    Cluster(Vec<String>),
+    /// Start and supervise a redis-server child.
+    Embedded,
+}
+
+impl Config {
+    /// Parses a config from explicit arguments (the first is the program name),
+    /// still honouring the environment. Tests use it to build configs.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(args)
+    }
+
+    /// Which Redis this config points at.
+    pub fn redis_target(&self) -> RedisTarget {
+        if !self.redis_cluster.is_empty() {
+            RedisTarget::Cluster(self.redis_cluster.clone())
+        } else if let Some(url) = &self.redis_url {
+            RedisTarget::Standalone(url.clone())
+        } else {
+            RedisTarget::Embedded
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_select_the_embedded_redis() {
+        let config = Config::from_args(["redwire"]).expect("defaults parse");
+        assert_eq!(config.listen, "127.0.0.1:50051".parse().expect("addr"));
+        assert_eq!(config.redis_target(), RedisTarget::Embedded);
+        assert_eq!(config.redis_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn cluster_seeds_are_comma_separated() {
+        let config = Config::from_args(["redwire", "--redis-cluster", "redis://a:1,redis://b:2"])
+            .expect("parse");
+        assert_eq!(
+            config.redis_target(),
+            RedisTarget::Cluster(vec!["redis://a:1".into(), "redis://b:2".into()])
+        );
+    }
+
+    #[test]
+    fn url_and_cluster_conflict() {
+        let result = Config::from_args([
+            "redwire",
+            "--redis-url",
+            "redis://a:1",
+            "--redis-cluster",
+            "redis://b:2",
+        ]);
+        assert!(result.is_err());
+    }
+}

@@ -1,0 +1,33 @@
+//! Redwire: a gRPC service that gives every language the Redis primitives
+//! microservices build on: a Cache, a Lock, a Queue, PubSub and Streams.
+//!
+//! The binary (`src/main.rs`) only parses [`Config`], sets up logging and calls
+//! [`run`] with a bound listener and a shutdown future; tests do the same on
+//! `127.0.0.1:0`.
+//!
+//! # Layout
+//! - [`config`]: every knob, as CLI flags with `REDWIRE_*` environment fallbacks.
+//! - [`error`]: the one error type and its one mapping to gRPC status codes.
+//! - [`validate`]: request checks that name the offending field.
+//! - [`deadline`]: the caller's gRPC deadline, to bound blocking waits.
+//! - [`redis`]: connections by purpose, the key schema, the embedded redis-server.
+//! - [`cache`]: the `redwire.v1.Cache` service.
+//! - [`health`]: health reporting that follows Redis reachability.
+//! - [`server`]: assembles services, health and reflection; graceful shutdown.
+//! - [`telemetry`]: logging setup.
+//! - [`proto`]: generated protobuf/gRPC code and the reflection descriptors.
+
+pub mod cache;
+pub mod config;
+pub mod deadline;
+pub mod error;
+pub mod health;
+pub mod proto;
+pub mod redis;
+pub mod server;
+pub mod telemetry;
+pub mod validate;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use server::{ServeError, run};

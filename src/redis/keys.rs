@@ -1,0 +1,124 @@
+//! The key schema: the only place where Redis key names are built.
+//!
+//! Every key Redwire writes starts with `rw:` and a short space name (`c` for the
+//! Cache). The part after it is reserved for a tenant namespace later
+//! (`rw:<tenant>/c:...`), so today's keys stay readable then.
+//!
+//! User names are escaped so that they can never contain `{` or `}`: Redis Cluster
+//! hashes only the text between the first `{` and the next `}`, and a user who could
+//! write braces could steer keys into chosen slots. Escaping is percent-style
+//! (`%` → `%25`, `{` → `%7B`, `}` → `%7D`), which keeps distinct names distinct.
+//!
+//! The strings built here are a storage format: the unit tests pin them.
+
+use std::borrow::Cow;
+
+/// Prefix of every key Redwire owns.
+pub const PREFIX: &str = "rw:";
+
+/// The services' key spaces, so one user name used by two services never collides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    /// Cache values (any Redis type, one key per user key).
+    Cache,
+}
+
+impl Space {
+    fn tag(self) -> &'static str {
+        match self {
+            Space::Cache => "c",
+        }
+    }
+}
+
+/// The Redis key for the user key `name` in `space`: `rw:c:<escaped name>`.
+/// The whole key is hashed for the cluster slot, so user keys spread over slots.
+pub fn user_key(space: Space, name: &str) -> String {
+    format!("{PREFIX}{}:{}", space.tag(), escape(name))
+}
+
+/// Escapes hash-tag braces (and the escape character itself) in a user name.
+pub fn escape(name: &str) -> Cow<'_, str> {
+    if !name.contains(['%', '{', '}']) {
+        return Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for ch in name.chars() {
+        match ch {
+            '%' => out.push_str("%25"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            other => out.push(other),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The Redis Cluster hash slot (0..16384) of a key, honouring `{hash tags}`.
+pub fn hash_slot(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    crc16_xmodem(hashed) % 16384
+}
+
+/// CRC-16/XMODEM, the checksum Redis Cluster uses for key slots.
+fn crc16_xmodem(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_keys_are_pinned() {
+        assert_eq!(user_key(Space::Cache, "user:42"), "rw:c:user:42");
+        assert_eq!(user_key(Space::Cache, "a{b}c"), "rw:c:a%7Bb%7Dc");
+        assert_eq!(user_key(Space::Cache, "100%"), "rw:c:100%25");
+    }
+
+    #[test]
+    fn escaping_keeps_names_distinct() {
+        // Without escaping the '%' itself, "%7B" and "{" would collide.
+        assert_ne!(escape("%7B"), escape("{"));
+    }
+
+    #[test]
+    fn user_names_cannot_choose_a_slot() {
+        // "{x}" would hash only "x" if the braces reached Redis.
+        let a = user_key(Space::Cache, "{x}1");
+        let b = user_key(Space::Cache, "{x}2");
+        assert!(!a.contains('{'));
+        assert_ne!(hash_slot(a.as_bytes()), hash_slot(b.as_bytes()));
+    }
+
+    #[test]
+    fn slots_match_redis() {
+        // Reference values from the Redis Cluster specification and CLUSTER KEYSLOT.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
+        assert_eq!(hash_slot(b"foo"), 12182);
+        assert_eq!(hash_slot(b"{user1000}.following"), hash_slot(b"user1000"));
+        // An empty tag "{}" does not count: the whole key is hashed.
+        assert_eq!(
+            hash_slot(b"foo{}{bar}"),
+            crc16_xmodem(b"foo{}{bar}") % 16384
+        );
+        assert_eq!(hash_slot(b"foo{{bar}}zap"), hash_slot(b"{bar"));
+    }
+}

@@ -1,0 +1,292 @@
+//! The connection layer: how Redwire talks to Redis, by purpose.
+//!
+//! - **Shared connections** ([`Redis::conn`]) carry ordinary commands and scripts.
+//!   They are multiplexed (concurrent calls pipeline on one socket) and reconnect by
+//!   themselves, so a Redis restart needs no Redwire restart.
+//! - **Dedicated connections** ([`Redis::blocking`]) carry blocking commands such as
+//!   BLMPOP, which would stall every other caller on a shared socket. They come from a
+//!   bounded deadpool pool; a blocking call that is cancelled (client gone, deadline)
+//!   closes its connection instead of returning a still-blocked one to the pool.
+//!
+//! Submodules: `conn` (one connection type over standalone and cluster), `keys`
+//! (the key schema and cluster slots), `embedded` (a supervised redis-server child).
+
+mod conn;
+pub mod embedded;
+pub mod keys;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleResult};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError};
+use tokio::sync::OnceCell;
+
+pub use conn::Conn;
+
+use crate::error::{Error, Result};
+
+/// How many shared multiplexed connections a standalone Redis gets. Two keep one
+/// large reply from stalling every other call; more buy nothing on one Redis thread.
+const SHARED_CONNECTIONS: usize = 2;
+
+/// Connection settings taken from the config.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// Most dedicated connections for blocking commands.
+    pub blocking_pool_size: usize,
+    /// How long one ordinary command may take.
+    pub command_timeout: Duration,
+    /// How long connecting (or waiting for a pooled connection) may take.
+    pub connect_timeout: Duration,
+}
+
+/// Where the shared connections go.
+enum Shared {
+    Standalone {
+        conns: Vec<ConnectionManager>,
+        next: AtomicUsize,
+    },
+    Cluster {
+        client: Box<ClusterClient>,
+        conn: OnceCell<redis::cluster_async::ClusterConnection>,
+    },
+}
+
+/// Handle to the configured Redis (standalone or cluster). Cheap to share by `Arc`.
+pub struct Redis {
+    shared: Shared,
+    blocking: Pool<BlockingManager>,
+    settings: RedisSettings,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("cluster", &self.is_cluster())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Prepares connections to a standalone Redis at `url`. Connecting happens
+    /// lazily, so Redwire starts (NOT_SERVING) even while Redis is down.
+    pub fn standalone(url: &str, settings: RedisSettings) -> Result<Self> {
+        let client = Client::open(url).map_err(|e| Error::invalid("redis_url", e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(settings.command_timeout))
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_max_delay(Duration::from_secs(1));
+        let conns = (0..SHARED_CONNECTIONS)
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let blocking = BlockingManager::Standalone {
+            client,
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(settings.connect_timeout))
+                .set_response_timeout(None),
+        };
+        Ok(Self {
+            shared: Shared::Standalone {
+                conns,
+                next: AtomicUsize::new(0),
+            },
+            blocking: build_blocking_pool(blocking, &settings)?,
+            settings,
+        })
+    }
+
+    /// Prepares connections to a Redis Cluster through its seed nodes.
+    pub fn cluster(seeds: &[String], settings: RedisSettings) -> Result<Self> {
+        let build = |response_timeout: Duration| {
+            ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(response_timeout)
+                .build()
+                .map_err(|e| Error::invalid("redis_cluster", e.to_string()))
+        };
+        let client = build(settings.command_timeout)?;
+        // Blocking commands bound their own wait; the driver's timeout must not cut them.
+        let blocking = BlockingManager::Cluster(build(Duration::from_secs(24 * 3600))?);
+        Ok(Self {
+            shared: Shared::Cluster {
+                client: Box::new(client),
+                conn: OnceCell::new(),
+            },
+            blocking: build_blocking_pool(blocking, &settings)?,
+            settings,
+        })
+    }
+
+    /// True when talking to a Redis Cluster (multi-key calls must respect slots).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.shared, Shared::Cluster { .. })
+    }
+
+    /// A shared connection for ordinary (non-blocking) commands.
+    pub async fn conn(&self) -> Result<Conn> {
+        match &self.shared {
+            Shared::Standalone { conns, next } => {
+                let i = next.fetch_add(1, Ordering::Relaxed) % conns.len();
+                Ok(Conn::Managed(conns[i].clone()))
+            }
+            Shared::Cluster { client, conn } => {
+                let timeout = self.settings.connect_timeout;
+                let conn = conn
+                    .get_or_try_init(|| async {
+                        tokio::time::timeout(timeout, client.get_async_connection())
+                            .await
+                            .map_err(|_| {
+                                Error::Unavailable("timed out connecting to the cluster".into())
+                            })?
+                            .map_err(Error::from)
+                    })
+                    .await?;
+                Ok(Conn::Cluster(conn.clone()))
+            }
+        }
+    }
+
+    /// A dedicated connection for one blocking command. Fails with
+    /// RESOURCE_EXHAUSTED when every dedicated connection is busy.
+    pub async fn blocking(&self) -> Result<BlockingConn> {
+        match self.blocking.get().await {
+            Ok(object) => Ok(BlockingConn {
+                object: Some(object),
+                settled: true,
+                command_timeout: self.settings.command_timeout,
+            }),
+            Err(PoolError::Timeout(managed::TimeoutType::Wait)) => {
+                Err(Error::ResourceExhausted(format!(
+                    "all {} connections for blocking calls are busy",
+                    self.settings.blocking_pool_size
+                )))
+            }
+            Err(PoolError::Backend(e)) => Err(e.into()),
+            Err(e) => Err(Error::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Checks that Redis answers (every node, on a cluster).
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let reply: String = tokio::time::timeout(
+            self.settings.command_timeout,
+            redis::cmd("PING").query_async(&mut conn),
+        )
+        .await
+        .map_err(|_| Error::Unavailable("PING timed out".into()))??;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "unexpected PING reply {reply:?}"
+            )))
+        }
+    }
+
+    /// How long one ordinary command may take.
+    pub fn command_timeout(&self) -> Duration {
+        self.settings.command_timeout
+    }
+}
+
+fn build_blocking_pool(
+    manager: BlockingManager,
+    settings: &RedisSettings,
+) -> Result<Pool<BlockingManager>> {
+    Pool::builder(manager)
+        .max_size(settings.blocking_pool_size.max(1))
+        .wait_timeout(Some(Duration::from_millis(50)))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(settings.command_timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::Internal(format!("building the blocking pool: {e}")))
+}
+
+/// Creates the dedicated connections of the blocking pool.
+enum BlockingManager {
+    Standalone {
+        client: Client,
+        config: AsyncConnectionConfig,
+    },
+    Cluster(ClusterClient),
+}
+
+impl managed::Manager for BlockingManager {
+    type Type = Conn;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<Conn, RedisError> {
+        match self {
+            BlockingManager::Standalone { client, config } => Ok(Conn::Dedicated(
+                client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await?,
+            )),
+            BlockingManager::Cluster(client) => {
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<RedisError> {
+        let _: String = redis::cmd("PING").query_async(conn).await?;
+        Ok(())
+    }
+}
+
+/// A dedicated connection checked out for a blocking command.
+///
+/// If the command does not finish cleanly (timed out, or the caller's future was
+/// dropped because the client went away), the connection may still be blocked
+/// inside Redis; dropping the guard then closes it rather than returning it to the
+/// pool, and Redis ends the blocked command when it sees the socket close.
+pub struct BlockingConn {
+    object: Option<Object<BlockingManager>>,
+    settled: bool,
+    command_timeout: Duration,
+}
+
+impl BlockingConn {
+    /// Runs `cmd`, which blocks inside Redis for at most `server_wait`.
+    pub async fn query<T: FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+        server_wait: Duration,
+    ) -> Result<T> {
+        let object = self
+            .object
+            .as_mut()
+            .ok_or_else(|| Error::Internal("blocking connection used after close".into()))?;
+        self.settled = false;
+        let limit = server_wait + self.command_timeout;
+        let reply = tokio::time::timeout(limit, cmd.query_async::<T>(&mut **object))
+            .await
+            .map_err(|_| Error::Unavailable("blocking command outlived its wait".into()))?;
+        match reply {
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                Err(e.into())
+            }
+            other => {
+                self.settled = true;
+                Ok(other?)
+            }
+        }
+    }
+}
+
+impl Drop for BlockingConn {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take()
+            && !self.settled
+        {
+            // Detach from the pool; dropping the connection closes its socket.
+            drop(Object::take(object));
+        }
+    }
+}

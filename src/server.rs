@@ -1,0 +1,157 @@
+//! Assembles the gRPC server (services, health, reflection, limits) and runs it on
+//! an already bound listener until a shutdown future resolves.
+//!
+//! Shutdown order: health goes NOT_SERVING, the shared cancellation token fires
+//! (blocking calls end with UNAVAILABLE, background tasks stop), the server stops
+//! accepting and lets in-flight calls finish, and `--shutdown-grace` bounds the
+//! whole drain. The embedded redis-server, if any, is stopped last.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::cache::{CacheService, CacheStore};
+use crate::config::{Config, RedisTarget};
+use crate::proto::cache_server::CacheServer;
+use crate::redis::embedded::{EmbeddedRedis, StartError};
+use crate::redis::{Redis, RedisSettings};
+use crate::validate::Limits;
+use crate::{health, proto};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The embedded redis-server could not start.
+    #[error(transparent)]
+    Embedded(#[from] StartError),
+    /// The Redis configuration is unusable.
+    #[error("redis: {0}")]
+    Redis(#[from] crate::Error),
+    /// Server reflection could not be built from the descriptors.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC transport failed.
+    #[error("grpc transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Runs Redwire on `listener` until `shutdown` resolves, then drains within the
+/// configured grace period.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let embedded = match config.redis_target() {
+        RedisTarget::Embedded => {
+            Some(EmbeddedRedis::start(&config.redis_server_bin, &config.data_dir).await?)
+        }
+        _ => None,
+    };
+    let result = serve(
+        &config,
+        embedded.as_ref().map(EmbeddedRedis::url),
+        listener,
+        shutdown,
+    )
+    .await;
+    if let Some(embedded) = embedded {
+        embedded.stop().await;
+    }
+    result
+}
+
+async fn serve(
+    config: &Config,
+    embedded_url: Option<&str>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let settings = RedisSettings {
+        blocking_pool_size: config.blocking_pool_size,
+        command_timeout: config.redis_timeout,
+        connect_timeout: config.connect_timeout,
+    };
+    let redis = Arc::new(match (config.redis_target(), embedded_url) {
+        (RedisTarget::Cluster(seeds), _) => Redis::cluster(&seeds, settings)?,
+        (RedisTarget::Standalone(url), _) => Redis::standalone(&url, settings)?,
+        (RedisTarget::Embedded, Some(url)) => Redis::standalone(url, settings)?,
+        (RedisTarget::Embedded, None) => {
+            return Err(crate::Error::Internal("embedded redis has no url".into()).into());
+        }
+    });
+    let limits = Limits {
+        max_key_bytes: config.max_key_bytes,
+        max_value_bytes: config.max_value_bytes,
+        max_batch: config.max_batch,
+    };
+    let token = CancellationToken::new();
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    health::set_all(&reporter, ServingStatus::NotServing).await;
+    let watcher = tokio::spawn(health::watch_redis(
+        redis.clone(),
+        reporter.clone(),
+        config.health_interval,
+        token.clone(),
+    ));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let cache = CacheService::new(CacheStore::new(redis.clone()), limits, token.clone());
+    let max_message = config.max_message_bytes;
+
+    let local_addr = listener.local_addr().ok();
+    let server = Server::builder()
+        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            CacheServer::new(cache)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            token.clone().cancelled_owned(),
+        );
+    tracing::info!(addr = ?local_addr, cluster = redis.is_cluster(), "redwire listening");
+
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = shutdown => {
+            tracing::info!(grace = ?config.shutdown_grace, "shutting down");
+            health::set_all(&reporter, ServingStatus::NotServing).await;
+            token.cancel();
+            match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("shutdown grace elapsed; closing the remaining connections");
+                    Ok(())
+                }
+            }
+        }
+    };
+    token.cancel();
+    let _ = watcher.await;
+    tracing::info!("redwire stopped");
+    Ok(result?)
+}

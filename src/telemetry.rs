@@ -1,0 +1,19 @@
+//! Logging setup: tracing to stderr as text or JSON, filtered by `--log` (or
+//! RUST_LOG when set).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogFormat};
+
+/// Installs the global tracing subscriber; later calls are ignored (tests start
+/// many servers in one process).
+pub fn init(config: &Config) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

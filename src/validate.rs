@@ -1,0 +1,193 @@
+//! Request validation shared by every service. Each check names the request field
+//! it rejects, e.g. `values[3].key: must not be empty`.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Size limits from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest key or field name, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, member or item, in bytes.
+    pub max_value_bytes: usize,
+    /// Most entries in one request.
+    pub max_batch: usize,
+}
+
+impl Limits {
+    /// A key (or field name): not empty, not too long.
+    pub fn key(&self, field: &str, key: &str) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::invalid(field, "must not be empty"));
+        }
+        if key.len() > self.max_key_bytes {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "is {} bytes; the limit is {} bytes",
+                    key.len(),
+                    self.max_key_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A value: not too long (empty values are fine).
+    pub fn value(&self, field: &str, value: &[u8]) -> Result<()> {
+        if value.len() > self.max_value_bytes {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "is {} bytes; the limit is {} bytes",
+                    value.len(),
+                    self.max_value_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A list of entries: at least one, at most `max_batch`.
+    pub fn batch<T>(&self, field: &str, items: &[T]) -> Result<()> {
+        if items.is_empty() {
+            return Err(Error::invalid(field, "must contain at least one entry"));
+        }
+        if items.len() > self.max_batch {
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "has {} entries; the limit is {}",
+                    items.len(),
+                    self.max_batch
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A non-empty batch of keys, each valid.
+    pub fn keys(&self, field: &str, keys: &[String]) -> Result<()> {
+        self.batch(field, keys)?;
+        keys.iter()
+            .enumerate()
+            .try_for_each(|(i, key)| self.key(&format!("{field}[{i}]"), key))
+    }
+
+    /// A non-empty batch of values, each within the size limit.
+    pub fn values(&self, field: &str, values: &[Vec<u8>]) -> Result<()> {
+        self.batch(field, values)?;
+        values
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, value)| self.value(&format!("{field}[{i}]"), value))
+    }
+}
+
+/// A protobuf duration that may be absent or zero (a wait). Negative or malformed
+/// durations are rejected.
+pub fn duration(field: &str, value: Option<&prost_types::Duration>) -> Result<Option<Duration>> {
+    let Some(d) = value else { return Ok(None) };
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return Err(Error::invalid(field, "must be a non-negative duration"));
+    }
+    let seconds = u64::try_from(d.seconds).map_err(|_| Error::invalid(field, "is out of range"))?;
+    let nanos = u32::try_from(d.nanos).map_err(|_| Error::invalid(field, "is out of range"))?;
+    Ok(Some(Duration::new(seconds, nanos)))
+}
+
+/// A time to live: absent, or at least one millisecond (Redis counts in ms).
+pub fn ttl(field: &str, value: Option<&prost_types::Duration>) -> Result<Option<Duration>> {
+    match duration(field, value)? {
+        Some(d) if d < Duration::from_millis(1) => {
+            Err(Error::invalid(field, "must be at least 1ms"))
+        }
+        // Redis keeps expiry instants in ms since the epoch; centuries are plenty.
+        Some(d) if d > Duration::from_secs(100 * 365 * 24 * 3600) => {
+            Err(Error::invalid(field, "must be at most 100 years"))
+        }
+        other => Ok(other),
+    }
+}
+
+/// A score: any number but NaN.
+pub fn score(field: &str, value: f64) -> Result<()> {
+    if value.is_nan() {
+        return Err(Error::invalid(field, "must be a number, not NaN"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    const LIMITS: Limits = Limits {
+        max_key_bytes: 8,
+        max_value_bytes: 4,
+        max_batch: 2,
+    };
+
+    fn field_of(result: Result<()>) -> String {
+        match result {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_are_checked_by_index() {
+        assert_eq!(
+            field_of(LIMITS.keys("keys", &["a".into(), String::new()])),
+            "keys[1]"
+        );
+        assert_eq!(field_of(LIMITS.keys("keys", &[])), "keys");
+        assert_eq!(
+            field_of(LIMITS.keys("keys", &["a".into(), "b".into(), "c".into()])),
+            "keys"
+        );
+        assert_eq!(field_of(LIMITS.key("key", "123456789")), "key");
+        assert!(
+            LIMITS
+                .keys("keys", &["a".into(), "12345678".into()])
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn values_may_be_empty_but_not_too_long() {
+        assert!(LIMITS.value("value", b"").is_ok());
+        assert_eq!(field_of(LIMITS.value("value", b"12345")), "value");
+    }
+
+    #[test]
+    fn ttls_must_be_at_least_a_millisecond() {
+        let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
+        assert_eq!(ttl("ttl", None).expect("absent is fine"), None);
+        assert_eq!(
+            ttl("ttl", Some(&d(1, 500_000_000))).expect("valid"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            field_of(ttl("ttl", Some(&d(0, 999_999))).map(|_| ())),
+            "ttl"
+        );
+        assert_eq!(field_of(ttl("ttl", Some(&d(-1, 0))).map(|_| ())), "ttl");
+        assert_eq!(
+            duration("wait", Some(&d(0, 0))).expect("zero wait"),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn nan_scores_are_rejected() {
+        assert_eq!(
+            field_of(score("members[0].score", f64::NAN)),
+            "members[0].score"
+        );
+        assert!(score("s", f64::INFINITY).is_ok());
+    }
+}
