@@ -490,8 +490,6 @@ impl Cache for CacheService {
         let deadline = deadline::remaining(request.metadata());
         let req = request.into_inner();
         let keys = self.keys("keys", &req.keys)?;
-        self.store
-            .require_one_slot("keys", &keys.iter().collect::<Vec<_>>())?;
         let end = list_end("end", req.end, End::Front)?;
         let count = match req.count {
             0 => 1,
@@ -507,6 +505,8 @@ impl Cache for CacheService {
         let wait = validate::duration("wait", req.wait.as_ref())?.unwrap_or_default();
         let wait = deadline::bounded_wait(wait, deadline);
         let popped = if wait >= Duration::from_millis(1) {
+            self.store
+                .require_one_slot("keys", &keys.iter().collect::<Vec<_>>())?;
             tokio::select! {
                 popped = self.store.list_pop_wait(&keys, end, count, wait) => popped?,
                 () = self.shutdown.cancelled() => return Err(Error::ShuttingDown.into()),

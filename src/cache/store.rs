@@ -565,17 +565,41 @@ impl CacheStore {
         Ok(length)
     }
 
-    /// LMPOP without waiting.
+    /// LMPOP without waiting. On a cluster, keys in different slots are tried one
+    /// slot group at a time, in request order; each pop is atomic.
     pub async fn list_pop(&self, keys: &[String], end: End, count: u32) -> Result<Option<Popped>> {
-        let mut cmd = redis::cmd("LMPOP");
-        cmd.arg(keys.len())
-            .arg(keys)
-            .arg(end.direction())
-            .arg("COUNT")
-            .arg(count);
-        let reply: Option<(String, Vec<Vec<u8>>)> =
-            cmd.query_async(&mut self.conn().await?).await?;
-        Ok(reply.map(|(key, values)| Popped { key, values }))
+        let mut conn = self.conn().await?;
+        for group in self.slot_runs(keys) {
+            let mut cmd = redis::cmd("LMPOP");
+            cmd.arg(group.len())
+                .arg(group)
+                .arg(end.direction())
+                .arg("COUNT")
+                .arg(count);
+            let reply: Option<(String, Vec<Vec<u8>>)> = cmd.query_async(&mut conn).await?;
+            if let Some((key, values)) = reply {
+                return Ok(Some(Popped { key, values }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Splits `keys` into runs of consecutive keys sharing a slot (one run on a
+    /// standalone Redis), keeping their order.
+    fn slot_runs<'k>(&self, keys: &'k [String]) -> Vec<&'k [String]> {
+        if !self.redis.is_cluster() {
+            return vec![keys];
+        }
+        let mut runs = Vec::new();
+        let mut start = 0;
+        for i in 1..=keys.len() {
+            if i == keys.len() || hash_slot(keys[i].as_bytes()) != hash_slot(keys[start].as_bytes())
+            {
+                runs.push(&keys[start..i]);
+                start = i;
+            }
+        }
+        runs
     }
 
     /// BLMPOP on a dedicated connection, waiting at most `wait` (at least 1 ms).

@@ -1,0 +1,424 @@
+//! Test support: real Redis servers and an in-process Redwire, reached over real gRPC.
+//!
+//! - [`RedisServer`]: a `redis-server` child on a random loopback port with its own
+//!   temp dir (AOF on), killed and reaped on drop; its log is printed when the test
+//!   panics.
+//! - [`RedisCluster`]: three such servers joined into a 3-master Redis Cluster.
+//! - [`TestContext`]: Redwire running in this process on `127.0.0.1:0`, with typed
+//!   clients, stopped through its shutdown future.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redwire::proto::cache_client::CacheClient;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A port on loopback that was free a moment ago (and so was `port + 10000`, the
+/// cluster bus port).
+fn free_port() -> u16 {
+    loop {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local addr").port();
+        if port < 55_000 && StdListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A real redis-server child process.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+}
+
+impl RedisServer {
+    /// Starts a standalone redis-server.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a redis-server with extra arguments (e.g. cluster mode).
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("redwire-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut server = Self {
+            child: None,
+            port: 0,
+            dir,
+            extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        // A port picked free may be taken before redis binds it; try a few.
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn() {
+                return server;
+            }
+        }
+        server.dump_log();
+        panic!("redis-server did not start");
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    /// Spawns redis-server on `self.port` and waits for PING; false if it died.
+    fn spawn(&mut self) -> bool {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.log_path())
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+            ])
+            .args(["--protected-mode", "no"])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            if self.ping() {
+                self.child = Some(child);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    fn ping(&self) -> bool {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_ok()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain synchronous connection for inspecting Redis from the test.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .expect("connect to the test redis")
+    }
+
+    /// kill -9, like a crash: nothing is flushed beyond what AOF everysec wrote.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts redis-server again on the same port and data dir (AOF replayed).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.spawn() {
+            assert!(Instant::now() < deadline, "redis-server did not restart");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn dump_log(&self) {
+        if let Ok(log) = std::fs::read_to_string(self.log_path()) {
+            eprintln!(
+                "---- redis-server :{} log ----\n{log}\n---- end of log ----",
+                self.port
+            );
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_log();
+        }
+        self.kill();
+    }
+}
+
+/// A 3-master Redis Cluster on loopback (no replicas).
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+        for (node, (first, last)) in nodes.iter().zip(ranges) {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(first)
+                .arg(last)
+                .query(&mut node.connection())
+                .expect("assign slots");
+        }
+        let mut first = nodes[0].connection();
+        for node in &nodes[1..] {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(node.port())
+                .query(&mut first)
+                .expect("cluster meet");
+        }
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster.is_ready() {
+            assert!(
+                Instant::now() < deadline,
+                "cluster did not reach cluster_state:ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// Every node says the cluster is ok and knows all three nodes.
+    fn is_ready(&self) -> bool {
+        self.nodes.iter().all(|node| {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut node.connection())
+                .unwrap_or_default();
+            info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+        })
+    }
+
+    pub fn seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A connection to the node that owns `key`'s slot.
+    pub fn connection_for(&self, key: &str) -> redis::Connection {
+        let slot = redwire::redis::keys::hash_slot(key.as_bytes());
+        let index = match slot {
+            0..=5460 => 0,
+            5461..=10922 => 1,
+            _ => 2,
+        };
+        self.nodes[index].connection()
+    }
+}
+
+/// Which Redis a [`TestContext`] serves.
+pub enum Backend {
+    Standalone(RedisServer),
+    Cluster(RedisCluster),
+    /// Redwire's own embedded redis-server, in this temp dir.
+    Embedded(tempfile::TempDir),
+}
+
+/// Redwire running in-process over a real Redis, with clients.
+pub struct TestContext {
+    pub backend: Backend,
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), redwire::ServeError>>>,
+}
+
+impl TestContext {
+    /// Redwire over its own fresh standalone Redis.
+    pub async fn standalone() -> Self {
+        Self::standalone_with(&[]).await
+    }
+
+    /// Like [`standalone`](Self::standalone), with extra Redwire flags.
+    pub async fn standalone_with(extra: &[&str]) -> Self {
+        let redis = RedisServer::start();
+        let url = redis.url();
+        Self::start(Backend::Standalone(redis), &["--redis-url", &url], extra).await
+    }
+
+    /// Redwire over its own fresh 3-master cluster.
+    pub async fn cluster() -> Self {
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start)
+            .await
+            .expect("cluster start");
+        let seeds = cluster.seeds();
+        Self::start(Backend::Cluster(cluster), &["--redis-cluster", &seeds], &[]).await
+    }
+
+    /// Redwire with its embedded redis-server in a temp data dir.
+    pub async fn embedded() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("rw-")
+            .tempdir()
+            .expect("temp dir");
+        let data = dir.path().join("data").display().to_string();
+        Self::start(Backend::Embedded(dir), &["--data-dir", &data], &[]).await
+    }
+
+    async fn start(backend: Backend, redis_args: &[&str], extra: &[&str]) -> Self {
+        let mut args = vec![
+            "redwire",
+            "--health-interval",
+            "100ms",
+            "--shutdown-grace",
+            "5s",
+            "--log",
+            "warn",
+        ];
+        args.extend_from_slice(redis_args);
+        args.extend_from_slice(extra);
+        let config = redwire::Config::from_args(args).expect("test config parses");
+        redwire::telemetry::init(&config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(redwire::run(config, listener, async {
+            let _ = rx.await;
+        }));
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect_lazy();
+        let ctx = Self {
+            backend,
+            addr,
+            channel,
+            shutdown: Some(tx),
+            server: Some(server),
+        };
+        ctx.wait_for_health("", ServingStatus::Serving).await;
+        ctx
+    }
+
+    pub fn cache(&self) -> CacheClient<Channel> {
+        CacheClient::new(self.channel.clone())
+    }
+
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel.clone())
+    }
+
+    /// The standalone Redis behind this context.
+    pub fn redis(&mut self) -> &mut RedisServer {
+        match &mut self.backend {
+            Backend::Standalone(redis) => redis,
+            _ => panic!("this context has no standalone test redis"),
+        }
+    }
+
+    /// The health status of `service`, or None when the call fails.
+    pub async fn health_status(&self, service: &str) -> Option<ServingStatus> {
+        let reply = self
+            .health()
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .ok()?;
+        ServingStatus::try_from(reply.into_inner().status).ok()
+    }
+
+    pub async fn wait_for_health(&self, service: &str, want: ServingStatus) {
+        eventually(
+            Duration::from_secs(20),
+            &format!("health {service:?} to be {want:?}"),
+            || async { (self.health_status(service).await == Some(want)).then_some(()) },
+        )
+        .await;
+    }
+
+    /// Fires the shutdown future and waits for `run` to return; returns how long
+    /// that took.
+    pub async fn stop(&mut self) -> Duration {
+        let started = Instant::now();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+        started.elapsed()
+    }
+}
+
+impl Drop for TestContext {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
