@@ -1,7 +1,7 @@
 //! Health: `grpc.health.v1.Health` reports SERVING for "" and every Redwire service
 //! only while Redis answers. A background task pings Redis every
 //! `--health-interval` and flips the status both ways by itself; shutdown sets
-//! NOT_SERVING before anything else stops.
+//! NOT_SERVING before anything else stops, then ends open `Watch` streams.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,14 @@ pub const SERVICES: &[&str] = &["", "redwire.v1.Cache"];
 pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
     for service in SERVICES {
         reporter.set_service_status(*service, status).await;
+    }
+}
+
+/// Ends every open `Watch` stream (after they were told NOT_SERVING), so that
+/// health watchers do not hold the graceful shutdown open.
+pub async fn close_watchers(reporter: &mut HealthReporter) {
+    for service in SERVICES {
+        reporter.clear_service_status(service).await;
     }
 }
 

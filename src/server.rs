@@ -93,9 +93,9 @@ async fn serve(
     };
     let token = CancellationToken::new();
 
-    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let (mut reporter, health_service) = tonic_health::server::health_reporter();
     health::set_all(&reporter, ServingStatus::NotServing).await;
-    let watcher = tokio::spawn(health::watch_redis(
+    let mut watcher = tokio::spawn(health::watch_redis(
         redis.clone(),
         reporter.clone(),
         config.health_interval,
@@ -139,8 +139,11 @@ async fn serve(
         result = &mut server => result,
         () = shutdown => {
             tracing::info!(grace = ?config.shutdown_grace, "shutting down");
+            // Stop the watcher first so it cannot flip the status back to SERVING.
+            watcher.abort();
             health::set_all(&reporter, ServingStatus::NotServing).await;
             token.cancel();
+            health::close_watchers(&mut reporter).await;
             match tokio::time::timeout(config.shutdown_grace, &mut server).await {
                 Ok(result) => result,
                 Err(_) => {
@@ -151,7 +154,7 @@ async fn serve(
         }
     };
     token.cancel();
-    let _ = watcher.await;
+    let _ = (&mut watcher).await;
     tracing::info!("redwire stopped");
     Ok(result?)
 }

@@ -1,0 +1,57 @@
+# Installs what Redwire's scripts need on a Debian/Ubuntu machine that has only the
+# Rust toolchain. Sourced by scripts/run and scripts/test; each function is a no-op
+# when its tool is already there.
+
+# Runs a command as root (directly, or through sudo when we are not root).
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_redis_server() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "==> installing redis-server from the OS packages"
+    apt_install redis-server
+  fi
+}
+
+ensure_rust_components() {
+  for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+      echo "==> adding rust component $component"
+      rustup component add "$component"
+    fi
+  done
+}
+
+# A virtualenv in target/ with the Python test client's packages.
+PY_VENV="target/python-venv"
+ensure_python_env() {
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "==> installing python3"
+    apt_install python3 python3-venv
+  fi
+  if [ ! -x "$PY_VENV/bin/python" ]; then
+    echo "==> creating $PY_VENV"
+    if ! python3 -m venv "$PY_VENV" 2>/dev/null; then
+      rm -rf "$PY_VENV"
+      apt_install python3-venv
+      python3 -m venv "$PY_VENV"
+    fi
+  fi
+  local requirements=tests/python/requirements.txt
+  local stamp="$PY_VENV/.requirements"
+  if ! cmp -s "$requirements" "$stamp"; then
+    echo "==> installing Python test packages"
+    "$PY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$stamp"
+  fi
+}

@@ -1,0 +1,233 @@
+//! Server-level behaviour: health follows Redis, reflection, graceful shutdown,
+//! message limits, and the embedded redis-server.
+
+mod support;
+
+use std::time::Duration;
+
+use redwire::proto::*;
+use support::TestContext;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_redis_down_and_up_without_restart() {
+    let mut ctx = TestContext::standalone().await;
+    assert_eq!(
+        ctx.health_status("redwire.v1.Cache").await,
+        Some(ServingStatus::Serving)
+    );
+
+    ctx.redis().kill();
+    ctx.wait_for_health("", ServingStatus::NotServing).await;
+    ctx.wait_for_health("redwire.v1.Cache", ServingStatus::NotServing)
+        .await;
+    let status = ctx
+        .cache()
+        .get(GetRequest { key: "k".into() })
+        .await
+        .expect_err("redis is down");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    ctx.redis().restart();
+    ctx.wait_for_health("", ServingStatus::Serving).await;
+    ctx.wait_for_health("redwire.v1.Cache", ServingStatus::Serving)
+        .await;
+    support::eventually(Duration::from_secs(10), "calls to work again", || async {
+        let mut cache = ctx.cache();
+        let set = cache
+            .set(SetRequest {
+                key: "k".into(),
+                value: b"back".to_vec(),
+                ..Default::default()
+            })
+            .await;
+        set.ok().map(|_| ())
+    })
+    .await;
+    let value = ctx
+        .cache()
+        .get(GetRequest { key: "k".into() })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(value.value, b"back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let ctx = TestContext::standalone().await;
+    let mut client = ServerReflectionClient::new(ctx.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let reply = replies.next().await.expect("one reply").expect("ok reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply {reply:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in ["redwire.v1.Cache", "grpc.health.v1.Health"] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_not_serving_first_and_ends_blocking_calls_within_grace() {
+    let mut ctx = TestContext::standalone().await;
+    let mut watch = ctx
+        .health()
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.next().await.expect("first status").expect("ok");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    let mut cache = ctx.cache();
+    let blocked = tokio::spawn(async move {
+        cache
+            .list_pop(ListPopRequest {
+                keys: vec!["never-filled".into()],
+                wait: Some(prost_types::Duration {
+                    seconds: 60,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            })
+            .await
+    });
+    let redis_url = ctx.redis().url();
+    support::eventually(Duration::from_secs(10), "the pop to block", || async {
+        let mut conn = redis::Client::open(redis_url.as_str())
+            .ok()?
+            .get_connection()
+            .ok()?;
+        let info: String = redis::cmd("INFO").arg("clients").query(&mut conn).ok()?;
+        info.contains("blocked_clients:1").then_some(())
+    })
+    .await;
+
+    let took = ctx.stop().await;
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown took {took:?}, past the 5s grace"
+    );
+    let status = blocked
+        .await
+        .expect("task")
+        .expect_err("the blocked call ends");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let next = watch.next().await;
+    if let Some(Ok(update)) = next {
+        assert_eq!(
+            update.status,
+            ServingStatus::NotServing as i32,
+            "NOT_SERVING is announced first"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_messages_are_refused_and_the_server_stays_healthy() {
+    let ctx = TestContext::standalone_with(&["--max-message-bytes", "65536"]).await;
+    let status = ctx
+        .cache()
+        .set(SetRequest {
+            key: "big".into(),
+            value: vec![7; 100_000],
+            ..Default::default()
+        })
+        .await
+        .expect_err("too large");
+    // tonic's decoder answers OUT_OF_RANGE and says which limit was hit.
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("65536"), "{status:?}");
+    assert_eq!(ctx.health_status("").await, Some(ServingStatus::Serving));
+    let get = ctx
+        .cache()
+        .get(GetRequest { key: "big".into() })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(!get.found, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_redis_persists_to_the_data_dir_and_stops_with_the_server() {
+    let mut ctx = TestContext::embedded().await;
+    ctx.cache()
+        .set(SetRequest {
+            key: "e".into(),
+            value: b"embedded".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("set on the embedded redis");
+    let support::Backend::Embedded(dir) = &ctx.backend else {
+        unreachable!()
+    };
+    let data = dir.path().join("data");
+    let socket = data.join("redis.sock");
+    let url = format!("redis+unix://{}", socket.display());
+    ctx.stop().await;
+
+    // SHUTDOWN flushed the AOF, and the server is gone.
+    let aof_dir = data.join("appendonlydir");
+    let aof: String = std::fs::read_dir(&aof_dir)
+        .expect("appendonlydir exists")
+        .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .collect();
+    assert!(
+        aof.contains("rw:c:e") && aof.contains("embedded"),
+        "the write reached the AOF"
+    );
+    let still_up = redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(300)))
+        .is_ok();
+    assert!(!still_up, "the embedded redis-server stopped with Redwire");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_redis_server_gets_one_clear_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = redwire::Config::from_args([
+        "redwire",
+        "--data-dir",
+        &dir.path().display().to_string(),
+        "--redis-server-bin",
+        "/nonexistent/redis-server",
+    ])
+    .expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let err = redwire::run(config, listener, std::future::pending())
+        .await
+        .expect_err("no redis-server to run");
+    let message = err.to_string();
+    assert!(!message.contains('\n'), "one line: {message}");
+    assert!(
+        message.contains("apt-get install -y redis-server"),
+        "{message}"
+    );
+    assert!(message.contains("--redis-url"), "{message}");
+}
