@@ -6,7 +6,8 @@
 //!
 //! Scripts (loaded once, re-sent automatically after `SCRIPT FLUSH` or a restart):
 //! `cas_set.lua` (IF_EQUAL writes), `increment.lua` (TTL on creation),
-//! `bloom_add.lua` / `bloom_contains.lua` (Bloom filters on plain bitmaps).
+//! `bloom_add.lua` / `bloom_contains.lua` with their shared prelude `bloom.lua`
+//! (Bloom filters on plain bitmaps).
 
 mod store;
 

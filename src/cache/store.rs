@@ -16,9 +16,19 @@ use crate::redis::{Conn, Redis};
 
 static CAS_SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cas_set.lua")));
 static INCREMENT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("increment.lua")));
-static BLOOM_ADD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("bloom_add.lua")));
-static BLOOM_CONTAINS: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("bloom_contains.lua")));
+// Scripts cannot call each other, so the Bloom scripts share bloom.lua by prefix.
+static BLOOM_ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("bloom.lua"),
+        include_str!("bloom_add.lua")
+    ))
+});
+static BLOOM_CONTAINS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("bloom.lua"),
+        include_str!("bloom_contains.lua")
+    ))
+});
 
 /// When a write may happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
