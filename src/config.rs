@@ -57,6 +57,11 @@ pub struct Config {
     #[arg(long, env = "REDWIRE_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
 
+    /// Most concurrent gRPC streams (calls) on one HTTP/2 connection; long-lived
+    /// Consume and subscription streams count too.
+    #[arg(long, env = "REDWIRE_MAX_CONCURRENT_STREAMS", default_value_t = 4096)]
+    pub max_concurrent_streams: u32,
+
     /// Largest key (or hash field name) accepted, in bytes.
     #[arg(long, env = "REDWIRE_MAX_KEY_BYTES", default_value_t = 1024)]
     pub max_key_bytes: usize,
@@ -68,6 +73,14 @@ pub struct Config {
     /// Most keys, fields, members or values in one request.
     #[arg(long, env = "REDWIRE_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,
+
+    /// Lease length of a queue delivery when the consumer does not choose one.
+    #[arg(long, env = "REDWIRE_QUEUE_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub queue_lease: Duration,
+
+    /// How often the background reaper expires leases and promotes delayed jobs.
+    #[arg(long, env = "REDWIRE_QUEUE_REAP_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub queue_reap_interval: Duration,
 
     /// How often the health checker pings Redis.
     #[arg(long, env = "REDWIRE_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]

@@ -13,7 +13,7 @@ use tonic_health::server::HealthReporter;
 use crate::redis::Redis;
 
 /// The service names health reports on: "" (the whole server) and each service.
-pub const SERVICES: &[&str] = &["", "redwire.v1.Cache"];
+pub const SERVICES: &[&str] = &["", "redwire.v1.Cache", "redwire.v1.Queue"];
 
 /// Sets every service in [`SERVICES`] to `status`.
 pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {

@@ -12,6 +12,7 @@
 //! - [`deadline`]: the caller's gRPC deadline, to bound blocking waits.
 //! - [`redis`]: connections by purpose, the key schema, the embedded redis-server.
 //! - [`cache`]: the `redwire.v1.Cache` service.
+//! - [`queue`]: the `redwire.v1.Queue` service (job queue, waker, reaper).
 //! - [`health`]: health reporting that follows Redis reachability.
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
 //! - [`telemetry`]: logging setup.
@@ -23,6 +24,7 @@ pub mod deadline;
 pub mod error;
 pub mod health;
 pub mod proto;
+pub mod queue;
 pub mod redis;
 pub mod server;
 pub mod telemetry;

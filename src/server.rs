@@ -19,6 +19,8 @@ use tonic_health::ServingStatus;
 use crate::cache::{CacheService, CacheStore};
 use crate::config::{Config, RedisTarget};
 use crate::proto::cache_server::CacheServer;
+use crate::proto::queue_server::QueueServer;
+use crate::queue::{QueueService, QueueSettings, QueueStore};
 use crate::redis::embedded::{EmbeddedRedis, StartError};
 use crate::redis::{Redis, RedisSettings};
 use crate::validate::Limits;
@@ -112,12 +114,23 @@ async fn serve(
         .build_v1alpha()?;
 
     let cache = CacheService::new(CacheStore::new(redis.clone()), limits, token.clone());
+    let queue = QueueService::new(
+        QueueStore::new(redis.clone()),
+        limits,
+        QueueSettings {
+            default_lease: config.queue_lease,
+            reap_interval: config.queue_reap_interval,
+        },
+        token.clone(),
+    );
+    let background = queue.spawn_background(redis.clone());
     let max_message = config.max_message_bytes;
 
     let local_addr = listener.local_addr().ok();
     let server = Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .tcp_nodelay(true)
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
@@ -125,6 +138,11 @@ async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(
             CacheServer::new(cache)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .add_service(
+            QueueServer::new(queue)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )
@@ -155,6 +173,9 @@ async fn serve(
     };
     token.cancel();
     let _ = (&mut watcher).await;
+    for task in background {
+        let _ = task.await;
+    }
     tracing::info!("redwire stopped");
     Ok(result?)
 }

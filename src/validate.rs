@@ -86,6 +86,33 @@ impl Limits {
     }
 }
 
+/// Longest queue, job id or group name.
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// A name (queue, job id, ordering group): 1 to 200 bytes of ASCII letters, digits
+/// and `-_.:`. The narrow alphabet keeps names safe in keys, logs and URLs.
+pub fn name(field: &str, value: &str) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!("is longer than {MAX_NAME_BYTES} bytes"),
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(Error::invalid(
+            field,
+            format!("may only contain letters, digits and -_.: (found {bad:?})"),
+        ));
+    }
+    Ok(())
+}
+
 /// A protobuf duration that may be absent or zero (a wait). Negative or malformed
 /// durations are rejected.
 pub fn duration(field: &str, value: Option<&prost_types::Duration>) -> Result<Option<Duration>> {
@@ -180,6 +207,15 @@ mod tests {
             duration("wait", Some(&d(0, 0))).expect("zero wait"),
             Some(Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn names_use_a_narrow_alphabet() {
+        assert!(name("queue", "mail.out:v2_a-b").is_ok());
+        assert_eq!(field_of(name("queue", "")), "queue");
+        assert_eq!(field_of(name("queue", "a b")), "queue");
+        assert_eq!(field_of(name("queue", "a{b}")), "queue");
+        assert_eq!(field_of(name("queue", &"q".repeat(201))), "queue");
     }
 
     #[test]

@@ -21,14 +21,46 @@ pub const PREFIX: &str = "rw:";
 pub enum Space {
     /// Cache values (any Redis type, one key per user key).
     Cache,
+    /// Job queues (several keys per queue, sharing one hash tag).
+    Queue,
 }
 
 impl Space {
     fn tag(self) -> &'static str {
         match self {
             Space::Cache => "c",
+            Space::Queue => "q",
         }
     }
+}
+
+/// The set of every queue name that ever had a job (for ListQueues).
+pub const QUEUE_REGISTRY: &str = "rw:queues";
+
+/// The pub/sub channel on which queue scripts announce ready jobs
+/// (message: `"<count> <queue>"`).
+pub const QUEUE_WAKE_CHANNEL: &str = "rw:q:wake";
+
+/// The keys of one queue, in the order every queue script expects them in `KEYS`
+/// (see `src/queue/queue.lua`). All share the hash tag `{<queue>}`, so one queue
+/// lives in one cluster slot and its scripts are cluster-safe.
+pub fn queue_keys(queue: &str) -> [String; 12] {
+    let base = format!("{PREFIX}{}:{{{}}}", Space::Queue.tag(), escape(queue));
+    [
+        "jobs",
+        "payloads",
+        "results",
+        "waiting",
+        "delayed",
+        "active",
+        "dead",
+        "completed",
+        "backlog",
+        "groups",
+        "meta",
+        "rate",
+    ]
+    .map(|suffix| format!("{base}:{suffix}"))
 }
 
 /// The Redis key for the user key `name` in `space`: `rw:c:<escaped name>`.
@@ -91,6 +123,17 @@ mod tests {
         assert_eq!(user_key(Space::Cache, "user:42"), "rw:c:user:42");
         assert_eq!(user_key(Space::Cache, "a{b}c"), "rw:c:a%7Bb%7Dc");
         assert_eq!(user_key(Space::Cache, "100%"), "rw:c:100%25");
+    }
+
+    #[test]
+    fn queue_keys_are_pinned_and_share_one_slot() {
+        let keys = queue_keys("mail");
+        assert_eq!(keys[0], "rw:q:{mail}:jobs");
+        assert_eq!(keys[3], "rw:q:{mail}:waiting");
+        assert_eq!(keys[11], "rw:q:{mail}:rate");
+        let slot = hash_slot(b"mail");
+        assert!(keys.iter().all(|k| hash_slot(k.as_bytes()) == slot));
+        assert_eq!(queue_keys("a{b}")[0], "rw:q:{a%7Bb%7D}:jobs");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! - **Shared connections** ([`Redis::conn`]) carry ordinary commands and scripts.
 //!   They are multiplexed (concurrent calls pipeline on one socket) and reconnect by
 //!   themselves, so a Redis restart needs no Redwire restart.
+//! - **Pub/sub connections** ([`Redis::pubsub`]) are opened by the one owner per
+//!   process that needs them (the queue waker), never per client.
 //! - **Dedicated connections** ([`Redis::blocking`]) carry blocking commands such as
 //!   BLMPOP, which would stall every other caller on a shared socket. They come from a
 //!   bounded deadpool pool; a blocking call that is cancelled (client gone, deadline)
@@ -58,6 +60,9 @@ enum Shared {
 /// Handle to the configured Redis (standalone or cluster). Cheap to share by `Arc`.
 pub struct Redis {
     shared: Shared,
+    /// Where pub/sub connections go: the standalone Redis, or the first cluster seed
+    /// (classic PUBLISH reaches every node of a cluster).
+    pubsub_url: String,
     blocking: Pool<BlockingManager>,
     settings: RedisSettings,
 }
@@ -90,6 +95,7 @@ impl Redis {
                 .set_response_timeout(None),
         };
         Ok(Self {
+            pubsub_url: url.to_owned(),
             shared: Shared::Standalone {
                 conns,
                 next: AtomicUsize::new(0),
@@ -112,6 +118,10 @@ impl Redis {
         // Blocking commands bound their own wait; the driver's timeout must not cut them.
         let blocking = BlockingManager::Cluster(build(Duration::from_secs(24 * 3600))?);
         Ok(Self {
+            pubsub_url: seeds
+                .first()
+                .cloned()
+                .ok_or_else(|| Error::invalid("redis_cluster", "needs at least one seed node"))?,
             shared: Shared::Cluster {
                 client: Box::new(client),
                 conn: OnceCell::new(),
@@ -168,6 +178,15 @@ impl Redis {
             Err(PoolError::Backend(e)) => Err(e.into()),
             Err(e) => Err(Error::Unavailable(e.to_string())),
         }
+    }
+
+    /// A new connection in pub/sub mode (the caller subscribes and owns it).
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+        let client = Client::open(self.pubsub_url.as_str())?;
+        tokio::time::timeout(self.settings.connect_timeout, client.get_async_pubsub())
+            .await
+            .map_err(|_| Error::Unavailable("timed out opening a pub/sub connection".into()))?
+            .map_err(Error::from)
     }
 
     /// Checks that Redis answers (every node, on a cluster).

@@ -1,0 +1,264 @@
+//! One `Consume` stream: a task that keeps up to `max_in_flight` jobs leased to
+//! its client, applies the acks, nacks and extensions the client sends on the same
+//! stream, and gives every job it still holds back to the queue when the stream
+//! ends, breaks or the server shuts down (policy: the jobs become ready at once,
+//! and the delivery counts as an attempt).
+//!
+//! The task has three exits (client gone, request side closed, shutdown) and
+//! waits, when it has credits but the queue is empty, on the queue's [`Signal`]:
+//! no Redis connection and no polling while idle.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::join_all;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tonic::{Status, Streaming};
+
+use super::store::QueueStore;
+use super::waker::Signal;
+use super::{delivery, millis, timestamp};
+use crate::error::Error;
+use crate::proto::{ConsumeRequest, ConsumeResponse, Outcome, consume_request, consume_response};
+use crate::validate;
+
+/// How long to wait before trying Redis again after it failed.
+const REDIS_RETRY: Duration = Duration::from_millis(250);
+
+type Outbound = mpsc::Sender<Result<ConsumeResponse, Status>>;
+
+/// The state of one Consume stream.
+pub(super) struct Consumer {
+    pub(super) store: QueueStore,
+    pub(super) signal: Arc<Signal>,
+    pub(super) queue: String,
+    pub(super) max_in_flight: usize,
+    pub(super) lease: Duration,
+    /// Jobs leased to this stream: id → lease token.
+    pub(super) held: HashMap<String, String>,
+    pub(super) tx: Outbound,
+    pub(super) shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Consumer {
+    /// Serves the stream, then gives back what it holds.
+    pub(super) async fn run(mut self, mut inbound: Streaming<ConsumeRequest>) {
+        let ending = self.serve(&mut inbound).await;
+        self.give_back().await;
+        if let Some(status) = ending {
+            let _ = self.tx.send(Err(status)).await;
+        }
+    }
+
+    /// Returns the status to end the stream with, or `None` when the client left.
+    async fn serve(&mut self, inbound: &mut Streaming<ConsumeRequest>) -> Option<Status> {
+        let mut redis_trouble = false;
+        loop {
+            let signal = self.signal.clone();
+            let woken = signal.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+
+            let credits = self.max_in_flight.saturating_sub(self.held.len());
+            if credits > 0 && !redis_trouble {
+                match self
+                    .store
+                    .dequeue(&self.queue, credits, millis(self.lease))
+                    .await
+                {
+                    Ok(found) if !found.jobs.is_empty() => {
+                        for job in found.jobs {
+                            self.held.insert(job.id.clone(), job.record.token.clone());
+                            let message =
+                                consume_response::Message::Delivery(delivery(&self.queue, job));
+                            if self.send(message).await.is_err() {
+                                return None;
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(found) => {
+                        if let Some(ms) = found.retry_in_ms {
+                            self.signal
+                                .wake_at(Instant::now() + Duration::from_millis(ms));
+                        }
+                    }
+                    Err(Error::Unavailable(e)) => {
+                        tracing::warn!(queue = %self.queue, error = %e, "consumer cannot reach redis; retrying");
+                        redis_trouble = true;
+                    }
+                    Err(e) => return Some(e.into()),
+                }
+            }
+
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(first)) => {
+                        // Apply everything the client already sent in one go (acks batch).
+                        let mut batch = vec![first];
+                        while let Some(Ok(Some(next))) = inbound.message().now_or_never() {
+                            batch.push(next);
+                        }
+                        if let Err(status) = self.handle(batch).await {
+                            return Some(status);
+                        }
+                    }
+                    Ok(None) => return None,
+                    Err(status) => {
+                        tracing::debug!(queue = %self.queue, %status, "consumer stream broke");
+                        return None;
+                    }
+                },
+                () = &mut woken, if credits > 0 => {}
+                () = tokio::time::sleep(REDIS_RETRY), if redis_trouble => redis_trouble = false,
+                () = self.tx.closed() => return None,
+                () = self.shutdown.cancelled() => return Some(Error::ShuttingDown.into()),
+            }
+        }
+    }
+
+    async fn send(&self, message: consume_response::Message) -> Result<(), ()> {
+        self.tx
+            .send(Ok(ConsumeResponse {
+                message: Some(message),
+            }))
+            .await
+            .map_err(|_| ())
+    }
+
+    /// Applies acks (as one batch), nacks and extensions; answers each with an Outcome.
+    async fn handle(&mut self, batch: Vec<ConsumeRequest>) -> Result<(), Status> {
+        let mut acks = Vec::new();
+        let mut others = Vec::new();
+        for request in batch {
+            match request.message {
+                Some(consume_request::Message::Ack(ack)) => acks.push(ack),
+                Some(consume_request::Message::Subscribe(_)) => {
+                    return Err(Error::invalid(
+                        "message",
+                        "subscribe may only be the first message",
+                    )
+                    .into());
+                }
+                Some(other) => others.push(other),
+                None => return Err(Error::invalid("message", "is required").into()),
+            }
+        }
+        if !acks.is_empty() {
+            let items: Vec<(String, String, Vec<u8>)> = acks
+                .into_iter()
+                .map(|a| (a.job_id, a.lease_token, a.result))
+                .collect();
+            let results = match self.store.ack(&self.queue, &items).await {
+                Ok(accepted) => accepted.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e.to_string()); items.len()],
+            };
+            for ((id, token, _), result) in items.into_iter().zip(results) {
+                self.report("ack", id, token, result.map(|ok| ok.then_some(0)))
+                    .await;
+            }
+        }
+        for message in others {
+            match message {
+                consume_request::Message::Nack(nack) => {
+                    let retry_after =
+                        validate::duration("nack.retry_after", nack.retry_after.as_ref());
+                    let result = match retry_after {
+                        Ok(retry_after) => self
+                            .store
+                            .nack(
+                                &self.queue,
+                                &nack.job_id,
+                                &nack.lease_token,
+                                &nack.error,
+                                nack.permanent,
+                                retry_after.map(millis),
+                            )
+                            .await
+                            .map(|outcome| outcome.map(|_| 0))
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    self.report("nack", nack.job_id, nack.lease_token, result)
+                        .await;
+                }
+                consume_request::Message::Extend(extend) => {
+                    let lease = validate::ttl("extend.lease", extend.lease.as_ref())
+                        .map(|l| l.unwrap_or(self.lease));
+                    let result = match lease {
+                        Ok(lease) => self
+                            .store
+                            .extend(
+                                &self.queue,
+                                &extend.job_id,
+                                &extend.lease_token,
+                                millis(lease),
+                            )
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    self.report("extend", extend.job_id, extend.lease_token, result)
+                        .await;
+                }
+                consume_request::Message::Ack(_) | consume_request::Message::Subscribe(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends an Outcome and frees the credit of a job this stream no longer holds.
+    /// `result`: Ok(Some(deadline ms or 0)) accepted, Ok(None) stale token, Err(text) failed.
+    async fn report(
+        &mut self,
+        action: &str,
+        job_id: String,
+        token: String,
+        result: Result<Option<u64>, String>,
+    ) {
+        let finished = action != "extend";
+        let stale = matches!(result, Ok(None));
+        let (ok, error, deadline) = match result {
+            Ok(Some(deadline)) => (true, String::new(), deadline),
+            Ok(None) => (
+                false,
+                "the lease token is not the job's current lease".to_owned(),
+                0,
+            ),
+            Err(e) => (false, e, 0),
+        };
+        // A job acked or nacked, or whose lease is no longer ours, frees its credit.
+        if ((ok && finished) || stale) && self.held.get(&job_id) == Some(&token) {
+            self.held.remove(&job_id);
+        }
+        let outcome = Outcome {
+            job_id,
+            action: action.to_owned(),
+            ok,
+            error,
+            lease_deadline: (ok && !finished).then(|| timestamp(deadline)),
+        };
+        let _ = self.send(consume_response::Message::Outcome(outcome)).await;
+    }
+
+    /// Gives every held job back to the queue at once (counting the attempt).
+    async fn give_back(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        if held.is_empty() {
+            return;
+        }
+        let store = &self.store;
+        let queue = &self.queue;
+        let results = join_all(held.iter().map(|(id, token)| async move {
+            store
+                .nack(queue, id, token, "consumer disconnected", false, Some(0))
+                .await
+        }))
+        .await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        tracing::debug!(queue = %self.queue, returned = held.len() - failed, failed, "consumer gave its jobs back");
+    }
+}

@@ -1,0 +1,53 @@
+-- Leases up to ARGV[1] jobs (prelude: queue.lua). Expired leases and due delayed
+-- jobs are handled first, so a queue works even without the background reaper.
+-- ARGV[1]: most jobs   ARGV[2]: lease ms
+-- Returns: { hint, id1, payload1, record1, id2, ... } where hint, when no job was
+-- leased, is the ms until one may be ready (a delayed job or the rate limit), or -1.
+local now, usec = now_ms()
+expire_leases(now, usec, 100)
+promote_due(now, 1000)
+local out = { -1 }
+local meta = redis.call('HMGET', K.meta, 'paused', 'rate_max', 'rate_window')
+if meta[1] == '1' then
+  return out
+end
+local want = tonumber(ARGV[1])
+local lease = tonumber(ARGV[2])
+local rate_max = tonumber(meta[2] or '0') or 0
+if rate_max > 0 then
+  local window = tonumber(meta[3])
+  redis.call('ZREMRANGEBYSCORE', K.rate, '-inf', now - window)
+  local allowed = rate_max - redis.call('ZCARD', K.rate)
+  if allowed <= 0 then
+    local oldest = redis.call('ZRANGE', K.rate, 0, 0, 'WITHSCORES')
+    out[1] = tonumber(oldest[2]) + window - now + 1
+    return out
+  end
+  want = math.min(want, allowed)
+end
+local popped = redis.call('ZPOPMIN', K.waiting, want)
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local rec = load(id)
+  if rec then
+    rec.att = rec.att + 1
+    rec.tok = tostring(redis.call('HINCRBY', K.meta, 'lease', 1))
+    rec.st = 'active'
+    rec.due = now + lease
+    redis.call('ZADD', K.active, rec.due, id)
+    save(id, rec)
+    if rate_max > 0 then
+      redis.call('ZADD', K.rate, now, rec.tok)
+    end
+    out[#out + 1] = id
+    out[#out + 1] = redis.call('HGET', K.payloads, id) or ''
+    out[#out + 1] = cmsgpack.pack(rec)
+  end
+end
+if #out == 1 then
+  local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  if first[2] then
+    out[1] = math.max(tonumber(first[2]) - now, 1)
+  end
+end
+return out

@@ -1,0 +1,624 @@
+//! `redwire.v1.Queue`: an at-least-once job queue.
+//!
+//! Layout: `store.rs` (one script call per operation), `record.rs` (the job record
+//! the scripts share with Rust), `waker.rs` (one pub/sub connection per process
+//! that wakes idle consumers), `reaper.rs` (background lease expiry and delayed
+//! promotion), and the scripts: `queue.lua` (shared prelude: key list, record
+//! format, group hand-over, backoff), `enqueue.lua`, `dequeue.lua`, `ack.lua`,
+//! `nack.lua`, `extend.lua`, `reap.lua`, `redrive.lua`, `purge.lua`.
+//!
+//! Keys (all `rw:q:{<queue>}:<part>`, one cluster slot per queue): jobs, payloads,
+//! results, waiting, delayed, active, dead, completed, backlog, groups, meta, rate;
+//! `queue.lua` documents each. The registry `rw:queues` lists queue names.
+
+mod consumer;
+mod reaper;
+mod record;
+mod store;
+mod waker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use record::JobRecord;
+pub use store::{Dequeued, Enqueued, Leased, NewJob, QueueStore, Stats, StoredJob};
+pub use waker::Waker;
+
+use crate::deadline;
+use crate::error::{Error, Result};
+use crate::proto::queue_server::Queue;
+use crate::proto::*;
+use crate::validate::{self, Limits};
+
+/// Deliveries allowed when a job does not say.
+const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Highest priority.
+const MAX_PRIORITY: u32 = 1000;
+/// Most attributes on one job.
+const MAX_ATTRIBUTES: usize = 64;
+/// Default base retry delay.
+const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+/// Default longest retry delay (exponential backoff).
+const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(3600);
+/// Dead jobs per ListDead page when the request says 0.
+const DEFAULT_PAGE: u32 = 100;
+
+/// Queue settings from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSettings {
+    /// Lease length when a consumer does not choose one.
+    pub default_lease: Duration,
+    /// How often the background reaper runs.
+    pub reap_interval: Duration,
+}
+
+/// The Queue service.
+#[derive(Debug, Clone)]
+pub struct QueueService {
+    store: QueueStore,
+    waker: Arc<Waker>,
+    limits: Limits,
+    settings: QueueSettings,
+    shutdown: CancellationToken,
+}
+
+impl QueueService {
+    /// A Queue service; call [`QueueService::spawn_background`] to start its tasks.
+    pub fn new(
+        store: QueueStore,
+        limits: Limits,
+        settings: QueueSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            waker: Arc::new(Waker::default()),
+            limits,
+            settings,
+            shutdown,
+        }
+    }
+
+    /// Starts the waker and the reaper; they stop with the shutdown token.
+    pub fn spawn_background(
+        &self,
+        redis: Arc<crate::redis::Redis>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.waker.clone().run(redis, self.shutdown.clone())),
+            tokio::spawn(reaper::run(
+                self.store.clone(),
+                self.settings.reap_interval,
+                self.shutdown.clone(),
+            )),
+        ]
+    }
+
+    fn lease(&self, field: &str, lease: Option<&prost_types::Duration>) -> Result<Duration> {
+        Ok(validate::ttl(field, lease)?.unwrap_or(self.settings.default_lease))
+    }
+
+    fn count(&self, field: &str, value: u32) -> Result<usize> {
+        let n = usize::try_from(value.max(1)).unwrap_or(usize::MAX);
+        if n > self.limits.max_batch {
+            return Err(Error::invalid(
+                field,
+                format!("is {n}; the limit is {}", self.limits.max_batch),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// Validates a job spec and turns it into a job to enqueue.
+    fn new_job(&self, field: &str, spec: JobSpec) -> Result<NewJob> {
+        let at = |name: &str| format!("{field}.{name}");
+        self.limits.value(&at("payload"), &spec.payload)?;
+        if spec.attributes.len() > MAX_ATTRIBUTES {
+            return Err(Error::invalid(
+                at("attributes"),
+                format!("has more than {MAX_ATTRIBUTES} entries"),
+            ));
+        }
+        for (name, value) in &spec.attributes {
+            self.limits
+                .key(&at(&format!("attributes[{name:?}]")), name)?;
+            self.limits
+                .value(&at(&format!("attributes[{name:?}]")), value.as_bytes())?;
+        }
+        let id = if spec.job_id.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            validate::name(&at("job_id"), &spec.job_id)?;
+            spec.job_id
+        };
+        if !spec.group.is_empty() {
+            validate::name(&at("group"), &spec.group)?;
+        }
+        let delay = validate::duration(&at("delay"), spec.delay.as_ref())?.unwrap_or_default();
+        let deliver_at_ms = match &spec.deliver_at {
+            Some(_) if !delay.is_zero() => {
+                return Err(Error::invalid(
+                    at("deliver_at"),
+                    "cannot be combined with delay",
+                ));
+            }
+            Some(t) if t.seconds < 0 || t.nanos < 0 => {
+                return Err(Error::invalid(at("deliver_at"), "must not be before 1970"));
+            }
+            Some(t) => {
+                u64::try_from(t.seconds).unwrap_or(0) * 1000
+                    + u64::try_from(t.nanos / 1_000_000).unwrap_or(0)
+            }
+            None => 0,
+        };
+        if spec.priority > MAX_PRIORITY {
+            return Err(Error::invalid(
+                at("priority"),
+                format!("must be at most {MAX_PRIORITY}"),
+            ));
+        }
+        let backoff = spec.backoff.unwrap_or_default();
+        let base =
+            validate::ttl(&at("backoff.delay"), backoff.delay.as_ref())?.unwrap_or(DEFAULT_BACKOFF);
+        let cap = validate::ttl(&at("backoff.max_delay"), backoff.max_delay.as_ref())?
+            .unwrap_or(DEFAULT_BACKOFF_CAP);
+        if !(0.0..=1.0).contains(&backoff.jitter) {
+            return Err(Error::invalid(
+                at("backoff.jitter"),
+                "must be between 0 and 1",
+            ));
+        }
+        let keep = validate::ttl(&at("keep_completed"), spec.keep_completed.as_ref())?;
+        let max_attempts = match spec.max_attempts {
+            None => DEFAULT_MAX_ATTEMPTS,
+            Some(0) => return Err(Error::invalid(at("max_attempts"), "must be at least 1")),
+            Some(n) => n,
+        };
+        let record = JobRecord {
+            max_attempts: if spec.max_attempts == 0 {
+                DEFAULT_MAX_ATTEMPTS
+            } else {
+                spec.max_attempts
+            },
+            priority: spec.priority,
+            group: spec.group,
+            backoff_exponential: u8::from(backoff.exponential),
+            backoff_ms: millis(base),
+            backoff_cap_ms: millis(cap.max(base)),
+            jitter_permille: (backoff.jitter * 1000.0).round() as u32,
+            keep_completed_ms: keep.map_or(0, millis),
+            attributes: spec.attributes,
+            ..Default::default()
+        };
+        Ok(NewJob {
+            id,
+            payload: spec.payload,
+            record,
+            delay_ms: millis(delay),
+            deliver_at_ms,
+        })
+    }
+
+    /// Leases up to `max` jobs, waiting until `until` for the first one.
+    async fn take(
+        &self,
+        queue: &str,
+        max: usize,
+        lease: Duration,
+        until: Instant,
+    ) -> Result<Vec<Leased>> {
+        let signal = self.waker.signal(queue);
+        loop {
+            let woken = signal.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let found = self.store.dequeue(queue, max, millis(lease)).await?;
+            if !found.jobs.is_empty() || Instant::now() >= until {
+                return Ok(found.jobs);
+            }
+            if let Some(ms) = found.retry_in_ms {
+                signal.wake_at(Instant::now() + Duration::from_millis(ms));
+            }
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep_until(until) => {}
+                () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Redis milliseconds since the epoch as a protobuf timestamp.
+fn timestamp(ms: u64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
+fn state(name: &str) -> JobState {
+    match name {
+        "waiting" => JobState::Waiting,
+        "delayed" => JobState::Delayed,
+        "active" => JobState::Active,
+        "completed" => JobState::Completed,
+        "dead" => JobState::Dead,
+        _ => JobState::Unspecified,
+    }
+}
+
+fn enqueued(e: Enqueued) -> EnqueueResponse {
+    EnqueueResponse {
+        job_id: e.id,
+        created: e.created,
+        state: state(&e.state) as i32,
+    }
+}
+
+fn delivery(queue: &str, job: Leased) -> Delivery {
+    Delivery {
+        queue: queue.to_owned(),
+        job_id: job.id,
+        payload: job.payload,
+        attributes: job.record.attributes,
+        attempt: job.record.attempts,
+        max_attempts: job.record.max_attempts,
+        lease_token: job.record.token,
+        lease_deadline: Some(timestamp(job.record.due_ms)),
+        group: job.record.group,
+    }
+}
+
+fn job_info(job: StoredJob) -> JobInfo {
+    let r = job.record;
+    JobInfo {
+        job_id: job.id,
+        state: state(&r.state) as i32,
+        payload: job.payload,
+        attributes: r.attributes,
+        attempts: r.attempts,
+        max_attempts: r.max_attempts,
+        errors: r.errors,
+        result: job.result.unwrap_or_default(),
+        priority: r.priority,
+        group: r.group,
+        enqueued_at: Some(timestamp(r.enqueued_ms)),
+        due_at: (r.due_ms > 0).then(|| timestamp(r.due_ms)),
+    }
+}
+
+fn stale(id: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "job {id:?}: the lease token is not the job's current lease (it expired, was redelivered, or the job finished)"
+    ))
+}
+
+/// The stream type of Consume.
+pub type ConsumeStream = ReceiverStream<std::result::Result<ConsumeResponse, Status>>;
+
+#[tonic::async_trait]
+impl Queue for QueueService {
+    async fn enqueue(
+        &self,
+        request: Request<EnqueueRequest>,
+    ) -> Result<Response<EnqueueResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("queue", &req.queue)?;
+        let job = self.new_job("job", req.job.unwrap_or_default())?;
+        let mut result = self.store.enqueue(&req.queue, &[job]).await?;
+        let first = result
+            .pop()
+            .ok_or_else(|| Error::Internal("enqueue returned nothing".into()))?;
+        Ok(Response::new(enqueued(first)))
+    }
+
+    async fn enqueue_batch(
+        &self,
+        request: Request<EnqueueBatchRequest>,
+    ) -> Result<Response<EnqueueBatchResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("queue", &req.queue)?;
+        self.limits.batch("jobs", &req.jobs)?;
+        let jobs = req
+            .jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| self.new_job(&format!("jobs[{i}]"), spec))
+            .collect::<Result<Vec<_>>>()?;
+        let result = self.store.enqueue(&req.queue, &jobs).await?;
+        Ok(Response::new(EnqueueBatchResponse {
+            jobs: result.into_iter().map(enqueued).collect(),
+        }))
+    }
+
+    type ConsumeStream = ConsumeStream;
+
+    async fn consume(
+        &self,
+        request: Request<Streaming<ConsumeRequest>>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let mut inbound = request.into_inner();
+        let subscribe = match inbound.message().await? {
+            Some(ConsumeRequest {
+                message: Some(consume_request::Message::Subscribe(subscribe)),
+            }) => subscribe,
+            _ => {
+                return Err(
+                    Error::invalid("message", "the first message must be subscribe").into(),
+                );
+            }
+        };
+        validate::name("subscribe.queue", &subscribe.queue)?;
+        let max_in_flight = self.count("subscribe.max_in_flight", subscribe.max_in_flight)?;
+        let lease = self.lease("subscribe.lease", subscribe.lease.as_ref())?;
+        let (tx, rx) = tokio::sync::mpsc::channel(max_in_flight + 16);
+        let consumer = consumer::Consumer {
+            store: self.store.clone(),
+            signal: self.waker.signal(&subscribe.queue),
+            queue: subscribe.queue,
+            max_in_flight,
+            lease,
+            held: HashMap::new(),
+            tx,
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(consumer.run(inbound));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn dequeue(
+        &self,
+        request: Request<DequeueRequest>,
+    ) -> Result<Response<DequeueResponse>, Status> {
+        let deadline = deadline::remaining(request.metadata());
+        let req = request.into_inner();
+        validate::name("queue", &req.queue)?;
+        let max = self.count("max_jobs", req.max_jobs)?;
+        let lease = self.lease("lease", req.lease.as_ref())?;
+        let wait = validate::duration("wait", req.wait.as_ref())?.unwrap_or_default();
+        let until = Instant::now() + deadline::bounded_wait(wait, deadline);
+        let jobs = self.take(&req.queue, max, lease, until).await?;
+        Ok(Response::new(DequeueResponse {
+            jobs: jobs
+                .into_iter()
+                .map(|job| delivery(&req.queue, job))
+                .collect(),
+        }))
+    }
+
+    async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("queue", &req.queue)?;
+        self.limits.batch("items", &req.items)?;
+        let items = req
+            .items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                validate::name(&format!("items[{i}].job_id"), &item.job_id)?;
+                self.limits
+                    .value(&format!("items[{i}].result"), &item.result)?;
+                Ok((item.job_id, item.lease_token, item.result))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let accepted = self.store.ack(&req.queue, &items).await?;
+        if let ([(id, _, _)], [false]) = (items.as_slice(), accepted.as_slice()) {
+            return Err(stale(id).into());
+        }
+        Ok(Response::new(AckResponse { accepted }))
+    }
+
+    async fn nack(&self, request: Request<NackRequest>) -> Result<Response<NackResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("queue", &req.queue)?;
+        let item = req
+            .item
+            .ok_or_else(|| Error::invalid("item", "is required"))?;
+        validate::name("item.job_id", &item.job_id)?;
+        self.limits.value("item.error", item.error.as_bytes())?;
+        let retry_after =
+            validate::duration("item.retry_after", item.retry_after.as_ref())?.map(millis);
+        let outcome = self
+            .store
+            .nack(
+                &req.queue,
+                &item.job_id,
+                &item.lease_token,
+                &item.error,
+                item.permanent,
+                retry_after,
+            )
+            .await?;
+        let (new_state, due) = outcome.ok_or_else(|| stale(&item.job_id))?;
+        Ok(Response::new(NackResponse {
+            state: state(&new_state) as i32,
+            retry_at: (due > 0).then(|| timestamp(due)),
+        }))
+    }
+
+    async fn extend_lease(
+        &self,
+        request: Request<ExtendLeaseRequest>,
+    ) -> Result<Response<ExtendLeaseResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("queue", &req.queue)?;
+        let item = req
+            .item
+            .ok_or_else(|| Error::invalid("item", "is required"))?;
+        validate::name("item.job_id", &item.job_id)?;
+        let lease = self.lease("item.lease", item.lease.as_ref())?;
+        let deadline = self
+            .store
+            .extend(&req.queue, &item.job_id, &item.lease_token, millis(lease))
+            .await?
+            .ok_or_else(|| stale(&item.job_id))?;
+        Ok(Response::new(ExtendLeaseResponse {
+            lease_deadline: Some(timestamp(deadline)),
+        }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<GetJobRequest>,
+    ) -> Result<Response<GetJobResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("queue", &req.queue)?;
+        validate::name("job_id", &req.job_id)?;
+        let job = self
+            .store
+            .get_job(&req.queue, &req.job_id)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!("queue {:?} has no job {:?}", req.queue, req.job_id))
+            })?;
+        Ok(Response::new(GetJobResponse {
+            job: Some(job_info(job)),
+        }))
+    }
+
+    async fn stats(
+        &self,
+        request: Request<StatsRequest>,
+    ) -> Result<Response<StatsResponse>, Status> {
+        let queue = request.into_inner().queue;
+        validate::name("queue", &queue)?;
+        let s = self.store.stats(&queue).await?;
+        Ok(Response::new(StatsResponse {
+            waiting: s.waiting,
+            delayed: s.delayed,
+            active: s.active,
+            completed: s.completed,
+            dead: s.dead,
+            paused: s.paused,
+            rate_limit_max: s.rate_max,
+            rate_limit_window: (s.rate_max > 0).then(|| {
+                let d = Duration::from_millis(s.rate_window_ms);
+                prost_types::Duration {
+                    seconds: i64::try_from(d.as_secs()).unwrap_or(0),
+                    nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+                }
+            }),
+        }))
+    }
+
+    async fn list_dead(
+        &self,
+        request: Request<ListDeadRequest>,
+    ) -> Result<Response<ListDeadResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("queue", &req.queue)?;
+        let limit = self.count(
+            "limit",
+            if req.limit == 0 {
+                DEFAULT_PAGE
+            } else {
+                req.limit
+            },
+        )?;
+        let offset = usize::try_from(req.offset).unwrap_or(usize::MAX);
+        let (jobs, total) = self.store.list_dead(&req.queue, offset, limit).await?;
+        Ok(Response::new(ListDeadResponse {
+            jobs: jobs.into_iter().map(job_info).collect(),
+            total,
+        }))
+    }
+
+    async fn redrive(
+        &self,
+        request: Request<RedriveRequest>,
+    ) -> Result<Response<RedriveResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("queue", &req.queue)?;
+        if req.job_ids.len() > self.limits.max_batch {
+            return Err(Error::invalid(
+                "job_ids",
+                format!("has more than {} entries", self.limits.max_batch),
+            )
+            .into());
+        }
+        for (i, id) in req.job_ids.iter().enumerate() {
+            validate::name(&format!("job_ids[{i}]"), id)?;
+        }
+        let redriven = self
+            .store
+            .redrive(&req.queue, &req.job_ids, self.limits.max_batch)
+            .await?;
+        Ok(Response::new(RedriveResponse { redriven }))
+    }
+
+    async fn purge_dead(
+        &self,
+        request: Request<PurgeDeadRequest>,
+    ) -> Result<Response<PurgeDeadResponse>, Status> {
+        let queue = request.into_inner().queue;
+        validate::name("queue", &queue)?;
+        let purged = self.store.purge(&queue, true).await?;
+        Ok(Response::new(PurgeDeadResponse { purged }))
+    }
+
+    async fn purge(
+        &self,
+        request: Request<PurgeRequest>,
+    ) -> Result<Response<PurgeResponse>, Status> {
+        let queue = request.into_inner().queue;
+        validate::name("queue", &queue)?;
+        let purged = self.store.purge(&queue, false).await?;
+        Ok(Response::new(PurgeResponse { purged }))
+    }
+
+    async fn pause(
+        &self,
+        request: Request<PauseRequest>,
+    ) -> Result<Response<PauseResponse>, Status> {
+        let queue = request.into_inner().queue;
+        validate::name("queue", &queue)?;
+        self.store.set_paused(&queue, true).await?;
+        Ok(Response::new(PauseResponse {}))
+    }
+
+    async fn resume(
+        &self,
+        request: Request<ResumeRequest>,
+    ) -> Result<Response<ResumeResponse>, Status> {
+        let queue = request.into_inner().queue;
+        validate::name("queue", &queue)?;
+        self.store.set_paused(&queue, false).await?;
+        Ok(Response::new(ResumeResponse {}))
+    }
+
+    async fn set_rate_limit(
+        &self,
+        request: Request<SetRateLimitRequest>,
+    ) -> Result<Response<SetRateLimitResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("queue", &req.queue)?;
+        let window = if req.max > 0 {
+            validate::ttl("window", req.window.as_ref())?
+                .ok_or_else(|| Error::invalid("window", "is required when max > 0"))?
+        } else {
+            Duration::ZERO
+        };
+        self.store
+            .set_rate_limit(&req.queue, req.max, millis(window))
+            .await?;
+        Ok(Response::new(SetRateLimitResponse {}))
+    }
+
+    async fn list_queues(
+        &self,
+        _request: Request<ListQueuesRequest>,
+    ) -> Result<Response<ListQueuesResponse>, Status> {
+        let queues = self.store.list_queues().await?;
+        Ok(Response::new(ListQueuesResponse { queues }))
+    }
+}

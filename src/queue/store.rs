@@ -1,0 +1,531 @@
+//! Redis-facing Queue operations: each is one script call (or a short pipeline of
+//! reads) on the keys of one queue, all in one cluster slot.
+
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use redis::{Script, Value};
+
+use super::record::JobRecord;
+use crate::error::{Error, Result};
+use crate::redis::keys::{QUEUE_REGISTRY, QUEUE_WAKE_CHANNEL, queue_keys};
+use crate::redis::{Conn, Redis};
+
+/// A queue script: the shared prelude `queue.lua` followed by the operation.
+macro_rules! queue_script {
+    ($file:literal) => {
+        LazyLock::new(|| Script::new(concat!(include_str!("queue.lua"), include_str!($file))))
+    };
+}
+
+static ENQUEUE: LazyLock<Script> = queue_script!("enqueue.lua");
+static DEQUEUE: LazyLock<Script> = queue_script!("dequeue.lua");
+static ACK: LazyLock<Script> = queue_script!("ack.lua");
+static NACK: LazyLock<Script> = queue_script!("nack.lua");
+static EXTEND: LazyLock<Script> = queue_script!("extend.lua");
+static REAP: LazyLock<Script> = queue_script!("reap.lua");
+static REDRIVE: LazyLock<Script> = queue_script!("redrive.lua");
+static PURGE: LazyLock<Script> = queue_script!("purge.lua");
+
+/// A hash field that may be missing.
+type MaybeBytes = Option<Vec<u8>>;
+
+/// Jobs deleted per purge script call, so one call never blocks Redis for long.
+const PURGE_CHUNK: usize = 1000;
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Its id (made by the caller when the client gave none).
+    pub id: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Its options (state, counters and times are filled in by the script).
+    pub record: JobRecord,
+    /// Delay before delivery.
+    pub delay_ms: u64,
+    /// Earliest delivery instant, ms since the epoch (0 for none).
+    pub deliver_at_ms: u64,
+}
+
+/// The outcome of enqueueing one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job's id.
+    pub id: String,
+    /// False when the id already existed.
+    pub created: bool,
+    /// The job's state after the call.
+    pub state: String,
+}
+
+/// A leased job.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    /// The job's id.
+    pub id: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Its record after leasing (attempt, token, deadline).
+    pub record: JobRecord,
+}
+
+/// What a dequeue found.
+#[derive(Debug, Clone, Default)]
+pub struct Dequeued {
+    /// The leased jobs.
+    pub jobs: Vec<Leased>,
+    /// When no job was leased: ms until one may be ready (delayed job or rate limit).
+    pub retry_in_ms: Option<u64>,
+}
+
+/// Counts per state and settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Waiting (including group backlog).
+    pub waiting: i64,
+    /// Delayed.
+    pub delayed: i64,
+    /// Active.
+    pub active: i64,
+    /// Kept completed.
+    pub completed: i64,
+    /// Dead.
+    pub dead: i64,
+    /// Deliveries paused.
+    pub paused: bool,
+    /// Rate limit: starts per window (0 = none).
+    pub rate_max: u32,
+    /// Rate limit window in ms.
+    pub rate_window_ms: u64,
+}
+
+/// One job as stored.
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    /// The job's id.
+    pub id: String,
+    /// Its record.
+    pub record: JobRecord,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Its result (kept completed jobs).
+    pub result: Option<Vec<u8>>,
+}
+
+/// Queue operations over a [`Redis`] handle.
+#[derive(Debug, Clone)]
+pub struct QueueStore {
+    redis: Arc<Redis>,
+    /// Queues this process already added to the registry.
+    registered: Arc<Mutex<HashSet<String>>>,
+}
+
+impl QueueStore {
+    /// A store over `redis`.
+    pub fn new(redis: Arc<Redis>) -> Self {
+        Self {
+            redis,
+            registered: Arc::default(),
+        }
+    }
+
+    async fn conn(&self) -> Result<Conn> {
+        self.redis.conn().await
+    }
+
+    /// Runs a queue script with the queue's keys and `args`.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        queue: &str,
+        args: &[&[u8]],
+    ) -> Result<T> {
+        let mut invocation = script.prepare_invoke();
+        for key in queue_keys(queue) {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        Ok(invocation.invoke_async(&mut self.conn().await?).await?)
+    }
+
+    /// Adds `queue` to the registry the first time this process sees it.
+    async fn register(&self, queue: &str) -> Result<()> {
+        let known = self.registered.lock().is_ok_and(|set| set.contains(queue));
+        if !known {
+            let _: i64 = redis::cmd("SADD")
+                .arg(QUEUE_REGISTRY)
+                .arg(queue)
+                .query_async(&mut self.conn().await?)
+                .await?;
+            if let Ok(mut set) = self.registered.lock() {
+                set.insert(queue.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Enqueues jobs atomically; an existing id is returned as it is.
+    pub async fn enqueue(&self, queue: &str, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+        self.register(queue).await?;
+        let records = jobs
+            .iter()
+            .map(|j| j.record.encode())
+            .collect::<Result<Vec<_>>>()?;
+        let numbers: Vec<(String, String)> = jobs
+            .iter()
+            .map(|j| (j.delay_ms.to_string(), j.deliver_at_ms.to_string()))
+            .collect();
+        let count = jobs.len().to_string();
+        let mut args: Vec<&[u8]> = vec![
+            QUEUE_WAKE_CHANNEL.as_bytes(),
+            queue.as_bytes(),
+            count.as_bytes(),
+        ];
+        for ((job, record), (delay, at)) in jobs.iter().zip(&records).zip(&numbers) {
+            args.extend([
+                job.id.as_bytes(),
+                &job.payload,
+                record,
+                delay.as_bytes(),
+                at.as_bytes(),
+            ]);
+        }
+        let reply: Vec<Value> = self.invoke(&ENQUEUE, queue, &args).await?;
+        reply
+            .chunks(3)
+            .map(|c| match c {
+                [id, created, state] => Ok(Enqueued {
+                    id: text(id)?,
+                    created: int(created)? == 1,
+                    state: text(state)?,
+                }),
+                _ => Err(unexpected("enqueue")),
+            })
+            .collect()
+    }
+
+    /// Leases up to `max` jobs for `lease_ms`.
+    pub async fn dequeue(&self, queue: &str, max: usize, lease_ms: u64) -> Result<Dequeued> {
+        let (max, lease) = (max.to_string(), lease_ms.to_string());
+        let args: [&[u8]; 4] = [
+            max.as_bytes(),
+            lease.as_bytes(),
+            QUEUE_WAKE_CHANNEL.as_bytes(),
+            queue.as_bytes(),
+        ];
+        let reply: Vec<Value> = self.invoke(&DEQUEUE, queue, &args).await?;
+        let (hint, rest) = reply.split_first().ok_or_else(|| unexpected("dequeue"))?;
+        let jobs = rest
+            .chunks(3)
+            .map(|c| match c {
+                [id, payload, record] => Ok(Leased {
+                    id: text(id)?,
+                    payload: bytes(payload)?,
+                    record: JobRecord::decode(&bytes(record)?)?,
+                }),
+                _ => Err(unexpected("dequeue")),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let hint = int(hint)?;
+        Ok(Dequeued {
+            retry_in_ms: (jobs.is_empty() && hint > 0).then(|| u64::try_from(hint).unwrap_or(0)),
+            jobs,
+        })
+    }
+
+    /// Completes jobs: (id, lease token, result). True per accepted item.
+    pub async fn ack(&self, queue: &str, items: &[(String, String, Vec<u8>)]) -> Result<Vec<bool>> {
+        let count = items.len().to_string();
+        let mut args: Vec<&[u8]> = vec![
+            QUEUE_WAKE_CHANNEL.as_bytes(),
+            queue.as_bytes(),
+            count.as_bytes(),
+        ];
+        for (id, token, result) in items {
+            args.extend([id.as_bytes(), token.as_bytes(), result.as_slice()]);
+        }
+        let reply: Vec<i64> = self.invoke(&ACK, queue, &args).await?;
+        Ok(reply.into_iter().map(|v| v == 1).collect())
+    }
+
+    /// Fails a leased job; `None` when the token is stale. Otherwise the new state
+    /// and its due time (ms; 0 when not delayed).
+    pub async fn nack(
+        &self,
+        queue: &str,
+        id: &str,
+        token: &str,
+        error: &str,
+        permanent: bool,
+        retry_after_ms: Option<u64>,
+    ) -> Result<Option<(String, u64)>> {
+        let retry = retry_after_ms.map_or_else(|| "-1".to_owned(), |ms| ms.to_string());
+        let args: [&[u8]; 7] = [
+            QUEUE_WAKE_CHANNEL.as_bytes(),
+            queue.as_bytes(),
+            id.as_bytes(),
+            token.as_bytes(),
+            error.as_bytes(),
+            if permanent { b"1" } else { b"0" },
+            retry.as_bytes(),
+        ];
+        let reply: Vec<Value> = self.invoke(&NACK, queue, &args).await?;
+        match reply.as_slice() {
+            [ok] if int(ok)? == 0 => Ok(None),
+            [_, state, due] => Ok(Some((text(state)?, u64::try_from(int(due)?).unwrap_or(0)))),
+            _ => Err(unexpected("nack")),
+        }
+    }
+
+    /// Extends a lease to `lease_ms` from now; the new deadline, or `None` when stale.
+    pub async fn extend(
+        &self,
+        queue: &str,
+        id: &str,
+        token: &str,
+        lease_ms: u64,
+    ) -> Result<Option<u64>> {
+        let lease = lease_ms.to_string();
+        let args: [&[u8]; 3] = [id.as_bytes(), token.as_bytes(), lease.as_bytes()];
+        let reply: Vec<i64> = self.invoke(&EXTEND, queue, &args).await?;
+        match reply.as_slice() {
+            [0] => Ok(None),
+            [1, deadline] => Ok(Some(u64::try_from(*deadline).unwrap_or(0))),
+            _ => Err(unexpected("extend")),
+        }
+    }
+
+    /// Background upkeep: returns (leases expired, jobs promoted, completed removed).
+    pub async fn reap(&self, queue: &str, limit: usize) -> Result<(i64, i64, i64)> {
+        let limit = limit.to_string();
+        let args: [&[u8]; 3] = [
+            QUEUE_WAKE_CHANNEL.as_bytes(),
+            queue.as_bytes(),
+            limit.as_bytes(),
+        ];
+        let (expired, promoted, removed): (i64, i64, i64) =
+            self.invoke(&REAP, queue, &args).await?;
+        Ok((expired, promoted, removed))
+    }
+
+    /// Moves dead jobs (these ids, or the oldest `limit`) back to waiting.
+    pub async fn redrive(&self, queue: &str, ids: &[String], limit: usize) -> Result<i64> {
+        let limit = limit.to_string();
+        let mut args: Vec<&[u8]> = vec![
+            QUEUE_WAKE_CHANNEL.as_bytes(),
+            queue.as_bytes(),
+            limit.as_bytes(),
+        ];
+        args.extend(ids.iter().map(|id| id.as_bytes()));
+        self.invoke(&REDRIVE, queue, &args).await
+    }
+
+    /// Deletes every pending (waiting, delayed) or dead job, in chunks.
+    pub async fn purge(&self, queue: &str, dead: bool) -> Result<i64> {
+        let chunk = PURGE_CHUNK.to_string();
+        let kind: &[u8] = if dead { b"dead" } else { b"pending" };
+        let mut total = 0;
+        loop {
+            let deleted: i64 = self
+                .invoke(&PURGE, queue, &[kind, chunk.as_bytes()])
+                .await?;
+            total += deleted;
+            if deleted == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Reads a job.
+    pub async fn get_job(&self, queue: &str, id: &str) -> Result<Option<StoredJob>> {
+        let keys = queue_keys(queue);
+        let (record, payload, result): (MaybeBytes, MaybeBytes, MaybeBytes) = redis::pipe()
+            .cmd("HGET")
+            .arg(&keys[0])
+            .arg(id)
+            .cmd("HGET")
+            .arg(&keys[1])
+            .arg(id)
+            .cmd("HGET")
+            .arg(&keys[2])
+            .arg(id)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        record
+            .map(|r| {
+                Ok(StoredJob {
+                    id: id.to_owned(),
+                    record: JobRecord::decode(&r)?,
+                    payload: payload.unwrap_or_default(),
+                    result,
+                })
+            })
+            .transpose()
+    }
+
+    /// Counts per state and the queue's settings.
+    pub async fn stats(&self, queue: &str) -> Result<Stats> {
+        let keys = queue_keys(queue);
+        #[allow(clippy::type_complexity)]
+        let (waiting, backlog, delayed, active, completed, dead, meta): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            (Option<String>, Option<u32>, Option<u64>),
+        ) = redis::pipe()
+            .zcard(&keys[3])
+            .zcard(&keys[8])
+            .zcard(&keys[4])
+            .zcard(&keys[5])
+            .zcard(&keys[7])
+            .zcard(&keys[6])
+            .cmd("HMGET")
+            .arg(&keys[10])
+            .arg(&["paused", "rate_max", "rate_window"])
+            .query_async(&mut self.conn().await?)
+            .await?;
+        Ok(Stats {
+            waiting: waiting + backlog,
+            delayed,
+            active,
+            completed,
+            dead,
+            paused: meta.0.as_deref() == Some("1"),
+            rate_max: meta.1.unwrap_or(0),
+            rate_window_ms: meta.2.unwrap_or(0),
+        })
+    }
+
+    /// A page of dead jobs (oldest death first) and the total.
+    pub async fn list_dead(
+        &self,
+        queue: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<StoredJob>, i64)> {
+        let keys = queue_keys(queue);
+        let mut conn = self.conn().await?;
+        let (ids, total): (Vec<String>, i64) = redis::pipe()
+            .zrange(
+                &keys[6],
+                isize::try_from(offset).unwrap_or(isize::MAX),
+                isize::try_from(offset + limit).unwrap_or(isize::MAX) - 1,
+            )
+            .zcard(&keys[6])
+            .query_async(&mut conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok((Vec::new(), total));
+        }
+        let (records, payloads): (Vec<MaybeBytes>, Vec<MaybeBytes>) = redis::pipe()
+            .cmd("HMGET")
+            .arg(&keys[0])
+            .arg(&ids)
+            .cmd("HMGET")
+            .arg(&keys[1])
+            .arg(&ids)
+            .query_async(&mut conn)
+            .await?;
+        let jobs = ids
+            .into_iter()
+            .zip(records)
+            .zip(payloads)
+            .filter_map(|((id, record), payload)| {
+                record.map(|r| {
+                    Ok(StoredJob {
+                        id,
+                        record: JobRecord::decode(&r)?,
+                        payload: payload.unwrap_or_default(),
+                        result: None,
+                    })
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((jobs, total))
+    }
+
+    /// Pauses or resumes deliveries; resuming wakes consumers.
+    pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
+        let meta = &queue_keys(queue)[10];
+        let mut conn = self.conn().await?;
+        if paused {
+            let _: () = redis::cmd("HSET")
+                .arg(meta)
+                .arg("paused")
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+        } else {
+            let _: () = redis::cmd("HDEL")
+                .arg(meta)
+                .arg("paused")
+                .query_async(&mut conn)
+                .await?;
+            let _: () = redis::cmd("PUBLISH")
+                .arg(QUEUE_WAKE_CHANNEL)
+                .arg(format!("{} {queue}", u32::MAX))
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sets (max > 0) or clears the rate limit.
+    pub async fn set_rate_limit(&self, queue: &str, max: u32, window_ms: u64) -> Result<()> {
+        let meta = &queue_keys(queue)[10];
+        let mut conn = self.conn().await?;
+        if max > 0 {
+            let _: () = redis::cmd("HSET")
+                .arg(meta)
+                .arg("rate_max")
+                .arg(max)
+                .arg("rate_window")
+                .arg(window_ms)
+                .query_async(&mut conn)
+                .await?;
+        } else {
+            let _: () = redis::cmd("HDEL")
+                .arg(meta)
+                .arg("rate_max")
+                .arg("rate_window")
+                .query_async(&mut conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Every registered queue, sorted.
+    pub async fn list_queues(&self) -> Result<Vec<String>> {
+        let mut queues: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(QUEUE_REGISTRY)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        queues.sort();
+        Ok(queues)
+    }
+}
+
+fn unexpected(what: &str) -> Error {
+    Error::Internal(format!("unexpected reply from the {what} script"))
+}
+
+fn text(value: &Value) -> Result<String> {
+    redis::from_redis_value_ref(value)
+        .map_err(|e| Error::Internal(format!("unexpected script reply: {e}")))
+}
+
+fn bytes(value: &Value) -> Result<Vec<u8>> {
+    redis::from_redis_value_ref(value)
+        .map_err(|e| Error::Internal(format!("unexpected script reply: {e}")))
+}
+
+fn int(value: &Value) -> Result<i64> {
+    redis::from_redis_value_ref(value)
+        .map_err(|e| Error::Internal(format!("unexpected script reply: {e}")))
+}

@@ -1,0 +1,198 @@
+//! Wakes waiting consumers without polling. One pub/sub connection per process
+//! listens on `rw:q:wake`, where every queue script that makes jobs ready publishes
+//! `"<count> <queue>"`; the waker wakes up to `count` local waiters of that queue.
+//! Idle consumers hold no Redis connection: they wait on a [`Signal`] in memory.
+//!
+//! Pub/sub is lossy while the connection is down, so after every (re)connect all
+//! waiters are woken once to look for work. Delayed jobs and rate limits are covered
+//! by [`Signal::wake_at`], one timer per queue however many consumers wait.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::redis::Redis;
+use crate::redis::keys::QUEUE_WAKE_CHANNEL;
+
+/// The waiters of one queue in this process.
+#[derive(Debug, Default)]
+pub struct Signal {
+    notify: Notify,
+    /// The earliest armed wake-up timer, if any.
+    timer: Mutex<Option<Instant>>,
+}
+
+impl Signal {
+    /// Resolves when this queue may have work. Create it (and `enable` it) before
+    /// looking for work, so a wake-up in between is not lost.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// Wakes one waiter at `at` (a delayed job's due time, the rate limit's next
+    /// slot). Only the earliest pending timer runs.
+    pub fn wake_at(self: &Arc<Self>, at: Instant) {
+        {
+            let Ok(mut timer) = self.timer.lock() else {
+                return;
+            };
+            if timer.is_some_and(|current| current <= at && current > Instant::now()) {
+                return;
+            }
+            *timer = Some(at);
+        }
+        let signal = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if let Some(signal) = signal.upgrade() {
+                if let Ok(mut timer) = signal.timer.lock()
+                    && *timer == Some(at)
+                {
+                    *timer = None;
+                }
+                signal.notify.notify_one();
+            }
+        });
+    }
+}
+
+/// The per-process hub of queue wake-ups.
+#[derive(Debug, Default)]
+pub struct Waker {
+    signals: Mutex<HashMap<String, Weak<Signal>>>,
+}
+
+impl Waker {
+    /// The signal of `queue`; it lives while some consumer holds it.
+    pub fn signal(&self, queue: &str) -> Arc<Signal> {
+        let Ok(mut signals) = self.signals.lock() else {
+            return Arc::default();
+        };
+        if let Some(signal) = signals.get(queue).and_then(Weak::upgrade) {
+            return signal;
+        }
+        signals.retain(|_, weak| weak.strong_count() > 0);
+        let signal = Arc::new(Signal::default());
+        signals.insert(queue.to_owned(), Arc::downgrade(&signal));
+        signal
+    }
+
+    fn wake(&self, queue: &str, count: u64) {
+        let signal = self
+            .signals
+            .lock()
+            .ok()
+            .and_then(|s| s.get(queue).and_then(Weak::upgrade));
+        if let Some(signal) = signal {
+            if count >= 64 {
+                signal.notify.notify_waiters();
+            }
+            for _ in 0..count.min(64) {
+                signal.notify.notify_one();
+            }
+        }
+    }
+
+    fn wake_everyone(&self) {
+        let signals: Vec<Arc<Signal>> = match self.signals.lock() {
+            Ok(s) => s.values().filter_map(Weak::upgrade).collect(),
+            Err(_) => return,
+        };
+        for signal in signals {
+            signal.notify.notify_waiters();
+            signal.notify.notify_one();
+        }
+    }
+
+    /// Handles one wake message, `"<count> <queue>"`.
+    fn dispatch(&self, payload: &[u8]) {
+        let text = String::from_utf8_lossy(payload);
+        if let Some((count, queue)) = text.split_once(' ')
+            && let Ok(count) = count.parse::<u64>()
+        {
+            self.wake(queue, count);
+        }
+    }
+
+    /// Listens for wake messages until `shutdown`, reconnecting as needed.
+    pub async fn run(self: Arc<Self>, redis: Arc<Redis>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match redis.pubsub().await {
+                Ok(mut pubsub) => match pubsub.subscribe(QUEUE_WAKE_CHANNEL).await {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(100);
+                        tracing::debug!("queue waker subscribed");
+                        // Anything published while we were away is lost: look again.
+                        self.wake_everyone();
+                        let mut messages = pubsub.on_message();
+                        loop {
+                            tokio::select! {
+                                message = messages.next() => match message {
+                                    Some(message) => self.dispatch(message.get_payload_bytes()),
+                                    None => break,
+                                },
+                                () = shutdown.cancelled() => return,
+                            }
+                        }
+                        tracing::warn!("queue waker lost its pub/sub connection; reconnecting");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "queue waker cannot subscribe"),
+                },
+                Err(e) => tracing::debug!(error = %e, "queue waker cannot connect"),
+            }
+            self.wake_everyone();
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wake_messages_reach_the_named_queue_only() {
+        let waker = Waker::default();
+        let mail = waker.signal("mail");
+        let other = waker.signal("other");
+        let mail_woken = mail.notified();
+        let other_woken = other.notified();
+        tokio::pin!(mail_woken, other_woken);
+        mail_woken.as_mut().enable();
+        other_woken.as_mut().enable();
+        waker.dispatch(b"1 mail");
+        assert!(futures::poll!(mail_woken).is_ready());
+        assert!(futures::poll!(other_woken).is_pending());
+    }
+
+    #[tokio::test]
+    async fn malformed_messages_are_ignored() {
+        let waker = Waker::default();
+        let _signal = waker.signal("q");
+        waker.dispatch(b"garbage");
+        waker.dispatch(b"x q");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wake_at_wakes_one_waiter_when_due() {
+        let waker = Waker::default();
+        let signal = waker.signal("q");
+        let woken = signal.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        signal.wake_at(Instant::now() + Duration::from_millis(50));
+        assert!(futures::poll!(woken.as_mut()).is_pending());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(futures::poll!(woken).is_ready());
+    }
+}
