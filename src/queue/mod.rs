@@ -181,11 +181,7 @@ impl QueueService {
             Some(n) => n,
         };
         let record = JobRecord {
-            max_attempts: if spec.max_attempts == 0 {
-                DEFAULT_MAX_ATTEMPTS
-            } else {
-                spec.max_attempts
-            },
+            max_attempts,
             priority: spec.priority,
             group: spec.group,
             backoff_exponential: u8::from(backoff.exponential),
