@@ -2,7 +2,8 @@
 -- jobs are handled first, so a queue works even without the background reaper.
 -- ARGV[1]: most jobs   ARGV[2]: lease ms
 -- Returns: { hint, id1, payload1, record1, id2, ... } where hint, when no job was
--- leased, is the ms until one may be ready (a delayed job or the rate limit), or -1.
+-- leased, is the ms until one may be ready (a delayed job falls due, a lease
+-- expires, the rate limit frees a slot), or -1 when nothing is pending.
 local now, usec = now_ms()
 expire_leases(now, usec, 100)
 promote_due(now, 1000)
@@ -45,9 +46,15 @@ for i = 1, #popped, 2 do
   end
 end
 if #out == 1 then
-  local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
-  if first[2] then
-    out[1] = math.max(tonumber(first[2]) - now, 1)
+  local soonest = nil
+  for _, set in ipairs({ K.delayed, K.active }) do
+    local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+    if first[2] and (soonest == nil or tonumber(first[2]) < soonest) then
+      soonest = tonumber(first[2])
+    end
+  end
+  if soonest then
+    out[1] = math.max(soonest - now, 1)
   end
 end
 return out

@@ -14,7 +14,7 @@ use super::store::QueueStore;
 /// Most jobs each step of one reap call handles.
 const REAP_LIMIT: usize = 500;
 /// How many ticks between refreshes of the queue list.
-const REFRESH_EVERY: u32 = 10;
+const REFRESH_EVERY: u32 = 4;
 
 /// Runs until `shutdown`.
 pub(super) async fn run(store: QueueStore, interval: Duration, shutdown: CancellationToken) {

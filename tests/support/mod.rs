@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redwire::proto::cache_client::CacheClient;
+use redwire::proto::queue_client::QueueClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -303,6 +304,16 @@ impl TestContext {
         Self::start(Backend::Standalone(redis), &["--redis-url", &url], extra).await
     }
 
+    /// A plain connection to the Redis that owns `redis_key` (any topology but
+    /// embedded).
+    pub fn redis_connection(&self, redis_key: &str) -> redis::Connection {
+        match &self.backend {
+            Backend::Standalone(redis) => redis.connection(),
+            Backend::Cluster(cluster) => cluster.connection_for(redis_key),
+            Backend::Embedded(_) => panic!("no direct connection to the embedded redis"),
+        }
+    }
+
     /// Redwire over its own fresh 3-master cluster.
     pub async fn cluster() -> Self {
         let cluster = tokio::task::spawn_blocking(RedisCluster::start)
@@ -360,6 +371,10 @@ impl TestContext {
 
     pub fn cache(&self) -> CacheClient<Channel> {
         CacheClient::new(self.channel.clone())
+    }
+
+    pub fn queue(&self) -> QueueClient<Channel> {
+        QueueClient::new(self.channel.clone())
     }
 
     pub fn health(&self) -> HealthClient<Channel> {

@@ -1,0 +1,1233 @@
+//! `redwire.v1.Queue` against a real redis-server, over real gRPC: delivery,
+//! leases, retries, dead letters, groups, rate limits, faults, idle consumers.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use prost_types::Duration as PbDuration;
+use redwire::proto::*;
+use support::{TestContext, eventually};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+fn ms(millis: u64) -> Option<PbDuration> {
+    Some(PbDuration {
+        seconds: i64::try_from(millis / 1000).expect("secs"),
+        nanos: i32::try_from((millis % 1000) * 1_000_000).expect("nanos"),
+    })
+}
+
+fn to_ms(t: &Option<prost_types::Timestamp>) -> i64 {
+    let t = t.as_ref().expect("timestamp");
+    t.seconds * 1000 + i64::from(t.nanos / 1_000_000)
+}
+
+fn job(payload: &str) -> JobSpec {
+    JobSpec {
+        payload: payload.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+async fn enqueue(ctx: &TestContext, queue: &str, spec: JobSpec) -> EnqueueResponse {
+    ctx.queue()
+        .enqueue(EnqueueRequest {
+            queue: queue.into(),
+            job: Some(spec),
+        })
+        .await
+        .expect("enqueue")
+        .into_inner()
+}
+
+async fn dequeue(
+    ctx: &TestContext,
+    queue: &str,
+    max: u32,
+    wait_ms: u64,
+    lease_ms: u64,
+) -> Vec<Delivery> {
+    ctx.queue()
+        .dequeue(DequeueRequest {
+            queue: queue.into(),
+            max_jobs: max,
+            wait: ms(wait_ms),
+            lease: ms(lease_ms),
+        })
+        .await
+        .expect("dequeue")
+        .into_inner()
+        .jobs
+}
+
+async fn ack(
+    ctx: &TestContext,
+    queue: &str,
+    d: &Delivery,
+    result: &[u8],
+) -> Result<AckResponse, tonic::Status> {
+    ctx.queue()
+        .ack(AckRequest {
+            queue: queue.into(),
+            items: vec![AckItem {
+                job_id: d.job_id.clone(),
+                lease_token: d.lease_token.clone(),
+                result: result.to_vec(),
+            }],
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn stats(ctx: &TestContext, queue: &str) -> StatsResponse {
+    ctx.queue()
+        .stats(StatsRequest {
+            queue: queue.into(),
+        })
+        .await
+        .expect("stats")
+        .into_inner()
+}
+
+/// The server time a delivery started: its lease deadline minus its lease.
+fn started_ms(d: &Delivery, lease_ms: u64) -> i64 {
+    to_ms(&d.lease_deadline) - i64::try_from(lease_ms).expect("lease")
+}
+
+/// A Consume stream: send requests with `tx`, read responses from `rx`.
+struct Stream {
+    tx: mpsc::Sender<ConsumeRequest>,
+    rx: tonic::Streaming<ConsumeResponse>,
+}
+
+impl Stream {
+    async fn open(ctx: &TestContext, queue: &str, max_in_flight: u32, lease_ms: u64) -> Self {
+        let (tx, requests) = mpsc::channel(64);
+        tx.send(ConsumeRequest {
+            message: Some(consume_request::Message::Subscribe(Subscribe {
+                queue: queue.into(),
+                max_in_flight,
+                lease: ms(lease_ms),
+            })),
+        })
+        .await
+        .expect("subscribe");
+        let rx = ctx
+            .queue()
+            .consume(ReceiverStream::new(requests))
+            .await
+            .expect("consume")
+            .into_inner();
+        Self { tx, rx }
+    }
+
+    async fn next(&mut self) -> consume_response::Message {
+        let message = tokio::time::timeout(Duration::from_secs(10), self.rx.next())
+            .await
+            .expect("a message within 10s")
+            .expect("stream open")
+            .expect("not an error");
+        message.message.expect("message set")
+    }
+
+    async fn delivery(&mut self) -> Delivery {
+        match self.next().await {
+            consume_response::Message::Delivery(d) => d,
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+
+    async fn outcome(&mut self) -> Outcome {
+        match self.next().await {
+            consume_response::Message::Outcome(o) => o,
+            other => panic!("expected an outcome, got {other:?}"),
+        }
+    }
+
+    async fn send(&self, message: consume_request::Message) {
+        self.tx
+            .send(ConsumeRequest {
+                message: Some(message),
+            })
+            .await
+            .expect("send on the stream");
+    }
+
+    async fn ack(&self, d: &Delivery) {
+        self.send(consume_request::Message::Ack(AckItem {
+            job_id: d.job_id.clone(),
+            lease_token: d.lease_token.clone(),
+            result: Vec::new(),
+        }))
+        .await;
+    }
+}
+
+// ---------------------------------------------------------------- core checks
+
+async fn enqueue_consume_ack(ctx: &TestContext) {
+    let q = "core-flow";
+    let created = enqueue(
+        ctx,
+        q,
+        JobSpec {
+            keep_completed: ms(60_000),
+            attributes: [("kind".to_owned(), "welcome".to_owned())].into(),
+            ..job("hello")
+        },
+    )
+    .await;
+    assert!(created.created);
+    assert_eq!(created.state, JobState::Waiting as i32);
+    let batch = ctx
+        .queue()
+        .enqueue_batch(EnqueueBatchRequest {
+            queue: q.into(),
+            jobs: (0..49).map(|i| job(&format!("push-{i}"))).collect(),
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .jobs;
+    assert_eq!(batch.len(), 49);
+    assert!(batch.iter().all(|j| j.created));
+
+    let mut consumer = Stream::open(ctx, q, 10, 30_000).await;
+    let first = consumer.delivery().await;
+    assert_eq!(
+        (
+            first.job_id.as_str(),
+            first.payload.as_slice(),
+            first.attempt
+        ),
+        (created.job_id.as_str(), &b"hello"[..], 1)
+    );
+    assert_eq!(first.attributes["kind"], "welcome");
+    consumer
+        .send(consume_request::Message::Ack(AckItem {
+            job_id: first.job_id.clone(),
+            lease_token: first.lease_token.clone(),
+            result: b"sent".to_vec(),
+        }))
+        .await;
+    let mut seen = HashSet::from([first.job_id.clone()]);
+    let mut accepted_acks = 0;
+    while accepted_acks < 50 {
+        match consumer.next().await {
+            consume_response::Message::Delivery(d) => {
+                assert!(seen.insert(d.job_id.clone()), "delivered once");
+                consumer.ack(&d).await;
+            }
+            consume_response::Message::Outcome(o) => {
+                assert!(o.ok && o.action == "ack", "{o:?}");
+                accepted_acks += 1;
+            }
+        }
+    }
+    assert_eq!(seen.len(), 50);
+    let job = ctx
+        .queue()
+        .get_job(GetJobRequest {
+            queue: q.into(),
+            job_id: created.job_id.clone(),
+        })
+        .await
+        .expect("get job")
+        .into_inner()
+        .job
+        .expect("job");
+    assert_eq!(job.state, JobState::Completed as i32);
+    assert_eq!((job.result.as_slice(), job.attempts), (&b"sent"[..], 1));
+    eventually(Duration::from_secs(5), "all 50 completed", || async {
+        let s = stats(ctx, q).await;
+        (s.waiting == 0 && s.active == 0).then_some(())
+    })
+    .await;
+    let missing = ctx
+        .queue()
+        .get_job(GetJobRequest {
+            queue: q.into(),
+            job_id: batch[0].job_id.clone(),
+        })
+        .await
+        .expect_err("completed jobs without keep_completed are removed");
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
+async fn delay_and_priority(ctx: &TestContext) {
+    let q = "timing";
+    let delayed = enqueue(
+        ctx,
+        q,
+        JobSpec {
+            delay: ms(400),
+            ..job("later")
+        },
+    )
+    .await;
+    assert_eq!(delayed.state, JobState::Delayed as i32);
+    let info = ctx
+        .queue()
+        .get_job(GetJobRequest {
+            queue: q.into(),
+            job_id: delayed.job_id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .job
+        .expect("job");
+    let due = to_ms(&info.due_at);
+    assert_eq!(due - to_ms(&info.enqueued_at), 400);
+
+    for (payload, priority) in [("low", 1), ("high", 9), ("mid", 5), ("high-2", 9)] {
+        enqueue(
+            ctx,
+            q,
+            JobSpec {
+                priority,
+                ..job(payload)
+            },
+        )
+        .await;
+    }
+    let order: Vec<Vec<u8>> = dequeue(ctx, q, 4, 0, 30_000)
+        .await
+        .into_iter()
+        .map(|d| d.payload)
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            b"high".to_vec(),
+            b"high-2".to_vec(),
+            b"mid".to_vec(),
+            b"low".to_vec()
+        ]
+    );
+
+    // The delayed job comes once its time has come, not before.
+    let got = dequeue(ctx, q, 1, 5_000, 30_000).await;
+    assert_eq!(got.len(), 1, "delivered soon after its delay");
+    assert_eq!(got[0].job_id, delayed.job_id);
+    assert!(
+        started_ms(&got[0], 30_000) >= due,
+        "not delivered before its time"
+    );
+}
+
+async fn lease_expiry_redelivers_once(ctx: &TestContext) {
+    let q = "leases";
+    enqueue(
+        ctx,
+        q,
+        JobSpec {
+            max_attempts: Some(5),
+            backoff: Some(Backoff {
+                delay: ms(1),
+                ..Default::default()
+            }),
+            ..job("slow")
+        },
+    )
+    .await;
+    let first = dequeue(ctx, q, 1, 0, 100)
+        .await
+        .pop()
+        .expect("first delivery");
+    assert_eq!(first.attempt, 1);
+    // The worker "pauses" past its lease; the job comes back with attempt 2.
+    let second = dequeue(ctx, q, 1, 5_000, 30_000)
+        .await
+        .pop()
+        .expect("redelivered");
+    assert_eq!(
+        (second.job_id.as_str(), second.attempt),
+        (first.job_id.as_str(), 2)
+    );
+    let stale = ack(ctx, q, &first, b"")
+        .await
+        .expect_err("the old worker's ack is refused");
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+    assert!(stale.message().contains("lease"), "{stale:?}");
+    assert!(
+        dequeue(ctx, q, 1, 0, 30_000).await.is_empty(),
+        "redelivered exactly once"
+    );
+    ack(ctx, q, &second, b"")
+        .await
+        .expect("the current holder completes it");
+    let again = ack(ctx, q, &second, b"").await.expect_err("completed once");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    let s = stats(ctx, q).await;
+    assert_eq!((s.waiting, s.active, s.dead), (0, 0, 0));
+}
+
+async fn dropped_stream_gives_jobs_back(ctx: &TestContext) {
+    let q = "dropped";
+    for i in 0..5 {
+        enqueue(ctx, q, job(&format!("j{i}"))).await;
+    }
+    let mut consumer = Stream::open(ctx, q, 5, 60_000).await;
+    let mut held = HashSet::new();
+    for _ in 0..5 {
+        held.insert(consumer.delivery().await.job_id);
+    }
+    drop(consumer);
+    // The 60 s lease is far away: getting them back now proves the hand-back.
+    let mut back = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while back.len() < 5 && Instant::now() < deadline {
+        for d in dequeue(ctx, q, 5, 200, 60_000).await {
+            assert_eq!(d.attempt, 2);
+            back.insert(d.job_id);
+        }
+    }
+    assert_eq!(back, held, "none lost");
+}
+
+async fn extend_lease_keeps_a_job(ctx: &TestContext) {
+    let q = "extend";
+    enqueue(ctx, q, job("long")).await;
+    let mut consumer = Stream::open(ctx, q, 1, 200).await;
+    let d = consumer.delivery().await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        consumer
+            .send(consume_request::Message::Extend(ExtendItem {
+                job_id: d.job_id.clone(),
+                lease_token: d.lease_token.clone(),
+                lease: None,
+            }))
+            .await;
+        let outcome = consumer.outcome().await;
+        assert!(outcome.ok && outcome.action == "extend", "{outcome:?}");
+        assert!(
+            dequeue(ctx, q, 1, 50, 30_000).await.is_empty(),
+            "not redelivered while extended"
+        );
+    }
+    consumer.ack(&d).await;
+    assert!(consumer.outcome().await.ok, "acked after 10x its lease");
+    let unary = ctx
+        .queue()
+        .extend_lease(ExtendLeaseRequest {
+            queue: q.into(),
+            item: Some(ExtendItem {
+                job_id: d.job_id.clone(),
+                lease_token: d.lease_token.clone(),
+                lease: None,
+            }),
+        })
+        .await
+        .expect_err("no lease to extend after ack");
+    assert_eq!(unary.code(), Code::FailedPrecondition);
+}
+
+async fn failing_handler_dead_letters_once(ctx: &TestContext) {
+    let q = "mail";
+    let backoff = Backoff {
+        delay: ms(150),
+        ..Default::default()
+    };
+    let id = enqueue(
+        ctx,
+        q,
+        JobSpec {
+            max_attempts: Some(3),
+            backoff: Some(backoff),
+            ..job("to: ada")
+        },
+    )
+    .await
+    .job_id;
+    let mut starts = Vec::new();
+    for attempt in 1..=3 {
+        let d = dequeue(ctx, q, 1, 5_000, 30_000)
+            .await
+            .pop()
+            .expect("a delivery");
+        assert_eq!((d.job_id.as_str(), d.attempt), (id.as_str(), attempt));
+        starts.push(started_ms(&d, 30_000));
+        let reply = ctx
+            .queue()
+            .nack(NackRequest {
+                queue: q.into(),
+                item: Some(NackItem {
+                    job_id: d.job_id.clone(),
+                    lease_token: d.lease_token.clone(),
+                    error: format!("smtp 451 try {attempt}"),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("nack")
+            .into_inner();
+        let expected = if attempt < 3 {
+            JobState::Delayed
+        } else {
+            JobState::Dead
+        };
+        assert_eq!(reply.state, expected as i32);
+    }
+    assert!(
+        starts.windows(2).all(|w| w[1] - w[0] >= 150),
+        "retries spaced by the backoff: {starts:?}"
+    );
+    assert!(
+        dequeue(ctx, q, 1, 300, 30_000).await.is_empty(),
+        "exactly max_attempts deliveries"
+    );
+    let dead = ctx
+        .queue()
+        .list_dead(ListDeadRequest {
+            queue: q.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list dead")
+        .into_inner();
+    assert_eq!(dead.total, 1);
+    assert_eq!(dead.jobs[0].job_id, id);
+    assert_eq!(
+        dead.jobs[0].errors.last().map(String::as_str),
+        Some("smtp 451 try 3")
+    );
+    assert_eq!(dead.jobs[0].errors.len(), 3);
+
+    let redriven = ctx
+        .queue()
+        .redrive(RedriveRequest {
+            queue: q.into(),
+            job_ids: vec![],
+        })
+        .await
+        .expect("redrive")
+        .into_inner()
+        .redriven;
+    assert_eq!(redriven, 1);
+    let back = dequeue(ctx, q, 1, 1_000, 30_000)
+        .await
+        .pop()
+        .expect("redriven job");
+    assert_eq!((back.job_id.as_str(), back.attempt), (id.as_str(), 1));
+    ack(ctx, q, &back, b"").await.expect("ack");
+    assert_eq!(stats(ctx, q).await.dead, 0);
+}
+
+async fn exponential_backoff_grows(ctx: &TestContext) {
+    let q = "expo";
+    enqueue(
+        ctx,
+        q,
+        JobSpec {
+            max_attempts: Some(4),
+            backoff: Some(Backoff {
+                exponential: true,
+                delay: ms(50),
+                max_delay: ms(150),
+                jitter: 0.0,
+            }),
+            ..job("x")
+        },
+    )
+    .await;
+    let mut dues = Vec::new();
+    for _ in 0..3 {
+        let d = dequeue(ctx, q, 1, 5_000, 30_000)
+            .await
+            .pop()
+            .expect("delivery");
+        let reply = ctx
+            .queue()
+            .nack(NackRequest {
+                queue: q.into(),
+                item: Some(NackItem {
+                    job_id: d.job_id.clone(),
+                    lease_token: d.lease_token.clone(),
+                    error: "no".into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("nack")
+            .into_inner();
+        dues.push(to_ms(&reply.retry_at) - started_ms(&d, 30_000));
+    }
+    // 50, 100, then capped at 150 (plus the few ms between start and nack).
+    let expected = [50, 100, 150];
+    for (got, want) in dues.iter().zip(expected) {
+        assert!(
+            *got >= want && *got < want + 40,
+            "retry delays {dues:?} vs {expected:?}"
+        );
+    }
+}
+
+async fn concurrent_duplicate_ids_make_one_job(ctx: &TestContext) {
+    let q = "idem";
+    let attempts = (0..20).map(|i| {
+        let mut client = ctx.queue();
+        async move {
+            client
+                .enqueue(EnqueueRequest {
+                    queue: q.into(),
+                    job: Some(JobSpec {
+                        job_id: "reservation-42".into(),
+                        ..job(&format!("attempt {i}"))
+                    }),
+                })
+                .await
+                .expect("enqueue")
+                .into_inner()
+        }
+    });
+    let replies = futures::future::join_all(attempts).await;
+    assert_eq!(replies.iter().filter(|r| r.created).count(), 1);
+    assert!(replies.iter().all(|r| r.job_id == "reservation-42"));
+    assert_eq!(stats(ctx, q).await.waiting, 1);
+}
+
+async fn ordering_groups(ctx: &TestContext) {
+    let q = "groups";
+    let jobs: Vec<(&str, &str)> = vec![
+        ("a", "a1"),
+        ("a", "a2"),
+        ("b", "b1"),
+        ("a", "a3"),
+        ("", "free1"),
+        ("b", "b2"),
+        ("", "free2"),
+    ];
+    for (group, payload) in &jobs {
+        enqueue(
+            ctx,
+            q,
+            JobSpec {
+                group: (*group).into(),
+                ..job(payload)
+            },
+        )
+        .await;
+    }
+    let mut consumer = Stream::open(ctx, q, 10, 30_000).await;
+    let mut in_flight: HashMap<String, Delivery> = HashMap::new();
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    let mut done = 0;
+    // First round: only the head of each group plus the free jobs.
+    for _ in 0..4 {
+        let d = consumer.delivery().await;
+        in_flight.insert(d.job_id.clone(), d);
+    }
+    let groups: Vec<&str> = in_flight
+        .values()
+        .map(|d| d.group.as_str())
+        .filter(|g| !g.is_empty())
+        .collect();
+    assert_eq!(groups.len(), 2, "one job per group in flight: {groups:?}");
+    while done < jobs.len() {
+        // Ack the oldest-numbered job in flight; the next of its group follows.
+        let next = in_flight
+            .keys()
+            .next()
+            .cloned()
+            .expect("something in flight");
+        let d = in_flight.remove(&next).expect("held");
+        let payload = String::from_utf8(d.payload.clone()).expect("utf8");
+        order.entry(d.group.clone()).or_default().push(payload);
+        consumer.ack(&d).await;
+        done += 1;
+        while done + in_flight.len() < jobs.len() {
+            match consumer.next().await {
+                consume_response::Message::Outcome(o) => {
+                    assert!(o.ok, "{o:?}");
+                    break;
+                }
+                consume_response::Message::Delivery(d) => {
+                    assert!(
+                        d.group.is_empty() || in_flight.values().all(|h| h.group != d.group),
+                        "two jobs of group {} in flight",
+                        d.group
+                    );
+                    in_flight.insert(d.job_id.clone(), d);
+                }
+            }
+        }
+    }
+    assert_eq!(order["a"], vec!["a1", "a2", "a3"], "FIFO within group a");
+    assert_eq!(order["b"], vec!["b1", "b2"], "FIFO within group b");
+}
+
+async fn pause_resume_and_rate_limit(ctx: &TestContext) {
+    let q = "limited";
+    ctx.queue()
+        .pause(PauseRequest { queue: q.into() })
+        .await
+        .expect("pause");
+    enqueue(ctx, q, job("held back")).await;
+    assert!(
+        dequeue(ctx, q, 1, 300, 30_000).await.is_empty(),
+        "a paused queue delivers nothing"
+    );
+    let s = stats(ctx, q).await;
+    assert!(
+        s.paused && s.waiting == 1,
+        "enqueue still works while paused: {s:?}"
+    );
+    let waiting = {
+        let mut client = ctx.queue();
+        tokio::spawn(async move {
+            client
+                .dequeue(DequeueRequest {
+                    queue: "limited".into(),
+                    max_jobs: 1,
+                    wait: ms(10_000),
+                    lease: ms(30_000),
+                })
+                .await
+        })
+    };
+    ctx.queue()
+        .resume(ResumeRequest { queue: q.into() })
+        .await
+        .expect("resume");
+    let woken = waiting
+        .await
+        .expect("task")
+        .expect("dequeue")
+        .into_inner()
+        .jobs;
+    assert_eq!(woken.len(), 1, "resume wakes waiting consumers");
+    ack(ctx, q, &woken[0], b"").await.expect("ack");
+
+    ctx.queue()
+        .set_rate_limit(SetRateLimitRequest {
+            queue: q.into(),
+            max: 3,
+            window: ms(500),
+        })
+        .await
+        .expect("rate limit");
+    for i in 0..9 {
+        enqueue(ctx, q, job(&format!("mail {i}"))).await;
+    }
+    let mut consumer = Stream::open(ctx, q, 9, 30_000).await;
+    let mut starts = Vec::new();
+    while starts.len() < 9 {
+        match consumer.next().await {
+            consume_response::Message::Delivery(d) => {
+                starts.push(started_ms(&d, 30_000));
+                consumer.ack(&d).await;
+            }
+            consume_response::Message::Outcome(o) => assert!(o.ok),
+        }
+    }
+    starts.sort_unstable();
+    for (i, start) in starts.iter().enumerate() {
+        let in_window = starts[i..].iter().take_while(|s| **s < start + 500).count();
+        assert!(
+            in_window <= 3,
+            "more than 3 starts in a 500 ms window: {starts:?}"
+        );
+    }
+    let s = stats(ctx, q).await;
+    assert_eq!(
+        (s.rate_limit_max, to_ms_duration(&s.rate_limit_window)),
+        (3, 500)
+    );
+}
+
+fn to_ms_duration(d: &Option<PbDuration>) -> i64 {
+    let d = d.as_ref().expect("duration");
+    d.seconds * 1000 + i64::from(d.nanos / 1_000_000)
+}
+
+async fn run_core_checks_on(ctx: &TestContext) {
+    enqueue_consume_ack(ctx).await;
+    delay_and_priority(ctx).await;
+    lease_expiry_redelivers_once(ctx).await;
+    dropped_stream_gives_jobs_back(ctx).await;
+    failing_handler_dead_letters_once(ctx).await;
+    ordering_groups(ctx).await;
+    concurrent_duplicate_ids_make_one_job(ctx).await;
+}
+
+macro_rules! standalone_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let ctx = crate::support::TestContext::standalone().await;
+            super::$name(&ctx).await;
+        }
+    )*};
+}
+
+mod standalone {
+    standalone_tests!(
+        enqueue_consume_ack,
+        delay_and_priority,
+        lease_expiry_redelivers_once,
+        dropped_stream_gives_jobs_back,
+        extend_lease_keeps_a_job,
+        failing_handler_dead_letters_once,
+        exponential_backoff_grows,
+        concurrent_duplicate_ids_make_one_job,
+        ordering_groups,
+        pause_resume_and_rate_limit,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_checks_pass_on_a_three_master_cluster() {
+    let ctx = TestContext::cluster().await;
+    run_core_checks_on(&ctx).await;
+    let queues = ctx
+        .queue()
+        .list_queues(ListQueuesRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .queues;
+    assert!(
+        queues.contains(&"core-flow".to_owned()) && queues.contains(&"groups".to_owned()),
+        "{queues:?}"
+    );
+}
+
+// ---------------------------------------------------------------- faults and scale
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_flush_mid_run_is_survived() {
+    let mut ctx = TestContext::standalone().await;
+    enqueue(&ctx, "flush", job("1")).await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut ctx.redis().connection())
+        .expect("flush");
+    let d = dequeue(&ctx, "flush", 1, 0, 30_000)
+        .await
+        .pop()
+        .expect("dequeue after SCRIPT FLUSH");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut ctx.redis().connection())
+        .expect("flush");
+    ack(&ctx, "flush", &d, b"")
+        .await
+        .expect("ack after SCRIPT FLUSH");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_consumers_share_a_handful_of_connections() {
+    let mut ctx = TestContext::standalone().await;
+    let mut consumers = Vec::new();
+    for _ in 0..1000 {
+        consumers.push(Stream::open(&ctx, "idle", 1, 30_000).await);
+    }
+    // Wait until every consumer has looked for work and gone idle.
+    let url = ctx.redis().url();
+    let mut conn = ctx.redis().connection();
+    eventually(
+        Duration::from_secs(20),
+        "the consumers to go idle",
+        || async {
+            let mut inspect = redis::Client::open(url.as_str())
+                .ok()?
+                .get_connection()
+                .ok()?;
+            let calls: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query(&mut inspect)
+                .ok()?;
+            let evals = calls
+                .lines()
+                .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+                .filter_map(|l| {
+                    l.split("calls=")
+                        .nth(1)?
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum::<u64>();
+            (evals >= 1000).then_some(())
+        },
+    )
+    .await;
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut conn)
+        .expect("client list");
+    let others = clients
+        .lines()
+        .filter(|l| !l.contains("cmd=client"))
+        .count();
+    assert!(
+        others <= 6,
+        "1,000 idle consumers use {others} Redis connections:\n{clients}"
+    );
+
+    // They are live: one job reaches exactly one of them.
+    enqueue(&ctx, "idle", job("wake one")).await;
+    let mut streams = futures::stream::select_all(consumers.iter_mut().map(|c| &mut c.rx));
+    let first = tokio::time::timeout(Duration::from_secs(10), streams.next())
+        .await
+        .expect("one consumer gets it")
+        .expect("message")
+        .expect("ok");
+    assert!(matches!(
+        first.message,
+        Some(consume_response::Message::Delivery(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_kill_and_restart_loses_no_acknowledged_work() {
+    let mut ctx = TestContext::standalone().await;
+    let q = "crash";
+    let total = 300;
+    let keep = JobSpec {
+        keep_completed: ms(3_600_000),
+        ..Default::default()
+    };
+    let producer = {
+        let client = ctx.queue();
+        let keep = keep.clone();
+        tokio::spawn(async move {
+            let mut client = client;
+            let mut acknowledged = Vec::new();
+            for i in 0..total {
+                let id = format!("job-{i}");
+                // A producer retries until its enqueue is acknowledged.
+                loop {
+                    let reply = client
+                        .enqueue(EnqueueRequest {
+                            queue: q.into(),
+                            job: Some(JobSpec {
+                                job_id: id.clone(),
+                                payload: id.clone().into_bytes(),
+                                ..keep.clone()
+                            }),
+                        })
+                        .await;
+                    if reply.is_ok() {
+                        acknowledged.push(id);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            acknowledged
+        })
+    };
+    let consumer = {
+        let mut client = ctx.queue();
+        tokio::spawn(async move {
+            let mut acked: HashSet<String> = HashSet::new();
+            let mut redelivered_after_ack = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while acked.len() < total && Instant::now() < deadline {
+                let Ok(reply) = client
+                    .dequeue(DequeueRequest {
+                        queue: q.into(),
+                        max_jobs: 10,
+                        wait: ms(200),
+                        lease: ms(2_000),
+                    })
+                    .await
+                else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                for d in reply.into_inner().jobs {
+                    if acked.contains(&d.job_id) {
+                        redelivered_after_ack.push(d.job_id.clone());
+                    }
+                    let ok = client
+                        .ack(AckRequest {
+                            queue: q.into(),
+                            items: vec![AckItem {
+                                job_id: d.job_id.clone(),
+                                lease_token: d.lease_token.clone(),
+                                result: Vec::new(),
+                            }],
+                        })
+                        .await
+                        .is_ok();
+                    if ok {
+                        acked.insert(d.job_id);
+                    }
+                }
+            }
+            (acked, redelivered_after_ack)
+        })
+    };
+    // Crash Redis in the middle of the run, then bring it back on its AOF.
+    eventually(
+        Duration::from_secs(30),
+        "some progress before the crash",
+        || async {
+            let s = ctx
+                .queue()
+                .stats(StatsRequest { queue: q.into() })
+                .await
+                .ok()?
+                .into_inner();
+            (s.completed > 50).then_some(())
+        },
+    )
+    .await;
+    ctx.redis().kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ctx.redis().restart();
+
+    let acknowledged = producer.await.expect("producer");
+    let (acked, redelivered_after_ack) = consumer.await.expect("consumer");
+    assert_eq!(acknowledged.len(), total);
+    assert!(
+        redelivered_after_ack.is_empty(),
+        "acked jobs came back: {redelivered_after_ack:?}"
+    );
+    // Every acknowledged enqueue ends completed (or dead), none lost.
+    for id in &acknowledged {
+        let job = ctx
+            .queue()
+            .get_job(GetJobRequest {
+                queue: q.into(),
+                job_id: id.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{id} lost: {e:?}"))
+            .into_inner()
+            .job
+            .expect("job");
+        assert!(
+            job.state == JobState::Completed as i32 || job.state == JobState::Dead as i32,
+            "{id} ended in state {}",
+            job.state
+        );
+    }
+    assert_eq!(
+        acked.len(),
+        total,
+        "the consumer finished every job without a Redwire restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_codes_and_changes_nothing() {
+    let mut ctx = TestContext::standalone_with(&["--max-value-bytes", "1024"]).await;
+    let mut queue = ctx.queue();
+    let enqueue_with = |queue_name: &str, spec: JobSpec| EnqueueRequest {
+        queue: queue_name.into(),
+        job: Some(spec),
+    };
+    let cases: Vec<(&str, Code, Result<(), tonic::Status>)> = vec![
+        (
+            "queue",
+            Code::InvalidArgument,
+            queue.enqueue(enqueue_with("", job("x"))).await.map(drop),
+        ),
+        (
+            "queue",
+            Code::InvalidArgument,
+            queue
+                .enqueue(enqueue_with("has space", job("x")))
+                .await
+                .map(drop),
+        ),
+        (
+            "job.delay",
+            Code::InvalidArgument,
+            queue
+                .enqueue(enqueue_with(
+                    "q",
+                    JobSpec {
+                        delay: Some(PbDuration {
+                            seconds: -1,
+                            nanos: 0,
+                        }),
+                        ..job("x")
+                    },
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "job.max_attempts",
+            Code::InvalidArgument,
+            queue
+                .enqueue(enqueue_with(
+                    "q",
+                    JobSpec {
+                        max_attempts: Some(0),
+                        ..job("x")
+                    },
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "job.payload",
+            Code::InvalidArgument,
+            queue
+                .enqueue(enqueue_with(
+                    "q",
+                    JobSpec {
+                        payload: vec![0; 2048],
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "job.priority",
+            Code::InvalidArgument,
+            queue
+                .enqueue(enqueue_with(
+                    "q",
+                    JobSpec {
+                        priority: 1001,
+                        ..job("x")
+                    },
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "job.job_id",
+            Code::InvalidArgument,
+            queue
+                .enqueue(enqueue_with(
+                    "q",
+                    JobSpec {
+                        job_id: "a/b".into(),
+                        ..job("x")
+                    },
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "job.backoff.jitter",
+            Code::InvalidArgument,
+            queue
+                .enqueue(enqueue_with(
+                    "q",
+                    JobSpec {
+                        backoff: Some(Backoff {
+                            jitter: 2.0,
+                            ..Default::default()
+                        }),
+                        ..job("x")
+                    },
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "jobs[1].group",
+            Code::InvalidArgument,
+            queue
+                .enqueue_batch(EnqueueBatchRequest {
+                    queue: "q".into(),
+                    jobs: vec![
+                        job("ok"),
+                        JobSpec {
+                            group: "bad group".into(),
+                            ..job("x")
+                        },
+                    ],
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "window",
+            Code::InvalidArgument,
+            queue
+                .set_rate_limit(SetRateLimitRequest {
+                    queue: "q".into(),
+                    max: 3,
+                    window: None,
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "",
+            Code::NotFound,
+            queue
+                .get_job(GetJobRequest {
+                    queue: "q".into(),
+                    job_id: "nope".into(),
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "",
+            Code::FailedPrecondition,
+            queue
+                .ack(AckRequest {
+                    queue: "q".into(),
+                    items: vec![AckItem {
+                        job_id: "nope".into(),
+                        lease_token: "1".into(),
+                        result: vec![],
+                    }],
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "",
+            Code::FailedPrecondition,
+            queue
+                .nack(NackRequest {
+                    queue: "q".into(),
+                    item: Some(NackItem {
+                        job_id: "nope".into(),
+                        lease_token: "1".into(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .map(drop),
+        ),
+    ];
+    for (field, code, result) in cases {
+        let status = result.expect_err(&format!("bad {field} rejected"));
+        assert_eq!(status.code(), code, "{field}: {status:?}");
+        if code == Code::InvalidArgument {
+            assert!(
+                status.message().starts_with(&format!("{field}:")),
+                "names {field}: {status:?}"
+            );
+        }
+    }
+    // A Consume stream that does not start with subscribe is refused.
+    let (tx, requests) = mpsc::channel(1);
+    tx.send(ConsumeRequest {
+        message: Some(consume_request::Message::Ack(AckItem::default())),
+    })
+    .await
+    .expect("send");
+    let refused = queue
+        .consume(ReceiverStream::new(requests))
+        .await
+        .expect_err("subscribe first");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("rw:q:*")
+        .query(&mut ctx.redis().connection())
+        .expect("keys");
+    assert!(keys.is_empty(), "rejected calls wrote nothing: {keys:?}");
+}
