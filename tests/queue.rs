@@ -630,7 +630,16 @@ async fn ordering_groups(ctx: &TestContext) {
         .collect();
     assert_eq!(groups.len(), 2, "one job per group in flight: {groups:?}");
     while done < jobs.len() {
-        // Ack the oldest-numbered job in flight; the next of its group follows.
+        // With nothing in flight, read until the next delivery arrives.
+        while in_flight.is_empty() {
+            match consumer.next().await {
+                consume_response::Message::Outcome(o) => assert!(o.ok, "{o:?}"),
+                consume_response::Message::Delivery(d) => {
+                    in_flight.insert(d.job_id.clone(), d);
+                }
+            }
+        }
+        // Ack any job in flight; the next of its group may follow only after that.
         let next = in_flight
             .keys()
             .next()
@@ -641,7 +650,8 @@ async fn ordering_groups(ctx: &TestContext) {
         order.entry(d.group.clone()).or_default().push(payload);
         consumer.ack(&d).await;
         done += 1;
-        while done + in_flight.len() < jobs.len() {
+        // Take whatever else arrives until the ack is confirmed.
+        loop {
             match consumer.next().await {
                 consume_response::Message::Outcome(o) => {
                     assert!(o.ok, "{o:?}");

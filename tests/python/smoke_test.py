@@ -53,6 +53,7 @@ class RedwireSmokeTest(unittest.TestCase):
         generate_stubs(cls.tmp.name)
         cls.pb = importlib.import_module("redwire.v1.cache_pb2")
         cls.grpc_pb = importlib.import_module("redwire.v1.cache_pb2_grpc")
+        sys.path.insert(0, str(ROOT / "examples" / "python"))
         cls.addr = f"127.0.0.1:{free_port()}"
         cls.log = open(os.path.join(cls.tmp.name, "redwire.log"), "w")
         cls.proc = subprocess.Popen(
@@ -112,18 +113,31 @@ class RedwireSmokeTest(unittest.TestCase):
         readme = (ROOT / "README.md").read_text()
         block = readme.split("<!-- examples:begin -->")[1].split("<!-- examples:end -->")[0]
         calls = [line for line in block.splitlines() if line.startswith("grpcurl ")]
-        self.assertGreater(len(calls), 10)
-        service = self.pb.DESCRIPTOR.services_by_name["Cache"]
+        self.assertGreater(len(calls), 15)
         for line in calls:
             words = shlex.split(line)
             body = words[words.index("-d") + 1]
-            method = re.fullmatch(r"redwire\.v1\.Cache/(\w+)", words[-1]).group(1)
-            request_type = getattr(self.pb, service.methods_by_name[method].input_type.name)
-            request = json_format.Parse(body, request_type())
+            service, method = re.fullmatch(r"redwire\.v1\.(\w+)/(\w+)", words[-1]).groups()
+            messages = importlib.import_module(f"redwire.v1.{service.lower()}_pb2")
+            stubs = importlib.import_module(f"redwire.v1.{service.lower()}_pb2_grpc")
+            descriptor = messages.DESCRIPTOR.services_by_name[service].methods_by_name[method]
+            request = json_format.Parse(body, getattr(messages, descriptor.input_type.name)())
+            stub = getattr(stubs, f"{service}Stub")(self.channel)
             with self.subTest(line=line):
-                getattr(self.cache, method)(request, timeout=10)
+                getattr(stub, method)(request, timeout=10)
         popped = self.cache.Get(self.pb.GetRequest(key="greeting"))
         self.assertEqual(popped.value, b"bye", "the README's compare-and-set wrote")
+
+    def test_mail_queue_example(self):
+        """examples/python/mail_queue.py: retries, dead letter and redrive."""
+        mail_queue = importlib.import_module("mail_queue")
+        report = mail_queue.run(self.addr, mails=5)
+        self.assertEqual(len(report["sent"]), 5)
+        self.assertEqual(report["failed_deliveries"], 3, "3 attempts, then dead")
+        [(job_id, errors)] = report["dead"]
+        self.assertEqual(job_id, "welcome-5")
+        self.assertEqual(errors, ["550 mailbox unavailable"] * 3)
+        self.assertEqual(report["redriven"], 1)
 
 
 if __name__ == "__main__":
