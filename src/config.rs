@@ -82,6 +82,18 @@ pub struct Config {
     #[arg(long, env = "REDWIRE_QUEUE_REAP_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub queue_reap_interval: Duration,
 
+    /// Default and largest per-subscriber PubSub buffer, in messages.
+    #[arg(long, env = "REDWIRE_PUBSUB_BUFFER_MESSAGES", default_value_t = 1024)]
+    pub pubsub_buffer_messages: usize,
+
+    /// Default and largest per-subscriber PubSub buffer, in payload bytes.
+    #[arg(long, env = "REDWIRE_PUBSUB_BUFFER_BYTES", default_value_t = 1024 * 1024)]
+    pub pubsub_buffer_bytes: usize,
+
+    /// Heartbeat interval of idle PubSub streams (below Envoy's 5-minute idle timeout).
+    #[arg(long, env = "REDWIRE_PUBSUB_HEARTBEAT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub pubsub_heartbeat: Duration,
+
     /// How often the health checker pings Redis.
     #[arg(long, env = "REDWIRE_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,

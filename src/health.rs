@@ -13,7 +13,12 @@ use tonic_health::server::HealthReporter;
 use crate::redis::Redis;
 
 /// The service names health reports on: "" (the whole server) and each service.
-pub const SERVICES: &[&str] = &["", "redwire.v1.Cache", "redwire.v1.Queue"];
+pub const SERVICES: &[&str] = &[
+    "",
+    "redwire.v1.Cache",
+    "redwire.v1.Queue",
+    "redwire.v1.PubSub",
+];
 
 /// Sets every service in [`SERVICES`] to `status`.
 pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {

@@ -13,6 +13,7 @@
 //! - [`redis`]: connections by purpose, the key schema, the embedded redis-server.
 //! - [`cache`]: the `redwire.v1.Cache` service.
 //! - [`queue`]: the `redwire.v1.Queue` service (job queue, waker, reaper).
+//! - [`pubsub`]: the `redwire.v1.PubSub` service and the per-process subscriber hub.
 //! - [`health`]: health reporting that follows Redis reachability.
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
 //! - [`telemetry`]: logging setup.
@@ -24,6 +25,7 @@ pub mod deadline;
 pub mod error;
 pub mod health;
 pub mod proto;
+pub mod pubsub;
 pub mod queue;
 pub mod redis;
 pub mod server;

@@ -19,9 +19,13 @@ use tonic_health::ServingStatus;
 use crate::cache::{CacheService, CacheStore};
 use crate::config::{Config, RedisTarget};
 use crate::proto::cache_server::CacheServer;
+use crate::proto::pub_sub_server::PubSubServer;
 use crate::proto::queue_server::QueueServer;
+use crate::pubsub::hub::Hub;
+use crate::pubsub::{PubSubService, PubSubSettings};
 use crate::queue::{QueueService, QueueSettings, QueueStore};
 use crate::redis::embedded::{EmbeddedRedis, StartError};
+use crate::redis::keys::{PUBSUB_PREFIX, SHARDED_PUBSUB_PREFIX};
 use crate::redis::{Redis, RedisSettings};
 use crate::validate::Limits;
 use crate::{health, proto};
@@ -123,7 +127,21 @@ async fn serve(
         },
         token.clone(),
     );
-    let background = queue.spawn_background(redis.clone());
+    const USER_CHANNEL_PREFIXES: &[&str] = &[SHARDED_PUBSUB_PREFIX, PUBSUB_PREFIX];
+    let (hub, hub_task) = Hub::start(redis.clone(), USER_CHANNEL_PREFIXES, token.clone());
+    let mut background = queue.spawn_background(hub.clone());
+    background.push(hub_task);
+    let pubsub = PubSubService::new(
+        redis.clone(),
+        hub,
+        limits,
+        PubSubSettings {
+            buffer_messages: config.pubsub_buffer_messages,
+            buffer_bytes: config.pubsub_buffer_bytes,
+            heartbeat: config.pubsub_heartbeat,
+        },
+        token.clone(),
+    );
     let max_message = config.max_message_bytes;
 
     let local_addr = listener.local_addr().ok();
@@ -143,6 +161,11 @@ async fn serve(
         )
         .add_service(
             QueueServer::new(queue)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .add_service(
+            PubSubServer::new(pubsub)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )

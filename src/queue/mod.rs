@@ -85,13 +85,14 @@ impl QueueService {
         }
     }
 
-    /// Starts the waker and the reaper; they stop with the shutdown token.
+    /// Starts the waker (listening through the process's pub/sub `hub`) and the
+    /// reaper; they stop with the shutdown token.
     pub fn spawn_background(
         &self,
-        redis: Arc<crate::redis::Redis>,
+        hub: Arc<crate::pubsub::hub::Hub>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         vec![
-            tokio::spawn(self.waker.clone().run(redis, self.shutdown.clone())),
+            tokio::spawn(self.waker.clone().run(hub, self.shutdown.clone())),
             tokio::spawn(reaper::run(
                 self.store.clone(),
                 self.settings.reap_interval,

@@ -1,10 +1,11 @@
-//! Wakes waiting consumers without polling. One pub/sub connection per process
-//! listens on `rw:q:wake`, where every queue script that makes jobs ready publishes
-//! `"<count> <queue>"`; the waker wakes up to `count` local waiters of that queue.
+//! Wakes waiting consumers without polling. The waker listens on `rw:q:wake`
+//! through the process's one pub/sub hub (`crate::pubsub::hub`); every queue script
+//! that makes jobs ready publishes `"<count> <queue>"` there, and the waker wakes up
+//! to `count` local waiters of that queue.
 //! Idle consumers hold no Redis connection: they wait on a [`Signal`] in memory.
 //!
-//! Pub/sub is lossy while the connection is down, so after every (re)connect all
-//! waiters are woken once to look for work. Delayed jobs and rate limits are covered
+//! Pub/sub is lossy while the connection is down, so after every re-subscription
+//! all waiters are woken once to look for work. Delayed jobs and rate limits are covered
 //! by [`Signal::wake_at`], one timer per queue however many consumers wait.
 
 use std::collections::HashMap;
@@ -13,10 +14,10 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::redis::Redis;
+use crate::pubsub::buffer::Delivered;
+use crate::pubsub::hub::{Hub, Interest, Label, Listener, Target};
 use crate::redis::keys::QUEUE_WAKE_CHANNEL;
 
 /// The waiters of one queue in this process.
@@ -119,40 +120,42 @@ impl Waker {
         }
     }
 
-    /// Listens for wake messages until `shutdown`, reconnecting as needed.
-    pub async fn run(self: Arc<Self>, redis: Arc<Redis>, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+    /// Subscribes to the wake channel through the process's pub/sub hub and stays
+    /// subscribed until `shutdown` (retrying while Redis is unreachable).
+    pub async fn run(self: Arc<Self>, hub: Arc<Hub>, shutdown: CancellationToken) {
+        let wanted = || {
+            vec![Interest {
+                target: Target::Channel(QUEUE_WAKE_CHANNEL.to_owned()),
+                label: Label::Channel,
+            }]
+        };
         loop {
-            match redis.pubsub().await {
-                Ok(mut pubsub) => match pubsub.subscribe(QUEUE_WAKE_CHANNEL).await {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(100);
-                        tracing::debug!("queue waker subscribed");
-                        // Anything published while we were away is lost: look again.
-                        self.wake_everyone();
-                        let mut messages = pubsub.on_message();
-                        loop {
-                            tokio::select! {
-                                message = messages.next() => match message {
-                                    Some(message) => self.dispatch(message.get_payload_bytes()),
-                                    None => break,
-                                },
-                                () = shutdown.cancelled() => return,
-                            }
-                        }
-                        tracing::warn!("queue waker lost its pub/sub connection; reconnecting");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "queue waker cannot subscribe"),
-                },
-                Err(e) => tracing::debug!(error = %e, "queue waker cannot connect"),
+            match hub.subscribe(self.clone(), wanted()).await {
+                Ok(subscription) => {
+                    // Anything published before we listened: look for work once.
+                    self.wake_everyone();
+                    shutdown.cancelled().await;
+                    drop(subscription);
+                    return;
+                }
+                Err(e) => tracing::debug!(error = %e, "queue waker cannot subscribe yet"),
             }
-            self.wake_everyone();
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
                 () = shutdown.cancelled() => return,
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+    }
+}
+
+impl Listener for Waker {
+    fn deliver(&self, message: Delivered) {
+        self.dispatch(&message.payload);
+    }
+
+    /// Wake messages may have been missed while the hub reconnected.
+    fn lost(&self) {
+        self.wake_everyone();
     }
 }
 

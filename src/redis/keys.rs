@@ -34,6 +34,23 @@ impl Space {
     }
 }
 
+/// Prefix of classic pub/sub channels and patterns (`rw:ps:<channel>`).
+pub const PUBSUB_PREFIX: &str = "rw:ps:";
+
+/// Prefix of sharded pub/sub channels (`rw:pss:<channel>`).
+pub const SHARDED_PUBSUB_PREFIX: &str = "rw:pss:";
+
+/// The Redis channel for a user channel (or Redis glob pattern) name. Patterns get
+/// the same prefix, so they only ever match Redwire's own channels.
+pub fn pubsub_channel(name: &str, sharded: bool) -> String {
+    let prefix = if sharded {
+        SHARDED_PUBSUB_PREFIX
+    } else {
+        PUBSUB_PREFIX
+    };
+    format!("{prefix}{}", escape(name))
+}
+
 /// The set of every queue name that ever had a job (for ListQueues).
 pub const QUEUE_REGISTRY: &str = "rw:queues";
 
@@ -134,6 +151,13 @@ mod tests {
         let slot = hash_slot(b"mail");
         assert!(keys.iter().all(|k| hash_slot(k.as_bytes()) == slot));
         assert_eq!(queue_keys("a{b}")[0], "rw:q:{a%7Bb%7D}:jobs");
+    }
+
+    #[test]
+    fn pubsub_channels_are_pinned() {
+        assert_eq!(pubsub_channel("orders.eu", false), "rw:ps:orders.eu");
+        assert_eq!(pubsub_channel("orders.eu", true), "rw:pss:orders.eu");
+        assert_eq!(pubsub_channel("order.*", false), "rw:ps:order.*");
     }
 
     #[test]

@@ -54,6 +54,7 @@ enum Shared {
     Cluster {
         client: Box<ClusterClient>,
         conn: OnceCell<redis::cluster_async::ClusterConnection>,
+        seeds: Vec<String>,
     },
 }
 
@@ -125,6 +126,7 @@ impl Redis {
             shared: Shared::Cluster {
                 client: Box::new(client),
                 conn: OnceCell::new(),
+                seeds: seeds.to_vec(),
             },
             blocking: build_blocking_pool(blocking, &settings)?,
             settings,
@@ -143,7 +145,7 @@ impl Redis {
                 let i = next.fetch_add(1, Ordering::Relaxed) % conns.len();
                 Ok(Conn::Managed(conns[i].clone()))
             }
-            Shared::Cluster { client, conn } => {
+            Shared::Cluster { client, conn, .. } => {
                 let timeout = self.settings.connect_timeout;
                 let conn = conn
                     .get_or_try_init(|| async {
@@ -187,6 +189,34 @@ impl Redis {
             .await
             .map_err(|_| Error::Unavailable("timed out opening a pub/sub connection".into()))?
             .map_err(Error::from)
+    }
+
+    /// On a cluster: a new RESP3 cluster connection whose pushes (sharded pub/sub
+    /// messages, disconnect notices) arrive on the returned channel. redis-rs routes
+    /// SSUBSCRIBE to each channel's shard and re-subscribes after topology changes.
+    pub async fn sharded_pubsub(
+        &self,
+    ) -> Result<(
+        redis::cluster_async::ClusterConnection,
+        tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    )> {
+        let Shared::Cluster { seeds, .. } = &self.shared else {
+            return Err(Error::Internal(
+                "sharded pub/sub connections are for clusters".into(),
+            ));
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .connection_timeout(self.settings.connect_timeout)
+            .response_timeout(self.settings.command_timeout)
+            .push_sender(tx)
+            .build()?;
+        let conn =
+            tokio::time::timeout(self.settings.connect_timeout, client.get_async_connection())
+                .await
+                .map_err(|_| Error::Unavailable("timed out connecting to the cluster".into()))??;
+        Ok((conn, rx))
     }
 
     /// Checks that Redis answers (every node, on a cluster).

@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redwire::proto::cache_client::CacheClient;
+use redwire::proto::pub_sub_client::PubSubClient;
 use redwire::proto::queue_client::QueueClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -375,6 +376,10 @@ impl TestContext {
 
     pub fn queue(&self) -> QueueClient<Channel> {
         QueueClient::new(self.channel.clone())
+    }
+
+    pub fn pubsub(&self) -> PubSubClient<Channel> {
+        PubSubClient::new(self.channel.clone())
     }
 
     pub fn health(&self) -> HealthClient<Channel> {

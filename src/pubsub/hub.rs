@@ -1,0 +1,493 @@
+//! The hub: the one Redis subscriber of this process. Every gRPC subscriber, and
+//! the queue waker, register *interests* here; the hub keeps a reference count per
+//! Redis channel or pattern, so Redis sees one SUBSCRIBE per channel however many
+//! clients listen, and an UNSUBSCRIBE when the last one leaves.
+//!
+//! Connections: one classic pub/sub connection (channels, patterns, topic globs;
+//! on a cluster it goes to one node, since classic PUBLISH reaches every node), and
+//! on a cluster one RESP3 cluster connection for sharded channels (redis-rs routes
+//! SSUBSCRIBE to each shard and re-subscribes after failovers and slot moves).
+//!
+//! A single task owns both connections and all state, so subscribe, unsubscribe and
+//! dispatch never race. It hands each message to listeners without waiting
+//! ([`Listener::deliver`] must not block; subscriber buffers are bounded). When the
+//! classic connection drops (Redis restart, `CLIENT KILL TYPE pubsub`), the hub
+//! reconnects with backoff, re-subscribes everything, and tells every listener that
+//! messages may have been lost ([`Listener::lost`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{PubSubSink, PubSubStream};
+use redis::cluster_async::ClusterConnection;
+use redis::{Msg, PushInfo, PushKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::buffer::Delivered;
+use super::topic::TopicPattern;
+use crate::error::{Error, Result};
+use crate::redis::Redis;
+
+/// Receives what the hub dispatches. Implementations must return at once.
+pub trait Listener: Send + Sync {
+    /// A message for one of the listener's interests.
+    fn deliver(&self, message: Delivered);
+    /// The Redis subscription was re-established; messages may have been lost.
+    fn lost(&self);
+}
+
+/// A Redis-level subscription target (full Redis names).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// SUBSCRIBE to a channel.
+    Channel(String),
+    /// PSUBSCRIBE to a glob pattern.
+    Pattern(String),
+    /// SSUBSCRIBE to a sharded channel (clusters only).
+    Sharded(String),
+}
+
+/// How a message on a target is presented to one listener.
+#[derive(Debug, Clone)]
+pub enum Label {
+    /// A plain channel subscription.
+    Channel,
+    /// A sharded channel subscription.
+    Sharded,
+    /// A Redis glob subscription, as the user wrote the pattern.
+    Pattern(String),
+    /// A topic subscription, as the user wrote it, filtered exactly.
+    Topic(String, TopicPattern),
+}
+
+/// One thing a listener wants: a Redis target and how to label its messages.
+#[derive(Debug, Clone)]
+pub struct Interest {
+    /// What to subscribe to in Redis.
+    pub target: Target,
+    /// How to present and filter its messages.
+    pub label: Label,
+}
+
+enum Command {
+    Subscribe {
+        id: u64,
+        listener: Arc<dyn Listener>,
+        interests: Vec<Interest>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Unsubscribe {
+        id: u64,
+    },
+}
+
+/// Handle to the hub task.
+#[derive(Debug)]
+pub struct Hub {
+    commands: mpsc::UnboundedSender<Command>,
+    next_id: AtomicU64,
+}
+
+/// Keeps a subscription alive; dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    id: u64,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Unsubscribe { id: self.id });
+    }
+}
+
+impl Hub {
+    /// Starts the hub task; it runs until `shutdown`.
+    pub fn start(
+        redis: Arc<Redis>,
+        strip_prefixes: &'static [&'static str],
+        shutdown: CancellationToken,
+    ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = HubTask {
+            redis,
+            strip_prefixes,
+            commands: rx,
+            listeners: HashMap::new(),
+            interests: HashMap::new(),
+            owned: HashMap::new(),
+            classic: None,
+            sharded: None,
+            retry_at: Instant::now(),
+            backoff: Duration::from_millis(100),
+            connected_once: false,
+        };
+        let handle = tokio::spawn(task.run(shutdown));
+        (
+            Arc::new(Self {
+                commands: tx,
+                next_id: AtomicU64::new(1),
+            }),
+            handle,
+        )
+    }
+
+    /// Registers `interests` for `listener` and returns once Redis confirmed every
+    /// subscription (so a publish after this returns reaches the listener).
+    pub async fn subscribe(
+        &self,
+        listener: Arc<dyn Listener>,
+        interests: Vec<Interest>,
+    ) -> Result<Subscription> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Subscribe {
+                id,
+                listener,
+                interests,
+                reply,
+            })
+            .map_err(|_| Error::ShuttingDown)?;
+        let subscription = Subscription {
+            id,
+            commands: self.commands.clone(),
+        };
+        answer.await.map_err(|_| Error::ShuttingDown)??;
+        Ok(subscription)
+    }
+}
+
+struct Registered {
+    id: u64,
+    label: Label,
+}
+
+struct Classic {
+    sink: PubSubSink,
+    stream: PubSubStream,
+}
+
+struct Sharded {
+    conn: ClusterConnection,
+    pushes: mpsc::UnboundedReceiver<PushInfo>,
+}
+
+struct HubTask {
+    redis: Arc<Redis>,
+    /// Redis channel prefixes to strip to get the user-facing channel name.
+    strip_prefixes: &'static [&'static str],
+    commands: mpsc::UnboundedReceiver<Command>,
+    listeners: HashMap<u64, Arc<dyn Listener>>,
+    interests: HashMap<Target, Vec<Registered>>,
+    owned: HashMap<u64, Vec<Target>>,
+    classic: Option<Classic>,
+    sharded: Option<Sharded>,
+    retry_at: Instant,
+    backoff: Duration,
+    connected_once: bool,
+}
+
+impl HubTask {
+    async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            if self.classic.is_none() && Instant::now() >= self.retry_at {
+                self.connect_classic().await;
+            }
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => return,
+                },
+                message = next_classic(&mut self.classic) => match message {
+                    Some(message) => self.dispatch_classic(&message),
+                    None => {
+                        tracing::warn!("pub/sub connection lost; re-subscribing");
+                        self.classic = None;
+                        self.retry_at = Instant::now();
+                    }
+                },
+                push = next_push(&mut self.sharded) => match push {
+                    Some(push) => self.dispatch_push(push),
+                    None => self.sharded = None,
+                },
+                () = tokio::time::sleep_until(self.retry_at), if self.classic.is_none() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Opens the classic connection and subscribes every current target.
+    async fn connect_classic(&mut self) {
+        let result = async {
+            let (mut sink, stream) = self.redis.pubsub().await?.split();
+            let (channels, patterns) = self.classic_targets();
+            if !channels.is_empty() {
+                sink.subscribe(&channels).await?;
+            }
+            if !patterns.is_empty() {
+                sink.psubscribe(&patterns).await?;
+            }
+            Ok::<_, Error>(Classic { sink, stream })
+        }
+        .await;
+        match result {
+            Ok(classic) => {
+                self.classic = Some(classic);
+                self.backoff = Duration::from_millis(100);
+                if self.connected_once {
+                    tracing::info!("pub/sub connection re-established");
+                    for (id, listener) in &self.listeners {
+                        if self
+                            .owned
+                            .get(id)
+                            .is_some_and(|t| t.iter().any(|t| !matches!(t, Target::Sharded(_))))
+                        {
+                            listener.lost();
+                        }
+                    }
+                }
+                self.connected_once = true;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "pub/sub connection failed");
+                self.retry_at = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+
+    fn classic_targets(&self) -> (Vec<String>, Vec<String>) {
+        let mut channels = Vec::new();
+        let mut patterns = Vec::new();
+        for target in self.interests.keys() {
+            match target {
+                Target::Channel(c) => channels.push(c.clone()),
+                Target::Pattern(p) => patterns.push(p.clone()),
+                Target::Sharded(_) => {}
+            }
+        }
+        (channels, patterns)
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Subscribe {
+                id,
+                listener,
+                interests,
+                reply,
+            } => {
+                let result = self.subscribe(id, listener, interests).await;
+                if result.is_err() {
+                    self.unsubscribe(id).await;
+                }
+                let _ = reply.send(result);
+            }
+            Command::Unsubscribe { id } => self.unsubscribe(id).await,
+        }
+    }
+
+    async fn subscribe(
+        &mut self,
+        id: u64,
+        listener: Arc<dyn Listener>,
+        interests: Vec<Interest>,
+    ) -> Result<()> {
+        self.listeners.insert(id, listener);
+        let mut new_targets = Vec::new();
+        for interest in interests {
+            let registered = self.interests.entry(interest.target.clone()).or_default();
+            if registered.is_empty() {
+                new_targets.push(interest.target.clone());
+            }
+            registered.push(Registered {
+                id,
+                label: interest.label,
+            });
+            self.owned.entry(id).or_default().push(interest.target);
+        }
+        if self.classic.is_none() {
+            self.connect_classic().await;
+        }
+        let classic = self
+            .classic
+            .as_mut()
+            .ok_or_else(|| Error::Unavailable("the pub/sub connection to Redis is down".into()))?;
+        let channels: Vec<&String> = new_targets
+            .iter()
+            .filter_map(|t| {
+                if let Target::Channel(c) = t {
+                    Some(c)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let patterns: Vec<&String> = new_targets
+            .iter()
+            .filter_map(|t| {
+                if let Target::Pattern(p) = t {
+                    Some(p)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let sharded: Vec<&String> = new_targets
+            .iter()
+            .filter_map(|t| {
+                if let Target::Sharded(s) = t {
+                    Some(s)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let classic_result = async {
+            if !channels.is_empty() {
+                classic.sink.subscribe(&channels).await?;
+            }
+            if !patterns.is_empty() {
+                classic.sink.psubscribe(&patterns).await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        }
+        .await;
+        if let Err(e) = classic_result {
+            self.classic = None;
+            return Err(e.into());
+        }
+        if !sharded.is_empty() {
+            if self.sharded.is_none() {
+                let (conn, pushes) = self.redis.sharded_pubsub().await?;
+                self.sharded = Some(Sharded { conn, pushes });
+            }
+            if let Some(shard) = self.sharded.as_mut() {
+                for channel in sharded {
+                    shard.conn.ssubscribe(channel).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&mut self, id: u64) {
+        self.listeners.remove(&id);
+        let Some(targets) = self.owned.remove(&id) else {
+            return;
+        };
+        for target in targets {
+            let Some(registered) = self.interests.get_mut(&target) else {
+                continue;
+            };
+            registered.retain(|r| r.id != id);
+            if !registered.is_empty() {
+                continue;
+            }
+            self.interests.remove(&target);
+            let result = match (&target, self.classic.as_mut(), self.sharded.as_mut()) {
+                (Target::Channel(c), Some(classic), _) => classic.sink.unsubscribe(c).await,
+                (Target::Pattern(p), Some(classic), _) => classic.sink.punsubscribe(p).await,
+                (Target::Sharded(s), _, Some(shard)) => shard.conn.sunsubscribe(s).await,
+                // Not connected: nothing to undo in Redis.
+                _ => Ok(()),
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, ?target, "unsubscribe failed");
+            }
+        }
+    }
+
+    fn user_channel<'a>(&self, redis_channel: &'a str) -> &'a str {
+        self.strip_prefixes
+            .iter()
+            .find_map(|p| redis_channel.strip_prefix(p))
+            .unwrap_or(redis_channel)
+    }
+
+    fn dispatch_classic(&self, message: &Msg) {
+        let channel: String = message.get_channel().unwrap_or_default();
+        let target = match message.get_pattern::<Option<String>>().ok().flatten() {
+            Some(pattern) => Target::Pattern(pattern),
+            None => Target::Channel(channel.clone()),
+        };
+        self.dispatch(&target, &channel, message.get_payload_bytes());
+    }
+
+    fn dispatch_push(&self, push: PushInfo) {
+        match push.kind {
+            PushKind::SMessage => {
+                if let Some(message) = Msg::from_push_info(push) {
+                    let channel: String = message.get_channel().unwrap_or_default();
+                    self.dispatch(
+                        &Target::Sharded(channel.clone()),
+                        &channel,
+                        message.get_payload_bytes(),
+                    );
+                }
+            }
+            PushKind::Disconnection => {
+                for (id, listener) in &self.listeners {
+                    if self
+                        .owned
+                        .get(id)
+                        .is_some_and(|t| t.iter().any(|t| matches!(t, Target::Sharded(_))))
+                    {
+                        listener.lost();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn dispatch(&self, target: &Target, redis_channel: &str, payload: &[u8]) {
+        let Some(registered) = self.interests.get(target) else {
+            return;
+        };
+        let channel = self.user_channel(redis_channel);
+        for r in registered {
+            let Some(listener) = self.listeners.get(&r.id) else {
+                continue;
+            };
+            let (pattern, topic, sharded) = match &r.label {
+                Label::Channel => (String::new(), String::new(), false),
+                Label::Sharded => (String::new(), String::new(), true),
+                Label::Pattern(p) => (p.clone(), String::new(), false),
+                Label::Topic(t, matcher) => {
+                    if !matcher.matches(channel) {
+                        continue;
+                    }
+                    (String::new(), t.clone(), false)
+                }
+            };
+            listener.deliver(Delivered {
+                channel: channel.to_owned(),
+                pattern,
+                topic,
+                payload: payload.to_vec(),
+                sharded,
+            });
+        }
+    }
+}
+
+async fn next_classic(classic: &mut Option<Classic>) -> Option<Msg> {
+    match classic {
+        Some(c) => c.stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_push(sharded: &mut Option<Sharded>) -> Option<PushInfo> {
+    match sharded {
+        Some(s) => s.pushes.recv().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,525 @@
+//! `redwire.v1.PubSub` against a real redis-server, over real gRPC.
+
+mod support;
+
+use std::time::Duration;
+
+use redwire::proto::*;
+use support::{TestContext, eventually};
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::codec::Streaming;
+
+fn channels(names: &[&str]) -> SubscribeRequest {
+    SubscribeRequest {
+        channels: names.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Subscribes and checks the first event confirms the subscription.
+async fn subscribe(ctx: &TestContext, request: SubscribeRequest) -> Streaming<SubscribeEvent> {
+    let mut stream = ctx
+        .pubsub()
+        .subscribe(request)
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let first = next(&mut stream).await;
+    assert_eq!(first.sequence, 1);
+    assert!(
+        matches!(first.event, Some(subscribe_event::Event::Subscribed(_))),
+        "{first:?}"
+    );
+    stream
+}
+
+async fn next(stream: &mut Streaming<SubscribeEvent>) -> SubscribeEvent {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("an event within 10s")
+        .expect("stream open")
+        .expect("not an error")
+}
+
+/// The next message, skipping heartbeats.
+async fn message(stream: &mut Streaming<SubscribeEvent>) -> Message {
+    loop {
+        match next(stream).await.event {
+            Some(subscribe_event::Event::Message(m)) => return m,
+            Some(subscribe_event::Event::Heartbeat(_)) => continue,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+}
+
+async fn publish(ctx: &TestContext, channel: &str, payload: &str, sharded: bool) -> i64 {
+    ctx.pubsub()
+        .publish(PublishRequest {
+            channel: channel.into(),
+            payload: payload.as_bytes().to_vec(),
+            sharded,
+        })
+        .await
+        .expect("publish")
+        .into_inner()
+        .receivers
+}
+
+// ---------------------------------------------------------------- core checks
+
+async fn channels_and_confirmation_before_publish(ctx: &TestContext) {
+    let mut stream = subscribe(ctx, channels(&["news", "alerts"])).await;
+    // Published right after the confirmation: never missed.
+    let counts = [
+        publish(ctx, "news", "n1", false).await,
+        publish(ctx, "alerts", "a1", false).await,
+        publish(ctx, "unrelated", "x", false).await,
+    ];
+    if matches!(ctx.backend, support::Backend::Standalone(_)) {
+        // One Redis receiver: this process, however many gRPC subscribers it has.
+        // (A cluster counts only the subscribers on the node that took the PUBLISH.)
+        assert_eq!(counts, [1, 1, 0]);
+    }
+    let first = message(&mut stream).await;
+    assert_eq!(
+        (first.channel.as_str(), first.payload.as_slice()),
+        ("news", &b"n1"[..])
+    );
+    let second = message(&mut stream).await;
+    assert_eq!(
+        (second.channel.as_str(), second.payload.as_slice()),
+        ("alerts", &b"a1"[..])
+    );
+    assert!(first.pattern.is_empty() && first.topic.is_empty() && !first.sharded);
+}
+
+async fn sequence_numbers_count_every_event(ctx: &TestContext) {
+    let mut stream = subscribe(ctx, channels(&["seq"])).await;
+    for i in 0..3 {
+        publish(ctx, "seq", &i.to_string(), false).await;
+    }
+    let sequences: Vec<u64> = [
+        next(&mut stream).await,
+        next(&mut stream).await,
+        next(&mut stream).await,
+    ]
+    .iter()
+    .map(|e| e.sequence)
+    .collect();
+    assert_eq!(sequences, vec![2, 3, 4]);
+}
+
+async fn glob_patterns(ctx: &TestContext) {
+    let mut stream = subscribe(
+        ctx,
+        SubscribeRequest {
+            patterns: vec!["sport.*".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    publish(ctx, "weather.today", "no", false).await;
+    publish(ctx, "sport.tennis", "yes", false).await;
+    let m = message(&mut stream).await;
+    assert_eq!(
+        (m.channel.as_str(), m.pattern.as_str(), m.payload.as_slice()),
+        ("sport.tennis", "sport.*", &b"yes"[..])
+    );
+}
+
+async fn topic_patterns_match_exactly(ctx: &TestContext) {
+    let mut stream = subscribe(
+        ctx,
+        SubscribeRequest {
+            topics: vec!["order.*.us".into(), "order.#".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    publish(ctx, "orders.created.us", "not a word match", false).await;
+    publish(ctx, "order.created.eu", "eu", false).await;
+    publish(ctx, "order.created.us", "us", false).await;
+    publish(ctx, "order", "bare", false).await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let m = message(&mut stream).await;
+        got.push((m.topic, String::from_utf8(m.payload).expect("utf8")));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("order.#".to_owned(), "bare".to_owned()),
+            ("order.#".to_owned(), "eu".to_owned()),
+            ("order.#".to_owned(), "us".to_owned()),
+            ("order.*.us".to_owned(), "us".to_owned()),
+        ]
+    );
+}
+
+async fn sharded_channels(ctx: &TestContext) {
+    let names: Vec<String> = (0..6).map(|i| format!("room-{i}")).collect();
+    let mut stream = subscribe(
+        ctx,
+        SubscribeRequest {
+            sharded_channels: names.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    // A classic publish on the same name does not reach sharded subscribers.
+    publish(ctx, "room-0", "classic", false).await;
+    for name in &names {
+        // Sharded channels count on their own shard: exact on a cluster too.
+        assert_eq!(publish(ctx, name, name, true).await, 1, "{name}");
+    }
+    let mut got = Vec::new();
+    for _ in 0..names.len() {
+        let m = message(&mut stream).await;
+        assert!(m.sharded);
+        assert_eq!(m.payload, m.channel.as_bytes());
+        got.push(m.channel);
+    }
+    got.sort();
+    assert_eq!(got, names);
+}
+
+async fn run_core_checks_on(ctx: &TestContext) {
+    channels_and_confirmation_before_publish(ctx).await;
+    sequence_numbers_count_every_event(ctx).await;
+    glob_patterns(ctx).await;
+    topic_patterns_match_exactly(ctx).await;
+    sharded_channels(ctx).await;
+}
+
+macro_rules! standalone_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let ctx = crate::support::TestContext::standalone().await;
+            super::$name(&ctx).await;
+        }
+    )*};
+}
+
+mod standalone {
+    standalone_tests!(
+        channels_and_confirmation_before_publish,
+        sequence_numbers_count_every_event,
+        glob_patterns,
+        topic_patterns_match_exactly,
+        sharded_channels,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_checks_pass_on_a_three_master_cluster() {
+    let ctx = TestContext::cluster().await;
+    run_core_checks_on(&ctx).await;
+}
+
+// ---------------------------------------------------------------- the hub
+
+/// Redis clients in pub/sub mode (`flags=P`), from CLIENT LIST.
+fn pubsub_connections(conn: &mut redis::Connection) -> usize {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(conn)
+        .expect("client list");
+    clients
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.starts_with("flags=") && f.contains('P'))
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscribers_share_one_redis_subscription() {
+    let mut ctx = TestContext::standalone().await;
+    let mut streams = Vec::new();
+    for _ in 0..1000 {
+        streams.push(subscribe(&ctx, channels(&["fanout"])).await);
+    }
+    let numsub: (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("rw:ps:fanout")
+        .query(&mut ctx.redis().connection())
+        .expect("numsub");
+    assert_eq!(numsub.1, 1, "Redis sees one subscriber for the channel");
+    assert_eq!(
+        pubsub_connections(&mut ctx.redis().connection()),
+        1,
+        "one pub/sub connection"
+    );
+    for i in 0..5 {
+        assert_eq!(publish(&ctx, "fanout", &format!("m{i}"), false).await, 1);
+    }
+    for stream in &mut streams {
+        for i in 0..5 {
+            assert_eq!(message(stream).await.payload, format!("m{i}").into_bytes());
+        }
+    }
+
+    // When the last subscriber leaves, Redis is told.
+    drop(streams);
+    let url = ctx.redis().url();
+    eventually(
+        Duration::from_secs(10),
+        "PUBSUB NUMSUB to drop to 0",
+        || async {
+            let mut conn = redis::Client::open(url.as_str())
+                .ok()?
+                .get_connection()
+                .ok()?;
+            let (_, count): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg("rw:ps:fanout")
+                .query(&mut conn)
+                .ok()?;
+            (count == 0).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_gets_a_gap_and_does_not_slow_others() {
+    let ctx = TestContext::standalone().await;
+    let mut slow = subscribe(
+        &ctx,
+        SubscribeRequest {
+            buffer_messages: 20,
+            ..channels(&["firehose"])
+        },
+    )
+    .await;
+    let mut fast = subscribe(&ctx, channels(&["firehose"])).await;
+    // Well past what HTTP/2 flow control lets the client buffer (2 MiB a stream).
+    let total = 1500;
+    let payload = "x".repeat(8192);
+    let reader = tokio::spawn(async move {
+        let mut received = 0;
+        while received < total {
+            message(&mut fast).await;
+            received += 1;
+        }
+        received
+    });
+    for _ in 0..total {
+        publish(&ctx, "firehose", &payload, false).await;
+    }
+    assert_eq!(
+        reader.await.expect("fast reader"),
+        total,
+        "the fast subscriber got everything"
+    );
+
+    // Only now does the slow one read: some messages, a gap with the count, the newest.
+    let mut delivered = 0u64;
+    let mut dropped = 0u64;
+    while delivered + dropped < total as u64 {
+        match next(&mut slow).await.event {
+            Some(subscribe_event::Event::Message(_)) => delivered += 1,
+            Some(subscribe_event::Event::Gap(gap)) => {
+                assert!(gap.dropped > 0 && gap.reason.contains("slow"), "{gap:?}");
+                dropped += gap.dropped;
+            }
+            Some(subscribe_event::Event::Heartbeat(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(dropped > 0, "the slow subscriber's buffer overflowed");
+    assert_eq!(
+        delivered + dropped,
+        total as u64,
+        "every message is delivered or counted as dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disconnect_policy_ends_a_slow_stream() {
+    let ctx = TestContext::standalone().await;
+    let mut slow = subscribe(
+        &ctx,
+        SubscribeRequest {
+            buffer_messages: 5,
+            slow_policy: SlowSubscriberPolicy::Disconnect as i32,
+            ..channels(&["burst"])
+        },
+    )
+    .await;
+    let payload = "y".repeat(8192);
+    for _ in 0..1000 {
+        publish(&ctx, "burst", &payload, false).await;
+    }
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.next())
+            .await
+            .expect("ends")
+        {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => break status,
+            None => panic!("ended without a status"),
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+}
+
+async fn expect_gap_then_message(ctx: &TestContext, stream: &mut Streaming<SubscribeEvent>) {
+    let gap = loop {
+        match next(stream).await.event {
+            Some(subscribe_event::Event::Gap(gap)) => break gap,
+            Some(subscribe_event::Event::Heartbeat(_)) => continue,
+            other => panic!("expected a gap, got {other:?}"),
+        }
+    };
+    assert!(gap.reason.contains("re-established"), "{gap:?}");
+    // The subscription is live again: publish (retrying while the connection that
+    // publishes reconnects too) until Redis reports a receiver.
+    eventually(
+        Duration::from_secs(10),
+        "a message after the reconnect",
+        || async {
+            let reply = ctx
+                .pubsub()
+                .publish(PublishRequest {
+                    channel: "resilient".into(),
+                    payload: b"after".to_vec(),
+                    sharded: false,
+                })
+                .await
+                .ok()?;
+            (reply.into_inner().receivers > 0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(message(stream).await.payload, b"after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_survive_client_kill_and_redis_restart() {
+    let mut ctx = TestContext::standalone_with(&["--pubsub-heartbeat", "60s"]).await;
+    let mut stream = subscribe(&ctx, channels(&["resilient"])).await;
+
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut ctx.redis().connection())
+        .expect("client kill");
+    expect_gap_then_message(&ctx, &mut stream).await;
+
+    ctx.redis().kill();
+    ctx.redis().restart();
+    expect_gap_then_message(&ctx, &mut stream).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_get_heartbeats() {
+    let ctx = TestContext::standalone().await;
+    let mut stream = subscribe(
+        &ctx,
+        SubscribeRequest {
+            heartbeat: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: 200_000_000,
+            }),
+            ..channels(&["quiet"])
+        },
+    )
+    .await;
+    for expected_sequence in [2, 3] {
+        let event = next(&mut stream).await;
+        assert!(
+            matches!(event.event, Some(subscribe_event::Event::Heartbeat(_))),
+            "{event:?}"
+        );
+        assert_eq!(event.sequence, expected_sequence);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_subscriptions_with_unavailable() {
+    let mut ctx = TestContext::standalone().await;
+    let mut stream = subscribe(&ctx, channels(&["bye"])).await;
+    let took = ctx.stop().await;
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    let status = loop {
+        match stream.next().await {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => break status,
+            None => panic!("ended without a status"),
+        }
+    };
+    assert_eq!(status.code(), Code::Unavailable);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_invalid_argument_naming_the_field() {
+    let ctx = TestContext::standalone().await;
+    let mut client = ctx.pubsub();
+    let cases: Vec<(&str, SubscribeRequest)> = vec![
+        ("channels", SubscribeRequest::default()),
+        ("channels[1]", channels(&["ok", ""])),
+        ("channels[0]", channels(&["a b"])),
+        ("channels[0]", channels(&["a{b}"])),
+        (
+            "topics[0]",
+            SubscribeRequest {
+                topics: vec!["order.a*".into()],
+                ..Default::default()
+            },
+        ),
+        (
+            "patterns[0]",
+            SubscribeRequest {
+                patterns: vec!["a b*".into()],
+                ..Default::default()
+            },
+        ),
+        (
+            "heartbeat",
+            SubscribeRequest {
+                heartbeat: Some(prost_types::Duration {
+                    seconds: 0,
+                    nanos: 1000,
+                }),
+                ..channels(&["x"])
+            },
+        ),
+        (
+            "buffer_messages",
+            SubscribeRequest {
+                buffer_messages: 1_000_000,
+                ..channels(&["x"])
+            },
+        ),
+        (
+            "slow_policy",
+            SubscribeRequest {
+                slow_policy: 9,
+                ..channels(&["x"])
+            },
+        ),
+    ];
+    for (field, request) in cases {
+        let status = client.subscribe(request).await.expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().starts_with(&format!("{field}:")),
+            "{field}: {status:?}"
+        );
+    }
+    let status = client
+        .publish(PublishRequest {
+            channel: "bad channel".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad channel");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().starts_with("channel:"));
+}
