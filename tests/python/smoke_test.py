@@ -139,6 +139,14 @@ class RedwireSmokeTest(unittest.TestCase):
         self.assertEqual(errors, ["550 mailbox unavailable"] * 3)
         self.assertEqual(report["redriven"], 1)
 
+    def test_notifications_example(self):
+        """examples/python/notifications.py: topic patterns matched exactly."""
+        notifications = importlib.import_module("notifications")
+        self.assertEqual(notifications.run(self.addr), [
+            ("order.#", "order.created.us", "#1001"),
+            ("order.#", "order.paid.eu", "#1002"),
+            ("order.*.us", "order.created.us", "#1001"),
+        ])
 
 if __name__ == "__main__":
     BINARY = os.path.abspath(sys.argv.pop(1))
