@@ -90,9 +90,10 @@ pub struct Config {
     #[arg(long, env = "REDWIRE_PUBSUB_BUFFER_BYTES", default_value_t = 1024 * 1024)]
     pub pubsub_buffer_bytes: usize,
 
-    /// Heartbeat interval of idle PubSub streams (below Envoy's 5-minute idle timeout).
-    #[arg(long, env = "REDWIRE_PUBSUB_HEARTBEAT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub pubsub_heartbeat: Duration,
+    /// Heartbeat interval of idle server streams (Subscribe, Tail, ReadGroup), below
+    /// Envoy's 5-minute idle timeout.
+    #[arg(long, env = "REDWIRE_HEARTBEAT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
 
     /// How often the health checker pings Redis.
     #[arg(long, env = "REDWIRE_HEALTH_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]

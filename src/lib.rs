@@ -14,6 +14,7 @@
 //! - [`cache`]: the `redwire.v1.Cache` service.
 //! - [`queue`]: the `redwire.v1.Queue` service (job queue, waker, reaper).
 //! - [`pubsub`]: the `redwire.v1.PubSub` service and the per-process subscriber hub.
+//! - [`stream`]: the `redwire.v1.Stream` service (event logs, groups, dead letters).
 //! - [`health`]: health reporting that follows Redis reachability.
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
 //! - [`telemetry`]: logging setup.
@@ -29,6 +30,7 @@ pub mod pubsub;
 pub mod queue;
 pub mod redis;
 pub mod server;
+pub mod stream;
 pub mod telemetry;
 pub mod validate;
 

@@ -21,12 +21,14 @@ use crate::config::{Config, RedisTarget};
 use crate::proto::cache_server::CacheServer;
 use crate::proto::pub_sub_server::PubSubServer;
 use crate::proto::queue_server::QueueServer;
+use crate::proto::stream_server::StreamServer;
 use crate::pubsub::hub::Hub;
 use crate::pubsub::{PubSubService, PubSubSettings};
 use crate::queue::{QueueService, QueueSettings, QueueStore};
 use crate::redis::embedded::{EmbeddedRedis, StartError};
 use crate::redis::keys::{PUBSUB_PREFIX, SHARDED_PUBSUB_PREFIX};
 use crate::redis::{Redis, RedisSettings};
+use crate::stream::{StreamService, StreamStore};
 use crate::validate::Limits;
 use crate::{health, proto};
 
@@ -138,8 +140,14 @@ async fn serve(
         PubSubSettings {
             buffer_messages: config.pubsub_buffer_messages,
             buffer_bytes: config.pubsub_buffer_bytes,
-            heartbeat: config.pubsub_heartbeat,
+            heartbeat: config.heartbeat,
         },
+        token.clone(),
+    );
+    let stream = StreamService::new(
+        StreamStore::new(redis.clone()),
+        limits,
+        config.heartbeat,
         token.clone(),
     );
     let max_message = config.max_message_bytes;
@@ -166,6 +174,11 @@ async fn serve(
         )
         .add_service(
             PubSubServer::new(pubsub)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .add_service(
+            StreamServer::new(stream)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )

@@ -401,7 +401,7 @@ async fn expect_gap_then_message(ctx: &TestContext, stream: &mut Streaming<Subsc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_survive_client_kill_and_redis_restart() {
-    let mut ctx = TestContext::standalone_with(&["--pubsub-heartbeat", "60s"]).await;
+    let mut ctx = TestContext::standalone_with(&["--heartbeat", "60s"]).await;
     let mut stream = subscribe(&ctx, channels(&["resilient"])).await;
 
     let _: () = redis::cmd("CLIENT")

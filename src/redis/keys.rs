@@ -23,6 +23,9 @@ pub enum Space {
     Cache,
     /// Job queues (several keys per queue, sharing one hash tag).
     Queue,
+    /// Event streams (a stream, its dead-letter stream and group settings share
+    /// one hash tag).
+    Stream,
 }
 
 impl Space {
@@ -30,8 +33,31 @@ impl Space {
         match self {
             Space::Cache => "c",
             Space::Queue => "q",
+            Space::Stream => "s",
         }
     }
+}
+
+/// The user-facing suffix naming a stream's dead-letter stream: the dead letters
+/// of `orders` are the stream `orders:dead`.
+pub const DEAD_LETTER_SUFFIX: &str = ":dead";
+
+/// The keys of a user stream: (the stream, its dead-letter stream, its group
+/// settings hash). A name ending in `:dead` is the dead-letter stream of the name
+/// before it, so both live in one cluster slot.
+pub fn stream_keys(name: &str) -> (String, String, String) {
+    let base = name.strip_suffix(DEAD_LETTER_SUFFIX).unwrap_or(name);
+    let tagged = format!("{PREFIX}{}:{{{}}}", Space::Stream.tag(), escape(base));
+    let stream = if base.len() == name.len() {
+        tagged.clone()
+    } else {
+        format!("{tagged}{DEAD_LETTER_SUFFIX}")
+    };
+    (
+        stream,
+        format!("{tagged}{DEAD_LETTER_SUFFIX}"),
+        format!("{tagged}:groups"),
+    )
 }
 
 /// Prefix of classic pub/sub channels and patterns (`rw:ps:<channel>`).
@@ -151,6 +177,17 @@ mod tests {
         let slot = hash_slot(b"mail");
         assert!(keys.iter().all(|k| hash_slot(k.as_bytes()) == slot));
         assert_eq!(queue_keys("a{b}")[0], "rw:q:{a%7Bb%7D}:jobs");
+    }
+
+    #[test]
+    fn stream_keys_are_pinned() {
+        let (stream, dead, groups) = stream_keys("orders");
+        assert_eq!(stream, "rw:s:{orders}");
+        assert_eq!(dead, "rw:s:{orders}:dead");
+        assert_eq!(groups, "rw:s:{orders}:groups");
+        // The dead-letter stream is addressable by its user name, in the same slot.
+        assert_eq!(stream_keys("orders:dead").0, "rw:s:{orders}:dead");
+        assert_eq!(hash_slot(stream.as_bytes()), hash_slot(dead.as_bytes()));
     }
 
     #[test]

@@ -1,0 +1,625 @@
+//! `redwire.v1.Stream`: durable event logs on Redis Streams.
+//!
+//! Layout: `store.rs` (Redis calls), `readers.rs` (one shared `XREAD BLOCK` reader
+//! per tailed stream per process), `group.rs` (ReadGroup consumer streams),
+//! `claim.lua` (claiming with dead-lettering, exactly once).
+//!
+//! Keys: stream `orders` is `rw:s:{orders}`, its dead-letter stream (user name
+//! `orders:dead`) is `rw:s:{orders}:dead`, and the groups' dead-letter policies are
+//! in the hash `rw:s:{orders}:groups` — one cluster slot for all three.
+
+mod group;
+mod readers;
+mod store;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use store::{ClaimWhat, Claimed, StoredEntry, StreamStore, Trim};
+
+use self::readers::Readers;
+use crate::error::{Error, Result};
+use crate::proto::stream_server::Stream;
+use crate::proto::*;
+use crate::redis::keys::DEAD_LETTER_SUFFIX;
+use crate::validate::{self, Limits};
+
+/// Entries per Range page when the request says 0.
+const DEFAULT_RANGE: u32 = 100;
+/// Unacked entries per ReadGroup consumer when the request says 0.
+const DEFAULT_UNACKED: u32 = 10;
+/// Entries read per catch-up call of a Tail.
+const TAIL_BATCH: usize = 100;
+
+/// The Stream service.
+#[derive(Debug, Clone)]
+pub struct StreamService {
+    store: StreamStore,
+    readers: Arc<Readers>,
+    limits: Limits,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
+}
+
+impl StreamService {
+    /// A Stream service; idle server streams get a heartbeat every `heartbeat`.
+    pub fn new(
+        store: StreamStore,
+        limits: Limits,
+        heartbeat: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            readers: Arc::new(Readers::new(store.clone(), shutdown.clone())),
+            store,
+            limits,
+            heartbeat,
+            shutdown,
+        }
+    }
+
+    fn fields(&self, field: &str, fields: &HashMap<String, Vec<u8>>) -> Result<()> {
+        if fields.is_empty() {
+            return Err(Error::invalid(field, "must contain at least one field"));
+        }
+        if fields.len() > self.limits.max_batch {
+            return Err(Error::invalid(
+                field,
+                format!("has more than {} fields", self.limits.max_batch),
+            ));
+        }
+        for (name, value) in fields {
+            self.limits.key(&format!("{field}[{name:?}]"), name)?;
+            self.limits.value(&format!("{field}[{name:?}]"), value)?;
+        }
+        Ok(())
+    }
+
+    fn count(&self, field: &str, value: u32, default: u32) -> Result<usize> {
+        let n = usize::try_from(if value == 0 { default } else { value }).unwrap_or(usize::MAX);
+        if n > self.limits.max_batch {
+            return Err(Error::invalid(
+                field,
+                format!("is {n}; the limit is {}", self.limits.max_batch),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// A stream entry id: `<ms>` or `<ms>-<seq>`.
+fn entry_id(field: &str, id: &str) -> Result<()> {
+    let valid = match id.split_once('-') {
+        Some((ms, seq)) => is_number(ms) && is_number(seq),
+        None => is_number(id),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            format!("{id:?} is not a stream id (<ms>-<seq>)"),
+        ))
+    }
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A range bound: empty or the given open end, or an id, optionally "(" exclusive.
+fn range_bound(field: &str, value: &str, open: &'static str) -> Result<String> {
+    match value {
+        "" => Ok(open.to_owned()),
+        "-" | "+" => Ok(value.to_owned()),
+        _ => {
+            entry_id(field, value.strip_prefix('(').unwrap_or(value))?;
+            Ok(value.to_owned())
+        }
+    }
+}
+
+fn trim(field: &str, trimming: Option<&Trimming>) -> Result<Option<Trim>> {
+    let Some(t) = trimming else { return Ok(None) };
+    match &t.keep {
+        Some(trimming::Keep::MaxLength(n)) => Ok(Some(Trim::MaxLength(*n, t.exact))),
+        Some(trimming::Keep::MinId(id)) => {
+            entry_id(&format!("{field}.min_id"), id)?;
+            Ok(Some(Trim::MinId(id.clone(), t.exact)))
+        }
+        None => Err(Error::invalid(field, "set max_length or min_id")),
+    }
+}
+
+/// A stored entry as the proto's Entry.
+fn to_entry(stream: &str, e: StoredEntry) -> Entry {
+    Entry {
+        stream: stream.to_owned(),
+        id: e.id,
+        fields: e.fields,
+        deliveries: e.deliveries,
+    }
+}
+
+fn duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// The stream type of Tail.
+pub type TailStream = ReceiverStream<std::result::Result<TailEvent, Status>>;
+/// The stream type of ReadGroup.
+pub type ReadGroupStream = ReceiverStream<std::result::Result<ReadGroupEvent, Status>>;
+
+#[tonic::async_trait]
+impl Stream for StreamService {
+    async fn append(
+        &self,
+        request: Request<AppendRequest>,
+    ) -> Result<Response<AppendResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("stream", &req.stream)?;
+        self.fields("fields", &req.fields)?;
+        if !req.id.is_empty() {
+            entry_id("id", &req.id)?;
+        }
+        let trim = trim("trim", req.trim.as_ref())?;
+        let mut ids = self
+            .store
+            .append(&req.stream, &[(req.id, req.fields)], trim.as_ref())
+            .await?;
+        Ok(Response::new(AppendResponse {
+            id: ids.pop().unwrap_or_default(),
+        }))
+    }
+
+    async fn append_batch(
+        &self,
+        request: Request<AppendBatchRequest>,
+    ) -> Result<Response<AppendBatchResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("stream", &req.stream)?;
+        self.limits.batch("entries", &req.entries)?;
+        for (i, entry) in req.entries.iter().enumerate() {
+            self.fields(&format!("entries[{i}].fields"), &entry.fields)?;
+            if !entry.id.is_empty() {
+                entry_id(&format!("entries[{i}].id"), &entry.id)?;
+            }
+        }
+        let trim = trim("trim", req.trim.as_ref())?;
+        let entries: Vec<(String, HashMap<String, Vec<u8>>)> =
+            req.entries.into_iter().map(|e| (e.id, e.fields)).collect();
+        let ids = self
+            .store
+            .append(&req.stream, &entries, trim.as_ref())
+            .await?;
+        Ok(Response::new(AppendBatchResponse { ids }))
+    }
+
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("stream", &req.stream)?;
+        let (low, high) = if req.reverse { ("+", "-") } else { ("-", "+") };
+        let start = range_bound("start", &req.start, low)?;
+        let end = range_bound("end", &req.end, high)?;
+        let count = self.count("count", req.count, DEFAULT_RANGE)?;
+        let entries = self
+            .store
+            .range(&req.stream, &start, &end, req.reverse, count)
+            .await?;
+        Ok(Response::new(RangeResponse {
+            entries: entries
+                .into_iter()
+                .map(|e| to_entry(&req.stream, e))
+                .collect(),
+        }))
+    }
+
+    type TailStream = TailStream;
+
+    async fn tail(
+        &self,
+        request: Request<TailRequest>,
+    ) -> Result<Response<Self::TailStream>, Status> {
+        let req = request.into_inner();
+        self.limits.batch("streams", &req.streams)?;
+        let heartbeat =
+            validate::ttl("heartbeat", req.heartbeat.as_ref())?.unwrap_or(self.heartbeat);
+        let mut positions = Vec::with_capacity(req.streams.len());
+        for (i, p) in req.streams.iter().enumerate() {
+            validate::name(&format!("streams[{i}].stream"), &p.stream)?;
+            let after = match p.after.as_str() {
+                "" | "$" => self
+                    .store
+                    .last_id(&p.stream)
+                    .await?
+                    .unwrap_or_else(|| "0-0".to_owned()),
+                "0" => "0-0".to_owned(),
+                id => {
+                    entry_id(&format!("streams[{i}].after"), id)?;
+                    id.to_owned()
+                }
+            };
+            positions.push((p.stream.clone(), after));
+        }
+        let signals: Vec<_> = positions
+            .iter()
+            .map(|(s, _)| self.readers.signal(s))
+            .collect();
+        let (tx, rx) = mpsc::channel(TAIL_BATCH);
+        let store = self.store.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            if let Some(status) =
+                tail_loop(store, positions, signals, heartbeat, &tx, shutdown).await
+            {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn create_group(
+        &self,
+        request: Request<CreateGroupRequest>,
+    ) -> Result<Response<CreateGroupResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("stream", &req.stream)?;
+        validate::name("group", &req.group)?;
+        let start = match req.start.as_str() {
+            "" | "$" => "$".to_owned(),
+            "0" => "0".to_owned(),
+            id => {
+                entry_id("start", id)?;
+                id.to_owned()
+            }
+        };
+        let created = self
+            .store
+            .create_group(&req.stream, &req.group, &start, req.max_deliveries)
+            .await?;
+        Ok(Response::new(CreateGroupResponse { created }))
+    }
+
+    async fn destroy_group(
+        &self,
+        request: Request<DestroyGroupRequest>,
+    ) -> Result<Response<DestroyGroupResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("stream", &req.stream)?;
+        validate::name("group", &req.group)?;
+        let destroyed = self.store.destroy_group(&req.stream, &req.group).await?;
+        Ok(Response::new(DestroyGroupResponse { destroyed }))
+    }
+
+    async fn delete_consumer(
+        &self,
+        request: Request<DeleteConsumerRequest>,
+    ) -> Result<Response<DeleteConsumerResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("stream", &req.stream)?;
+        validate::name("group", &req.group)?;
+        validate::name("consumer", &req.consumer)?;
+        let pending = self
+            .store
+            .delete_consumer(&req.stream, &req.group, &req.consumer)
+            .await?;
+        Ok(Response::new(DeleteConsumerResponse { pending }))
+    }
+
+    type ReadGroupStream = ReadGroupStream;
+
+    async fn read_group(
+        &self,
+        request: Request<Streaming<ReadGroupRequest>>,
+    ) -> Result<Response<Self::ReadGroupStream>, Status> {
+        let mut inbound = request.into_inner();
+        let open = match inbound.message().await? {
+            Some(ReadGroupRequest {
+                message: Some(read_group_request::Message::Open(open)),
+            }) => open,
+            _ => return Err(Error::invalid("message", "the first message must be open").into()),
+        };
+        validate::name("open.stream", &open.stream)?;
+        validate::name("open.group", &open.group)?;
+        let ephemeral = open.consumer.is_empty();
+        let consumer = if ephemeral {
+            format!("rw-{}", uuid::Uuid::now_v7())
+        } else {
+            validate::name("open.consumer", &open.consumer)?;
+            open.consumer
+        };
+        let max_unacked = self.count("open.max_unacked", open.max_unacked, DEFAULT_UNACKED)?;
+        let claim_idle = validate::ttl("open.claim_idle", open.claim_idle.as_ref())?;
+        // Fail fast with NOT_FOUND when the group does not exist.
+        self.store
+            .pending_summary(&open.stream, &open.group)
+            .await?;
+        let (tx, rx) = mpsc::channel(max_unacked + 16);
+        let consumer = group::GroupConsumer {
+            store: self.store.clone(),
+            signal: self.readers.signal(&open.stream),
+            stream: open.stream,
+            group: open.group,
+            consumer,
+            ephemeral,
+            max_unacked,
+            claim_idle,
+            heartbeat: self.heartbeat,
+            tx,
+            shutdown: self.shutdown.clone(),
+        };
+        tokio::spawn(consumer.run(inbound));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn ack(
+        &self,
+        request: Request<StreamAckRequest>,
+    ) -> Result<Response<StreamAckResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("stream", &req.stream)?;
+        validate::name("group", &req.group)?;
+        self.limits.batch("ids", &req.ids)?;
+        for (i, id) in req.ids.iter().enumerate() {
+            entry_id(&format!("ids[{i}]"), id)?;
+        }
+        let acked = self.store.ack(&req.stream, &req.group, &req.ids).await?;
+        Ok(Response::new(StreamAckResponse { acked }))
+    }
+
+    async fn pending(
+        &self,
+        request: Request<PendingRequest>,
+    ) -> Result<Response<PendingResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("stream", &req.stream)?;
+        validate::name("group", &req.group)?;
+        if !req.consumer.is_empty() {
+            validate::name("consumer", &req.consumer)?;
+        }
+        let summary = self.store.pending_summary(&req.stream, &req.group).await?;
+        let entries = if req.detail > 0 {
+            let count = self.count("detail", req.detail, 1)?;
+            let min_idle =
+                validate::duration("min_idle", req.min_idle.as_ref())?.unwrap_or_default();
+            let consumer = (!req.consumer.is_empty()).then_some(req.consumer.as_str());
+            self.store
+                .pending_detail(
+                    &req.stream,
+                    &req.group,
+                    min_idle,
+                    ("-", "+"),
+                    count,
+                    consumer,
+                )
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(PendingResponse {
+            count: summary.count,
+            first_id: summary.first_id,
+            last_id: summary.last_id,
+            consumers: summary
+                .consumers
+                .into_iter()
+                .map(|(consumer, pending)| ConsumerPending { consumer, pending })
+                .collect(),
+            entries: entries
+                .into_iter()
+                .map(|p| PendingEntry {
+                    id: p.id,
+                    consumer: p.consumer,
+                    idle: Some(duration(p.idle)),
+                    deliveries: p.deliveries,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn claim(
+        &self,
+        request: Request<ClaimRequest>,
+    ) -> Result<Response<ClaimResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("stream", &req.stream)?;
+        validate::name("group", &req.group)?;
+        validate::name("consumer", &req.consumer)?;
+        self.limits.batch("ids", &req.ids)?;
+        for (i, id) in req.ids.iter().enumerate() {
+            entry_id(&format!("ids[{i}]"), id)?;
+        }
+        let min_idle = validate::duration("min_idle", req.min_idle.as_ref())?.unwrap_or_default();
+        let claimed = self
+            .store
+            .claim(
+                &req.stream,
+                &req.group,
+                &req.consumer,
+                min_idle,
+                ClaimWhat::Ids(&req.ids),
+            )
+            .await?;
+        Ok(Response::new(ClaimResponse {
+            entries: claimed
+                .entries
+                .into_iter()
+                .map(|e| to_entry(&req.stream, e))
+                .collect(),
+            dead_lettered: claimed.dead_lettered,
+        }))
+    }
+
+    async fn auto_claim(
+        &self,
+        request: Request<AutoClaimRequest>,
+    ) -> Result<Response<AutoClaimResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("stream", &req.stream)?;
+        validate::name("group", &req.group)?;
+        validate::name("consumer", &req.consumer)?;
+        let min_idle = validate::duration("min_idle", req.min_idle.as_ref())?.unwrap_or_default();
+        let count = self.count("count", req.count, DEFAULT_RANGE)?;
+        let start = match req.start.as_str() {
+            "" | "0-0" | "-" => "-".to_owned(),
+            other => range_bound("start", other, "-")?,
+        };
+        let claimed = self
+            .store
+            .claim(
+                &req.stream,
+                &req.group,
+                &req.consumer,
+                min_idle,
+                ClaimWhat::Scan {
+                    start: &start,
+                    count,
+                },
+            )
+            .await?;
+        Ok(Response::new(AutoClaimResponse {
+            entries: claimed
+                .entries
+                .into_iter()
+                .map(|e| to_entry(&req.stream, e))
+                .collect(),
+            dead_lettered: claimed.dead_lettered,
+            next_start: claimed.next_start,
+        }))
+    }
+
+    async fn info(
+        &self,
+        request: Request<StreamInfoRequest>,
+    ) -> Result<Response<StreamInfoResponse>, Status> {
+        let stream = request.into_inner().stream;
+        validate::name("stream", &stream)?;
+        let state = self.store.info(&stream).await?;
+        Ok(Response::new(StreamInfoResponse {
+            length: state.length,
+            first_id: state.first_id,
+            last_id: state.last_id,
+            groups: state
+                .groups
+                .into_iter()
+                .map(|g| GroupInfo {
+                    name: g.name,
+                    pending: g.pending,
+                    last_delivered_id: g.last_delivered_id,
+                    lag: g.lag,
+                    consumers: g
+                        .consumers
+                        .into_iter()
+                        .map(|(name, pending, idle)| ConsumerInfo {
+                            name,
+                            pending,
+                            idle: Some(duration(Duration::from_millis(idle))),
+                        })
+                        .collect(),
+                    max_deliveries: g.max_deliveries,
+                })
+                .collect(),
+            dead_letters: state.dead_letters,
+            dead_letter_stream: format!(
+                "{}{DEAD_LETTER_SUFFIX}",
+                stream.strip_suffix(DEAD_LETTER_SUFFIX).unwrap_or(&stream)
+            ),
+        }))
+    }
+
+    async fn trim(&self, request: Request<TrimRequest>) -> Result<Response<TrimResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("stream", &req.stream)?;
+        let trim = trim("trim", req.trim.as_ref())?
+            .ok_or_else(|| Error::invalid("trim", "is required"))?;
+        let removed = self.store.trim(&req.stream, &trim).await?;
+        Ok(Response::new(TrimResponse { removed }))
+    }
+}
+
+/// Sends entries of every stream after its position, waiting on the shared readers
+/// in between. Returns a status to end with, or None when the client left.
+async fn tail_loop(
+    store: StreamStore,
+    mut positions: Vec<(String, String)>,
+    signals: Vec<Arc<readers::StreamSignal>>,
+    heartbeat: Duration,
+    tx: &mpsc::Sender<std::result::Result<TailEvent, Status>>,
+    shutdown: CancellationToken,
+) -> Option<Status> {
+    let mut idle_until = Instant::now() + heartbeat;
+    loop {
+        let mut woken: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
+            signals.iter().map(|s| Box::pin(s.notified())).collect();
+        for w in &mut woken {
+            w.as_mut().enable();
+        }
+        let mut sent_any = false;
+        for (stream, after) in &mut positions {
+            let entries = match store.read_after(stream, after, TAIL_BATCH).await {
+                Ok(entries) => entries,
+                Err(Error::Unavailable(_)) => continue,
+                Err(e) => return Some(e.into()),
+            };
+            for entry in entries {
+                *after = entry.id.clone();
+                let event = TailEvent {
+                    event: Some(tail_event::Event::Entry(to_entry(stream, entry))),
+                };
+                if tx.send(Ok(event)).await.is_err() {
+                    return None;
+                }
+                sent_any = true;
+            }
+        }
+        if sent_any {
+            idle_until = Instant::now() + heartbeat;
+            continue;
+        }
+        tokio::select! {
+            _ = futures::future::select_all(woken) => {}
+            () = tokio::time::sleep_until(idle_until) => {
+                let beat = TailEvent { event: Some(tail_event::Event::Heartbeat(true)) };
+                if tx.send(Ok(beat)).await.is_err() {
+                    return None;
+                }
+                idle_until = Instant::now() + heartbeat;
+            }
+            () = tx.closed() => return None,
+            () = shutdown.cancelled() => return Some(Error::ShuttingDown.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_bounds_are_checked() {
+        assert!(entry_id("id", "1700000000000-0").is_ok());
+        assert!(entry_id("id", "5").is_ok());
+        assert!(entry_id("id", "abc").is_err());
+        assert!(entry_id("id", "1-").is_err());
+        assert_eq!(range_bound("start", "", "-").expect("open"), "-");
+        assert_eq!(
+            range_bound("start", "(5-1", "-").expect("exclusive"),
+            "(5-1"
+        );
+        assert!(range_bound("start", "(x", "-").is_err());
+    }
+}
