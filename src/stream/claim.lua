@@ -1,4 +1,5 @@
--- Claims idle pending entries of a group for a consumer, dead-lettering instead
+-- Claims idle pending entries of other consumers of a group for a consumer,
+-- dead-lettering instead
 -- those already delivered max_deliveries times (the group's policy): such an entry
 -- is acked and copied, with its origin, to the dead-letter stream. XACK comes first,
 -- so an entry is dead-lettered exactly once even when several Redwire instances
@@ -31,7 +32,10 @@ end
 local claim, dead = {}, {}
 for _, p in ipairs(candidates) do
   local id, owner, deliveries = p[1], p[2], tonumber(p[4])
-  if max > 0 and deliveries >= max then
+  if owner == consumer then
+    -- Never claim from oneself: that would only inflate the delivery count of an
+    -- entry this consumer is still working on.
+  elseif max > 0 and deliveries >= max then
     if redis.call('XACK', KEYS[1], group, id) == 1 then
       local entry = redis.call('XRANGE', KEYS[1], id, id)[1]
       local record = { 'dead.stream', ARGV[4], 'dead.id', id, 'dead.group', group,

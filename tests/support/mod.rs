@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use redwire::proto::cache_client::CacheClient;
 use redwire::proto::pub_sub_client::PubSubClient;
 use redwire::proto::queue_client::QueueClient;
+use redwire::proto::stream_client::StreamClient;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -380,6 +381,10 @@ impl TestContext {
 
     pub fn pubsub(&self) -> PubSubClient<Channel> {
         PubSubClient::new(self.channel.clone())
+    }
+
+    pub fn stream(&self) -> StreamClient<Channel> {
+        StreamClient::new(self.channel.clone())
     }
 
     pub fn health(&self) -> HealthClient<Channel> {

@@ -1,0 +1,704 @@
+//! `redwire.v1.Stream` against a real redis-server, over real gRPC.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use prost_types::Duration as PbDuration;
+use redwire::proto::*;
+use support::{TestContext, eventually};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::codec::Streaming;
+
+fn ms(millis: u64) -> Option<PbDuration> {
+    Some(PbDuration {
+        seconds: i64::try_from(millis / 1000).expect("secs"),
+        nanos: i32::try_from((millis % 1000) * 1_000_000).expect("nanos"),
+    })
+}
+
+fn fields(pairs: &[(&str, &str)]) -> HashMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+async fn append(ctx: &TestContext, stream: &str, n: u32) -> String {
+    ctx.stream()
+        .append(AppendRequest {
+            stream: stream.into(),
+            fields: fields(&[("n", &n.to_string())]),
+            ..Default::default()
+        })
+        .await
+        .expect("append")
+        .into_inner()
+        .id
+}
+
+fn number(entry: &Entry) -> u32 {
+    String::from_utf8(entry.fields["n"].clone())
+        .expect("utf8")
+        .parse()
+        .expect("number")
+}
+
+async fn create_group(
+    ctx: &TestContext,
+    stream: &str,
+    group: &str,
+    start: &str,
+    max_deliveries: u32,
+) {
+    ctx.stream()
+        .create_group(CreateGroupRequest {
+            stream: stream.into(),
+            group: group.into(),
+            start: start.into(),
+            max_deliveries,
+        })
+        .await
+        .expect("create group");
+}
+
+/// A ReadGroup stream.
+struct Reader {
+    tx: mpsc::Sender<ReadGroupRequest>,
+    rx: Streaming<ReadGroupEvent>,
+    consumer: String,
+}
+
+impl Reader {
+    async fn open(ctx: &TestContext, open: OpenGroup) -> Result<Self, tonic::Status> {
+        let (tx, requests) = mpsc::channel(64);
+        tx.send(ReadGroupRequest {
+            message: Some(read_group_request::Message::Open(open)),
+        })
+        .await
+        .expect("send open");
+        let mut rx = ctx
+            .stream()
+            .read_group(ReceiverStream::new(requests))
+            .await?
+            .into_inner();
+        let consumer = match next_event(&mut rx).await {
+            read_group_event::Event::Consumer(name) => name,
+            other => panic!("expected the consumer name first, got {other:?}"),
+        };
+        Ok(Self { tx, rx, consumer })
+    }
+
+    async fn entry(&mut self) -> Entry {
+        loop {
+            match next_event(&mut self.rx).await {
+                read_group_event::Event::Entry(e) => return e,
+                read_group_event::Event::Acked(_) | read_group_event::Event::Heartbeat(_) => {
+                    continue;
+                }
+                other => panic!("expected an entry, got {other:?}"),
+            }
+        }
+    }
+
+    async fn ack(&self, id: &str) {
+        self.tx
+            .send(ReadGroupRequest {
+                message: Some(read_group_request::Message::Ack(id.to_owned())),
+            })
+            .await
+            .expect("send ack");
+    }
+}
+
+async fn next_event(rx: &mut Streaming<ReadGroupEvent>) -> read_group_event::Event {
+    tokio::time::timeout(Duration::from_secs(10), rx.next())
+        .await
+        .expect("an event within 10s")
+        .expect("stream open")
+        .expect("not an error")
+        .event
+        .expect("event set")
+}
+
+fn open(stream: &str, group: &str, consumer: &str, max_unacked: u32) -> OpenGroup {
+    OpenGroup {
+        stream: stream.into(),
+        group: group.into(),
+        consumer: consumer.into(),
+        max_unacked,
+        claim_idle: None,
+    }
+}
+
+/// The next entry of a Tail, skipping heartbeats.
+async fn next_entry(tail: &mut Streaming<TailEvent>) -> Entry {
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), tail.next())
+            .await
+            .expect("an entry within 10s")
+            .expect("open")
+            .expect("ok");
+        if let Some(tail_event::Event::Entry(e)) = event.event {
+            return e;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- core checks
+
+async fn append_and_range(ctx: &TestContext) {
+    let s = "events";
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        ids.push(append(ctx, s, n).await);
+    }
+    let batch = ctx
+        .stream()
+        .append_batch(AppendBatchRequest {
+            stream: s.into(),
+            entries: (10..15)
+                .map(|n| NewEntry {
+                    fields: fields(&[("n", &n.to_string())]),
+                    id: String::new(),
+                })
+                .collect(),
+            trim: None,
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .ids;
+    ids.extend(batch);
+    let page = |start: String, reverse: bool| RangeRequest {
+        stream: s.into(),
+        start,
+        end: String::new(),
+        reverse,
+        count: 6,
+    };
+    // Page forward with "(" + last id: every entry once, in order.
+    let mut seen = Vec::new();
+    let mut start = String::new();
+    loop {
+        let entries = ctx
+            .stream()
+            .range(page(start.clone(), false))
+            .await
+            .expect("range")
+            .into_inner()
+            .entries;
+        if entries.is_empty() {
+            break;
+        }
+        start = format!("({}", entries.last().expect("last").id);
+        seen.extend(entries.iter().map(|e| e.id.clone()));
+    }
+    assert_eq!(seen, ids);
+    let newest = ctx
+        .stream()
+        .range(page(String::new(), true))
+        .await
+        .expect("reverse")
+        .into_inner()
+        .entries;
+    assert_eq!(number(&newest[0]), 14);
+    assert_eq!(newest[0].stream, s);
+
+    // Trim keeps the newest entries.
+    let removed = ctx
+        .stream()
+        .trim(TrimRequest {
+            stream: s.into(),
+            trim: Some(Trimming {
+                keep: Some(trimming::Keep::MaxLength(5)),
+                exact: true,
+            }),
+        })
+        .await
+        .expect("trim")
+        .into_inner()
+        .removed;
+    assert_eq!(removed, 10);
+    let info = ctx
+        .stream()
+        .info(StreamInfoRequest { stream: s.into() })
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(
+        (info.length, info.first_id.as_str(), info.last_id.as_str()),
+        (5, ids[10].as_str(), ids[14].as_str())
+    );
+}
+
+async fn tail_resumes_without_gap_or_duplicate(ctx: &TestContext) {
+    let mut tail = ctx
+        .stream()
+        .tail(TailRequest {
+            streams: vec![
+                TailPosition {
+                    stream: "t-a".into(),
+                    after: "$".into(),
+                },
+                TailPosition {
+                    stream: "t-b".into(),
+                    after: "$".into(),
+                },
+            ],
+            heartbeat: None,
+        })
+        .await
+        .expect("tail")
+        .into_inner();
+    let mut last: HashMap<String, String> = HashMap::new();
+    let mut got: Vec<(String, u32)> = Vec::new();
+    for n in 0..4 {
+        append(ctx, if n % 2 == 0 { "t-a" } else { "t-b" }, n).await;
+    }
+    for _ in 0..4 {
+        let e = next_entry(&mut tail).await;
+        last.insert(e.stream.clone(), e.id.clone());
+        got.push((e.stream.clone(), number(&e)));
+    }
+    drop(tail);
+    // Appends while the client is away.
+    for n in 4..8 {
+        append(ctx, if n % 2 == 0 { "t-a" } else { "t-b" }, n).await;
+    }
+    let mut resumed = ctx
+        .stream()
+        .tail(TailRequest {
+            streams: ["t-a", "t-b"]
+                .iter()
+                .map(|s| TailPosition {
+                    stream: (*s).into(),
+                    after: last[*s].clone(),
+                })
+                .collect(),
+            heartbeat: None,
+        })
+        .await
+        .expect("resume")
+        .into_inner();
+    for n in 8..10 {
+        append(ctx, if n % 2 == 0 { "t-a" } else { "t-b" }, n).await;
+    }
+    for _ in 0..6 {
+        let e = next_entry(&mut resumed).await;
+        got.push((e.stream.clone(), number(&e)));
+    }
+    let mut numbers: Vec<u32> = got.iter().map(|(_, n)| *n).collect();
+    numbers.sort_unstable();
+    assert_eq!(
+        numbers,
+        (0..10).collect::<Vec<_>>(),
+        "no gap, no duplicate: {got:?}"
+    );
+    assert!(
+        got.iter().all(|(s, n)| (s == "t-a") == (n % 2 == 0)),
+        "each entry names its stream"
+    );
+}
+
+async fn groups_share_and_each_group_sees_all(ctx: &TestContext) {
+    let s = "orders";
+    create_group(ctx, s, "billing", "$", 0).await;
+    create_group(ctx, s, "shipping", "$", 0).await;
+    let mut b1 = Reader::open(ctx, open(s, "billing", "b1", 5))
+        .await
+        .expect("b1");
+    let mut b2 = Reader::open(ctx, open(s, "billing", "b2", 5))
+        .await
+        .expect("b2");
+    let mut ship = Reader::open(ctx, open(s, "shipping", "", 20))
+        .await
+        .expect("shipping");
+    assert!(
+        ship.consumer.starts_with("rw-"),
+        "a unique name is made: {}",
+        ship.consumer
+    );
+    for n in 0..20 {
+        append(ctx, s, n).await;
+    }
+    let mut shipped = HashSet::new();
+    for _ in 0..20 {
+        let e = ship.entry().await;
+        assert_eq!(e.deliveries, 1);
+        ship.ack(&e.id).await;
+        shipped.insert(number(&e));
+    }
+    assert_eq!(shipped.len(), 20, "the shipping group saw every entry");
+    let mut billed: HashMap<u32, &str> = HashMap::new();
+    while billed.len() < 20 {
+        let (e, who) = tokio::select! {
+            e = b1.entry() => (e, "b1"),
+            e = b2.entry() => (e, "b2"),
+        };
+        assert!(
+            billed.insert(number(&e), who).is_none(),
+            "entry {} delivered twice",
+            number(&e)
+        );
+        if who == "b1" {
+            b1.ack(&e.id).await
+        } else {
+            b2.ack(&e.id).await
+        }
+    }
+    let by_b1 = billed.values().filter(|w| **w == "b1").count();
+    assert!(
+        by_b1 > 0 && by_b1 < 20,
+        "the billing consumers shared the work: b1 took {by_b1}"
+    );
+    eventually(Duration::from_secs(5), "all acks applied", || async {
+        let p = ctx
+            .stream()
+            .pending(PendingRequest {
+                stream: s.into(),
+                group: "billing".into(),
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner();
+        (p.count == 0).then_some(())
+    })
+    .await;
+}
+
+async fn dead_consumers_are_claimed_then_dead_lettered_once(ctx: &TestContext) {
+    let s = "payments";
+    create_group(ctx, s, "charge", "$", 3).await;
+    for n in 0..3 {
+        append(ctx, s, n).await;
+    }
+    // A consumer takes everything and dies without acking.
+    let mut doomed = Reader::open(ctx, open(s, "charge", "doomed", 10))
+        .await
+        .expect("open");
+    for _ in 0..3 {
+        doomed.entry().await;
+    }
+    drop(doomed);
+
+    // Manual claim after min idle: delivery counts rise.
+    let pending = eventually(Duration::from_secs(5), "entries idle 100ms", || async {
+        let p = ctx
+            .stream()
+            .pending(PendingRequest {
+                stream: s.into(),
+                group: "charge".into(),
+                detail: 10,
+                min_idle: ms(100),
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner();
+        (p.entries.len() == 3).then_some(p)
+    })
+    .await;
+    assert!(
+        pending
+            .entries
+            .iter()
+            .all(|p| p.consumer == "doomed" && p.deliveries == 1)
+    );
+    let first = pending.entries[0].id.clone();
+    let claimed = ctx
+        .stream()
+        .claim(ClaimRequest {
+            stream: s.into(),
+            group: "charge".into(),
+            consumer: "rescuer".into(),
+            min_idle: ms(100),
+            ids: vec![first.clone()],
+        })
+        .await
+        .expect("claim")
+        .into_inner();
+    assert_eq!(claimed.entries.len(), 1);
+    assert_eq!(
+        (
+            claimed.entries[0].id.as_str(),
+            claimed.entries[0].deliveries
+        ),
+        (first.as_str(), 2)
+    );
+
+    // Automatic claim on a live consumer, twice more: the first round takes all
+    // three (deliveries 3, 2, 2); in the second the one already delivered 3 times
+    // is dead-lettered instead and the other two reach 3.
+    for (round, expected) in [(0, 3), (1, 2)] {
+        let mut auto = Reader::open(
+            ctx,
+            OpenGroup {
+                claim_idle: ms(100),
+                ..open(s, "charge", &format!("auto-{round}"), 10)
+            },
+        )
+        .await
+        .expect("auto");
+        let mut got = HashSet::new();
+        while got.len() < expected {
+            let e = auto.entry().await;
+            got.insert(e.id.clone());
+            if round == 1 {
+                assert_eq!(e.deliveries, 3, "{e:?}");
+            }
+        }
+        drop(auto);
+    }
+    // Every entry has been delivered 3 times by now (or will be dead-lettered at
+    // the next claim): claim until the pending list is empty.
+    eventually(
+        Duration::from_secs(10),
+        "all entries dead-lettered",
+        || async {
+            ctx.stream()
+                .auto_claim(AutoClaimRequest {
+                    stream: s.into(),
+                    group: "charge".into(),
+                    consumer: "sweeper".into(),
+                    min_idle: ms(100),
+                    start: String::new(),
+                    count: 10,
+                })
+                .await
+                .ok()?;
+            let info = ctx
+                .stream()
+                .info(StreamInfoRequest { stream: s.into() })
+                .await
+                .ok()?
+                .into_inner();
+            (info.groups[0].pending == 0).then_some(())
+        },
+    )
+    .await;
+    let dl = ctx
+        .stream()
+        .range(RangeRequest {
+            stream: "payments:dead".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("dead-letter range")
+        .into_inner()
+        .entries;
+    assert_eq!(dl.len(), 3, "each entry dead-lettered exactly once: {dl:?}");
+    let origin_ids: HashSet<String> = dl
+        .iter()
+        .map(|e| String::from_utf8(e.fields["dead.id"].clone()).expect("utf8"))
+        .collect();
+    assert_eq!(origin_ids.len(), 3);
+    assert!(
+        dl.iter()
+            .all(|e| e.fields["dead.group"] == b"charge" && e.fields.contains_key("n"))
+    );
+    assert!(
+        dl.iter().all(|e| e.fields["dead.deliveries"] == b"3"),
+        "{dl:?}"
+    );
+    let info = ctx
+        .stream()
+        .info(StreamInfoRequest { stream: s.into() })
+        .await
+        .expect("info")
+        .into_inner();
+    assert_eq!(
+        (info.dead_letters, info.dead_letter_stream.as_str()),
+        (3, "payments:dead")
+    );
+    assert_eq!(info.groups[0].max_deliveries, 3);
+}
+
+async fn resuming_consumers_get_their_pending_entries_first(ctx: &TestContext) {
+    let s = "resume";
+    create_group(ctx, s, "g", "0", 0).await;
+    for n in 0..3 {
+        append(ctx, s, n).await;
+    }
+    let mut first = Reader::open(ctx, open(s, "g", "worker-1", 2))
+        .await
+        .expect("open");
+    let a = first.entry().await;
+    let b = first.entry().await;
+    drop(first);
+    append(ctx, s, 3).await;
+    let mut again = Reader::open(ctx, open(s, "g", "worker-1", 10))
+        .await
+        .expect("resume");
+    let replayed: Vec<u32> = vec![number(&again.entry().await), number(&again.entry().await)];
+    assert_eq!(
+        replayed,
+        vec![number(&a), number(&b)],
+        "own pending entries first"
+    );
+    let fresh: Vec<u32> = vec![number(&again.entry().await), number(&again.entry().await)];
+    assert_eq!(fresh, vec![2, 3]);
+}
+
+async fn run_core_checks_on(ctx: &TestContext) {
+    append_and_range(ctx).await;
+    tail_resumes_without_gap_or_duplicate(ctx).await;
+    groups_share_and_each_group_sees_all(ctx).await;
+    dead_consumers_are_claimed_then_dead_lettered_once(ctx).await;
+    resuming_consumers_get_their_pending_entries_first(ctx).await;
+}
+
+macro_rules! standalone_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let ctx = crate::support::TestContext::standalone().await;
+            super::$name(&ctx).await;
+        }
+    )*};
+}
+
+mod standalone {
+    standalone_tests!(
+        append_and_range,
+        tail_resumes_without_gap_or_duplicate,
+        groups_share_and_each_group_sees_all,
+        dead_consumers_are_claimed_then_dead_lettered_once,
+        resuming_consumers_get_their_pending_entries_first,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_checks_pass_on_a_three_master_cluster() {
+    let ctx = TestContext::cluster().await;
+    run_core_checks_on(&ctx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_codes_and_changes_nothing() {
+    let mut ctx = TestContext::standalone().await;
+    let mut client = ctx.stream();
+    let invalid: Vec<(&str, Result<(), tonic::Status>)> = vec![
+        (
+            "fields",
+            client
+                .append(AppendRequest {
+                    stream: "s".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "stream",
+            client
+                .append(AppendRequest {
+                    stream: "".into(),
+                    fields: fields(&[("a", "b")]),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "id",
+            client
+                .append(AppendRequest {
+                    stream: "s".into(),
+                    fields: fields(&[("a", "b")]),
+                    id: "not-an-id".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "start",
+            client
+                .range(RangeRequest {
+                    stream: "s".into(),
+                    start: "yesterday".into(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "streams[0].after",
+            client
+                .tail(TailRequest {
+                    streams: vec![TailPosition {
+                        stream: "s".into(),
+                        after: "x-y".into(),
+                    }],
+                    heartbeat: None,
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "ids[0]",
+            client
+                .ack(StreamAckRequest {
+                    stream: "s".into(),
+                    group: "g".into(),
+                    ids: vec!["bad".into()],
+                })
+                .await
+                .map(drop),
+        ),
+        (
+            "trim",
+            client
+                .trim(TrimRequest {
+                    stream: "s".into(),
+                    trim: None,
+                })
+                .await
+                .map(drop),
+        ),
+    ];
+    for (field, result) in invalid {
+        let status = result.expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().starts_with(&format!("{field}:")),
+            "{field}: {status:?}"
+        );
+    }
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("rw:s:*")
+        .query(&mut ctx.redis().connection())
+        .expect("keys");
+    assert!(keys.is_empty(), "rejected calls wrote nothing: {keys:?}");
+
+    // Unknown groups are NOT_FOUND, naming the group.
+    append(&ctx, "s", 1).await;
+    let status = client
+        .pending(PendingRequest {
+            stream: "s".into(),
+            group: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown group");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("nope"));
+    let status = Reader::open(&ctx, open("s", "nope", "c", 1))
+        .await
+        .err()
+        .expect("unknown group");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = client
+        .info(StreamInfoRequest {
+            stream: "never".into(),
+        })
+        .await
+        .expect_err("no stream");
+    assert_eq!(status.code(), Code::NotFound);
+}
