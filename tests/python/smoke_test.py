@@ -147,6 +147,15 @@ class RedwireSmokeTest(unittest.TestCase):
             ("order.#", "order.paid.eu", "#1002"),
             ("order.*.us", "order.created.us", "#1001"),
         ])
+    def test_order_events_example(self):
+        """examples/python/order_events.py: a group consumer on ReadGroup."""
+        order_events = importlib.import_module("order_events")
+        report = order_events.run(self.addr)
+        self.assertEqual(report["billed"], [f"#{1000 + i}" for i in range(5)])
+        self.assertEqual(report["total"], 150)
+        self.assertEqual(report["groups"], [("billing", 3)])
+        self.assertEqual(report["dead_letter_stream"], "orders-demo:dead")
+
 
 if __name__ == "__main__":
     BINARY = os.path.abspath(sys.argv.pop(1))
