@@ -28,6 +28,11 @@ pub struct Config {
     #[arg(long, env = "REDWIRE_REDIS_CLUSTER", value_delimiter = ',')]
     pub redis_cluster: Vec<String>,
 
+    /// Redlock mode: comma-separated URLs of independent Redis servers (3 or 5) that
+    /// the Lock service grants on by majority. Other services keep using the main Redis.
+    #[arg(long, env = "REDWIRE_LOCK_REDLOCK", value_delimiter = ',')]
+    pub lock_redlock: Vec<String>,
+
     /// Data directory of the embedded redis-server (used when no Redis is configured).
     #[arg(long, env = "REDWIRE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

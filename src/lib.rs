@@ -15,6 +15,7 @@
 //! - [`queue`]: the `redwire.v1.Queue` service (job queue, waker, reaper).
 //! - [`pubsub`]: the `redwire.v1.PubSub` service and the per-process subscriber hub.
 //! - [`stream`]: the `redwire.v1.Stream` service (event logs, groups, dead letters).
+//! - [`lock`]: the `redwire.v1.Lock` service (fencing tokens, Hold, Redlock).
 //! - [`health`]: health reporting that follows Redis reachability.
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
 //! - [`telemetry`]: logging setup.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod health;
+pub mod lock;
 pub mod proto;
 pub mod pubsub;
 pub mod queue;

@@ -18,7 +18,9 @@ use tonic_health::ServingStatus;
 
 use crate::cache::{CacheService, CacheStore};
 use crate::config::{Config, RedisTarget};
+use crate::lock::{LockService, LockStore};
 use crate::proto::cache_server::CacheServer;
+use crate::proto::lock_server::LockServer;
 use crate::proto::pub_sub_server::PubSubServer;
 use crate::proto::queue_server::QueueServer;
 use crate::proto::stream_server::StreamServer;
@@ -87,9 +89,9 @@ async fn serve(
         connect_timeout: config.connect_timeout,
     };
     let redis = Arc::new(match (config.redis_target(), embedded_url) {
-        (RedisTarget::Cluster(seeds), _) => Redis::cluster(&seeds, settings)?,
-        (RedisTarget::Standalone(url), _) => Redis::standalone(&url, settings)?,
-        (RedisTarget::Embedded, Some(url)) => Redis::standalone(url, settings)?,
+        (RedisTarget::Cluster(seeds), _) => Redis::cluster(&seeds, settings.clone())?,
+        (RedisTarget::Standalone(url), _) => Redis::standalone(&url, settings.clone())?,
+        (RedisTarget::Embedded, Some(url)) => Redis::standalone(url, settings.clone())?,
         (RedisTarget::Embedded, None) => {
             return Err(crate::Error::Internal("embedded redis has no url".into()).into());
         }
@@ -135,7 +137,7 @@ async fn serve(
     background.push(hub_task);
     let pubsub = PubSubService::new(
         redis.clone(),
-        hub,
+        hub.clone(),
         limits,
         PubSubSettings {
             buffer_messages: config.pubsub_buffer_messages,
@@ -144,6 +146,18 @@ async fn serve(
         },
         token.clone(),
     );
+    let lock_store = if config.lock_redlock.is_empty() {
+        LockStore::single(redis.clone())
+    } else {
+        let nodes = config
+            .lock_redlock
+            .iter()
+            .map(|url| Redis::standalone(url, settings.clone()).map(Arc::new))
+            .collect::<crate::Result<Vec<_>>>()?;
+        LockStore::redlock(redis.clone(), nodes)
+    };
+    let lock = LockService::new(lock_store, token.clone());
+    background.push(lock.spawn_background(hub.clone()));
     let stream = StreamService::new(
         StreamStore::new(redis.clone()),
         limits,
@@ -174,6 +188,11 @@ async fn serve(
         )
         .add_service(
             PubSubServer::new(pubsub)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message),
+        )
+        .add_service(
+            LockServer::new(lock)
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )

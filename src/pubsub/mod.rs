@@ -15,6 +15,7 @@
 pub mod buffer;
 pub mod hub;
 mod topic;
+pub mod waker;
 
 use std::sync::Arc;
 use std::time::Duration;

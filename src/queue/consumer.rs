@@ -19,10 +19,10 @@ use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
 use super::store::QueueStore;
-use super::waker::Signal;
 use super::{delivery, millis, timestamp};
 use crate::error::Error;
 use crate::proto::{ConsumeRequest, ConsumeResponse, Outcome, consume_request, consume_response};
+use crate::pubsub::waker::Signal;
 use crate::validate;
 
 /// How long to wait before trying Redis again after it failed.

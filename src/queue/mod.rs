@@ -1,11 +1,11 @@
 //! `redwire.v1.Queue`: an at-least-once job queue.
 //!
 //! Layout: `store.rs` (one script call per operation), `record.rs` (the job record
-//! the scripts share with Rust), `waker.rs` (one pub/sub connection per process
-//! that wakes idle consumers), `reaper.rs` (background lease expiry and delayed
+//! the scripts share with Rust), `reaper.rs` (background lease expiry and delayed
 //! promotion), and the scripts: `queue.lua` (shared prelude: key list, record
 //! format, group hand-over, backoff), `enqueue.lua`, `dequeue.lua`, `ack.lua`,
-//! `nack.lua`, `extend.lua`, `reap.lua`, `redrive.lua`, `purge.lua`.
+//! `nack.lua`, `extend.lua`, `reap.lua`, `redrive.lua`, `purge.lua`. Idle consumers
+//! are woken through `crate::pubsub::waker` (channel `rw:q:wake`).
 //!
 //! Keys (all `rw:q:{<queue>}:<part>`, one cluster slot per queue): jobs, payloads,
 //! results, waiting, delayed, active, dead, completed, backlog, groups, meta, rate;
@@ -15,7 +15,6 @@ mod consumer;
 mod reaper;
 mod record;
 mod store;
-mod waker;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,12 +27,13 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub use record::JobRecord;
 pub use store::{Dequeued, Enqueued, Leased, NewJob, QueueStore, Stats, StoredJob};
-pub use waker::Waker;
 
 use crate::deadline;
 use crate::error::{Error, Result};
 use crate::proto::queue_server::Queue;
 use crate::proto::*;
+use crate::pubsub::waker::Waker;
+use crate::redis::keys::QUEUE_WAKE_CHANNEL;
 use crate::validate::{self, Limits};
 
 /// Deliveries allowed when a job does not say.
@@ -78,7 +78,7 @@ impl QueueService {
     ) -> Self {
         Self {
             store,
-            waker: Arc::new(Waker::default()),
+            waker: Arc::new(Waker::new(QUEUE_WAKE_CHANNEL)),
             limits,
             settings,
             shutdown,

@@ -26,6 +26,8 @@ pub enum Space {
     /// Event streams (a stream, its dead-letter stream and group settings share
     /// one hash tag).
     Stream,
+    /// Locks (owner, fencing counter and waiters of a resource share one hash tag).
+    Lock,
 }
 
 impl Space {
@@ -34,6 +36,7 @@ impl Space {
             Space::Cache => "c",
             Space::Queue => "q",
             Space::Stream => "s",
+            Space::Lock => "l",
         }
     }
 }
@@ -59,6 +62,15 @@ pub fn stream_keys(name: &str) -> (String, String, String) {
         format!("{tagged}:groups"),
     )
 }
+
+/// The keys of a lock resource: (owner, fencing counter, waiters).
+pub fn lock_keys(resource: &str) -> [String; 3] {
+    let base = format!("{PREFIX}{}:{{{}}}", Space::Lock.tag(), escape(resource));
+    ["owner", "fence", "waiters"].map(|suffix| format!("{base}:{suffix}"))
+}
+
+/// The pub/sub channel on which released locks are announced (`"1 <resource>"`).
+pub const LOCK_WAKE_CHANNEL: &str = "rw:l:wake";
 
 /// Prefix of classic pub/sub channels and patterns (`rw:ps:<channel>`).
 pub const PUBSUB_PREFIX: &str = "rw:ps:";
@@ -188,6 +200,18 @@ mod tests {
         // The dead-letter stream is addressable by its user name, in the same slot.
         assert_eq!(stream_keys("orders:dead").0, "rw:s:{orders}:dead");
         assert_eq!(hash_slot(stream.as_bytes()), hash_slot(dead.as_bytes()));
+    }
+
+    #[test]
+    fn lock_keys_are_pinned() {
+        assert_eq!(
+            lock_keys("invoice-7"),
+            [
+                "rw:l:{invoice-7}:owner",
+                "rw:l:{invoice-7}:fence",
+                "rw:l:{invoice-7}:waiters"
+            ]
+        );
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! Wakes waiting consumers without polling. The waker listens on `rw:q:wake`
-//! through the process's one pub/sub hub (`crate::pubsub::hub`); every queue script
-//! that makes jobs ready publishes `"<count> <queue>"` there, and the waker wakes up
-//! to `count` local waiters of that queue.
-//! Idle consumers hold no Redis connection: they wait on a [`Signal`] in memory.
+//! Named wake-ups without polling, shared by the Queue (ready jobs) and the Lock
+//! (released locks). A [`Waker`] listens on one pub/sub channel through the
+//! process's hub; scripts publish `"<count> <name>"` there, and the waker wakes up to
+//! `count` local waiters of that name. Idle waiters hold no Redis connection: they
+//! wait on a [`Signal`] in memory.
 //!
 //! Pub/sub is lossy while the connection is down, so after every re-subscription
 //! all waiters are woken once to look for work. Delayed jobs and rate limits are covered
-//! by [`Signal::wake_at`], one timer per queue however many consumers wait.
+//! by [`Signal::wake_at`], one timer per name however many waiters there are.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -16,11 +16,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::pubsub::buffer::Delivered;
-use crate::pubsub::hub::{Hub, Interest, Label, Listener, Target};
-use crate::redis::keys::QUEUE_WAKE_CHANNEL;
+use super::buffer::Delivered;
+use super::hub::{Hub, Interest, Label, Listener, Target};
 
-/// The waiters of one queue in this process.
+/// The waiters of one name (a queue, a lock resource) in this process.
 #[derive(Debug, Default)]
 pub struct Signal {
     notify: Notify,
@@ -29,7 +28,7 @@ pub struct Signal {
 }
 
 impl Signal {
-    /// Resolves when this queue may have work. Create it (and `enable` it) before
+    /// Resolves when this name may have news (work, a free lock). Create it (and `enable` it) before
     /// looking for work, so a wake-up in between is not lost.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.notify.notified()
@@ -62,14 +61,23 @@ impl Signal {
     }
 }
 
-/// The per-process hub of queue wake-ups.
-#[derive(Debug, Default)]
+/// The per-process wake-ups of one channel.
+#[derive(Debug)]
 pub struct Waker {
+    channel: &'static str,
     signals: Mutex<HashMap<String, Weak<Signal>>>,
 }
 
 impl Waker {
-    /// The signal of `queue`; it lives while some consumer holds it.
+    /// A waker for the wake-up messages published on `channel`.
+    pub fn new(channel: &'static str) -> Self {
+        Self {
+            channel,
+            signals: Mutex::default(),
+        }
+    }
+
+    /// The signal of `name`; it lives while some waiter holds it.
     pub fn signal(&self, queue: &str) -> Arc<Signal> {
         let Ok(mut signals) = self.signals.lock() else {
             return Arc::default();
@@ -125,7 +133,7 @@ impl Waker {
     pub async fn run(self: Arc<Self>, hub: Arc<Hub>, shutdown: CancellationToken) {
         let wanted = || {
             vec![Interest {
-                target: Target::Channel(QUEUE_WAKE_CHANNEL.to_owned()),
+                target: Target::Channel(self.channel.to_owned()),
                 label: Label::Channel,
             }]
         };
@@ -138,7 +146,9 @@ impl Waker {
                     drop(subscription);
                     return;
                 }
-                Err(e) => tracing::debug!(error = %e, "queue waker cannot subscribe yet"),
+                Err(e) => {
+                    tracing::debug!(channel = self.channel, error = %e, "waker cannot subscribe yet")
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
@@ -165,7 +175,7 @@ mod tests {
 
     #[tokio::test]
     async fn wake_messages_reach_the_named_queue_only() {
-        let waker = Waker::default();
+        let waker = Waker::new("test");
         let mail = waker.signal("mail");
         let other = waker.signal("other");
         let mail_woken = mail.notified();
@@ -180,7 +190,7 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_messages_are_ignored() {
-        let waker = Waker::default();
+        let waker = Waker::new("test");
         let _signal = waker.signal("q");
         waker.dispatch(b"garbage");
         waker.dispatch(b"x q");
@@ -188,7 +198,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn wake_at_wakes_one_waiter_when_due() {
-        let waker = Waker::default();
+        let waker = Waker::new("test");
         let signal = waker.signal("q");
         let woken = signal.notified();
         tokio::pin!(woken);

@@ -1,0 +1,331 @@
+//! `redwire.v1.Lock`: leases with fencing tokens, fair waiting without polling,
+//! renewal, a held-lock stream for leader election, and a Redlock quorum mode.
+//!
+//! Keys per resource (one hash tag): `rw:l:{r}:owner` (token and fencing token,
+//! expiring with the lease), `rw:l:{r}:fence` (the counter, never expires),
+//! `rw:l:{r}:waiters` (who waits, for Describe). Scripts: `acquire.lua` (grant and
+//! fencing token in one atomic step; idempotent for the same token),
+//! `release.lua`, `extend.lua`, `describe.lua`, `raise_fence.lua` (Redlock).
+//!
+//! Waiting: waiters of a resource in one process line up in a fair (FIFO) local
+//! mutex, and only the first of them talks to Redis. It sleeps until the lock is
+//! released (a wake-up on `rw:l:wake` through the pub/sub hub) or its lease runs
+//! out (a timer at the holder's remaining ttl), never in a polling loop, and holds
+//! no Redis connection while it sleeps.
+
+mod store;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+pub use store::{Attempt, LockState, LockStore};
+
+use crate::deadline;
+use crate::error::{Error, Result};
+use crate::proto::lock_server::Lock;
+use crate::proto::*;
+use crate::pubsub::hub::Hub;
+use crate::pubsub::waker::Waker;
+use crate::redis::keys::LOCK_WAKE_CHANNEL;
+use crate::validate;
+
+/// Shortest ttl a Hold may use (it renews at a third of it).
+const MIN_HOLD_TTL: Duration = Duration::from_millis(100);
+
+/// A granted lease.
+#[derive(Debug, Clone)]
+struct Grant {
+    token: String,
+    fence: u64,
+    valid_for: Duration,
+}
+
+impl Grant {
+    fn response(&self) -> AcquireResponse {
+        AcquireResponse {
+            acquired: true,
+            token: self.token.clone(),
+            fencing_token: self.fence,
+            expires_at: Some((SystemTime::now() + self.valid_for).into()),
+        }
+    }
+}
+
+/// The Lock service.
+#[derive(Debug, Clone)]
+pub struct LockService {
+    store: LockStore,
+    waker: Arc<Waker>,
+    /// Per resource, the fair line of local waiters.
+    lines: Arc<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>>,
+    shutdown: CancellationToken,
+}
+
+impl LockService {
+    /// A Lock service over `store`; call [`LockService::spawn_background`].
+    pub fn new(store: LockStore, shutdown: CancellationToken) -> Self {
+        Self {
+            store,
+            waker: Arc::new(Waker::new(LOCK_WAKE_CHANNEL)),
+            lines: Arc::default(),
+            shutdown,
+        }
+    }
+
+    /// Starts listening for released locks through the pub/sub hub.
+    pub fn spawn_background(&self, hub: Arc<Hub>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.waker.clone().run(hub, self.shutdown.clone()))
+    }
+
+    fn line(&self, resource: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let Ok(mut lines) = self.lines.lock() else {
+            return Arc::default();
+        };
+        if let Some(line) = lines.get(resource).and_then(Weak::upgrade) {
+            return line;
+        }
+        lines.retain(|_, weak| weak.strong_count() > 0);
+        let line = Arc::new(tokio::sync::Mutex::new(()));
+        lines.insert(resource.to_owned(), Arc::downgrade(&line));
+        line
+    }
+
+    /// Acquires `resource` for `token`, waiting until `until`; None when it stayed held.
+    async fn obtain(
+        &self,
+        resource: &str,
+        token: &str,
+        ttl: Duration,
+        until: Instant,
+    ) -> Result<Option<Grant>> {
+        let granted = |fence, valid_for| {
+            Some(Grant {
+                token: token.to_owned(),
+                fence,
+                valid_for,
+            })
+        };
+        if let Attempt::Granted { fence, valid_for } =
+            self.store.acquire(resource, token, ttl, None).await?
+        {
+            return Ok(granted(fence, valid_for));
+        }
+        if Instant::now() >= until {
+            return Ok(None);
+        }
+        // Line up behind earlier local waiters (tokio's mutex is fair).
+        let line = self.line(resource);
+        let _turn = tokio::select! {
+            turn = tokio::time::timeout_at(until, line.lock()) => match turn {
+                Ok(turn) => turn,
+                Err(_) => return Ok(None),
+            },
+            () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
+        };
+        let signal = self.waker.signal(resource);
+        let result = loop {
+            let woken = signal.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            match self.store.acquire(resource, token, ttl, Some(token)).await {
+                Ok(Attempt::Granted { fence, valid_for }) => break Ok(granted(fence, valid_for)),
+                Ok(Attempt::Held(left)) => {
+                    if Instant::now() >= until {
+                        break Ok(None);
+                    }
+                    // Woken by a release, or when the holder's lease runs out.
+                    let expiry = (Instant::now() + left + Duration::from_millis(1)).min(until);
+                    tokio::select! {
+                        () = &mut woken => {}
+                        () = tokio::time::sleep_until(expiry) => {}
+                        () = self.shutdown.cancelled() => break Err(Error::ShuttingDown),
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        if !matches!(result, Ok(Some(_))) {
+            self.store.forget_waiter(resource, token).await;
+        }
+        result
+    }
+}
+
+fn token(lease_id: &str) -> Result<String> {
+    if lease_id.is_empty() {
+        Ok(uuid::Uuid::now_v7().to_string())
+    } else {
+        validate::name("lease_id", lease_id)?;
+        Ok(lease_id.to_owned())
+    }
+}
+
+fn required_ttl(field: &str, ttl: Option<&prost_types::Duration>) -> Result<Duration> {
+    validate::ttl(field, ttl)?.ok_or_else(|| Error::invalid(field, "is required"))
+}
+
+fn not_holder(resource: &str) -> Error {
+    Error::FailedPrecondition(format!(
+        "lock {resource:?} is not held with this token (it was released, expired or taken over)"
+    ))
+}
+
+/// The stream type of Hold.
+pub type HoldStream = ReceiverStream<std::result::Result<HoldEvent, Status>>;
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn acquire(
+        &self,
+        request: Request<AcquireRequest>,
+    ) -> Result<Response<AcquireResponse>, Status> {
+        let deadline = deadline::remaining(request.metadata());
+        let req = request.into_inner();
+        validate::name("resource", &req.resource)?;
+        let ttl = required_ttl("ttl", req.ttl.as_ref())?;
+        let wait = validate::duration("wait", req.wait.as_ref())?.unwrap_or_default();
+        let token = token(&req.lease_id)?;
+        let until = Instant::now() + deadline::bounded_wait(wait, deadline);
+        let grant = self.obtain(&req.resource, &token, ttl, until).await?;
+        Ok(Response::new(
+            grant.map_or_else(AcquireResponse::default, |g| g.response()),
+        ))
+    }
+
+    async fn release(
+        &self,
+        request: Request<ReleaseRequest>,
+    ) -> Result<Response<ReleaseResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("resource", &req.resource)?;
+        if !self.store.release(&req.resource, &req.token).await? {
+            return Err(not_holder(&req.resource).into());
+        }
+        Ok(Response::new(ReleaseResponse {}))
+    }
+
+    async fn extend(
+        &self,
+        request: Request<ExtendRequest>,
+    ) -> Result<Response<ExtendResponse>, Status> {
+        let req = request.into_inner();
+        validate::name("resource", &req.resource)?;
+        let ttl = required_ttl("ttl", req.ttl.as_ref())?;
+        let valid_for = self
+            .store
+            .extend(&req.resource, &req.token, ttl)
+            .await?
+            .ok_or_else(|| not_holder(&req.resource))?;
+        Ok(Response::new(ExtendResponse {
+            expires_at: Some((SystemTime::now() + valid_for).into()),
+        }))
+    }
+
+    async fn describe(
+        &self,
+        request: Request<DescribeRequest>,
+    ) -> Result<Response<DescribeResponse>, Status> {
+        let resource = request.into_inner().resource;
+        validate::name("resource", &resource)?;
+        let state = self.store.describe(&resource).await?;
+        Ok(Response::new(DescribeResponse {
+            held: state.held,
+            ttl: state.ttl.map(|d| prost_types::Duration {
+                seconds: i64::try_from(d.as_secs()).unwrap_or(0),
+                nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+            }),
+            fencing_token: state.fence,
+            waiters: state.waiters,
+        }))
+    }
+
+    type HoldStream = HoldStream;
+
+    async fn hold(
+        &self,
+        request: Request<HoldRequest>,
+    ) -> Result<Response<Self::HoldStream>, Status> {
+        let req = request.into_inner();
+        validate::name("resource", &req.resource)?;
+        let ttl = required_ttl("ttl", req.ttl.as_ref())?;
+        if ttl < MIN_HOLD_TTL {
+            return Err(Error::invalid("ttl", "must be at least 100ms for Hold").into());
+        }
+        let wait = validate::duration("wait", req.wait.as_ref())?;
+        let until = Instant::now() + wait.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        let (tx, rx) = mpsc::channel(8);
+        let service = self.clone();
+        tokio::spawn(async move {
+            if let Some(status) = hold(&service, &req.resource, ttl, until, &tx).await {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Runs one Hold stream; returns a status to end with, or None.
+async fn hold(
+    service: &LockService,
+    resource: &str,
+    ttl: Duration,
+    until: Instant,
+    tx: &mpsc::Sender<std::result::Result<HoldEvent, Status>>,
+) -> Option<Status> {
+    let send = |event| async move { tx.send(Ok(HoldEvent { event: Some(event) })).await.is_ok() };
+    let token = uuid::Uuid::now_v7().to_string();
+    let grant = tokio::select! {
+        grant = service.obtain(resource, &token, ttl, until) => match grant {
+            Ok(Some(grant)) => grant,
+            Ok(None) => {
+                send(hold_event::Event::NotAcquired(true)).await;
+                return None;
+            }
+            Err(e) => return Some(e.into()),
+        },
+        () = tx.closed() => return None,
+    };
+    // From here on the lock is ours: every exit must release it or report it lost.
+    if !send(hold_event::Event::Granted(grant.response())).await {
+        let _ = service.store.release(resource, &token).await;
+        return None;
+    }
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(ttl / 3) => {
+                match service.store.extend(resource, &token, ttl).await {
+                    Ok(Some(valid_for)) => {
+                        let until: prost_types::Timestamp = (SystemTime::now() + valid_for).into();
+                        if !send(hold_event::Event::RenewedUntil(until)).await {
+                            let _ = service.store.release(resource, &token).await;
+                            return None;
+                        }
+                    }
+                    Ok(None) => {
+                        send(hold_event::Event::Lost("the lease expired or was taken over".into())).await;
+                        return None;
+                    }
+                    Err(e) => {
+                        send(hold_event::Event::Lost(format!("renewal failed: {e}"))).await;
+                        return None;
+                    }
+                }
+            }
+            () = tx.closed() => {
+                let _ = service.store.release(resource, &token).await;
+                return None;
+            }
+            () = service.shutdown.cancelled() => {
+                let _ = service.store.release(resource, &token).await;
+                return Some(Error::ShuttingDown.into());
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Redis-facing lock operations, on one Redis (standalone or cluster) or, in
+//! Redlock mode, on a majority of N independent Redis servers.
+//!
+//! Redlock: the same script runs on every node concurrently with the same token; a
+//! grant needs a majority within the validity time (ttl minus elapsed time minus
+//! clock drift). The granted fencing token is the highest counter among the
+//! majority, and each node of the majority is raised to it, so any later majority
+//! (which overlaps this one) grants a higher token: monotonic across changing
+//! majorities. A failed attempt is undone on every node.
+
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use redis::Script;
+
+use crate::error::{Error, Result};
+use crate::redis::Redis;
+use crate::redis::keys::{LOCK_WAKE_CHANNEL, lock_keys};
+
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("acquire.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
+static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("extend.lua")));
+static DESCRIBE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("describe.lua")));
+static RAISE_FENCE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("raise_fence.lua")));
+
+/// How long a waiter counts as waiting (for Describe) before it must show up again.
+const WAITER_PRESENCE: Duration = Duration::from_secs(10);
+
+/// The outcome of one acquire attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Granted: the fencing token and how long the lease is valid.
+    Granted {
+        /// Fencing token.
+        fence: u64,
+        /// Validity.
+        valid_for: Duration,
+    },
+    /// Held by someone else for about this long.
+    Held(Duration),
+}
+
+/// A lock's state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockState {
+    /// Held now.
+    pub held: bool,
+    /// Time left when held.
+    pub ttl: Option<Duration>,
+    /// Last fencing token.
+    pub fence: u64,
+    /// Live waiters.
+    pub waiters: i64,
+}
+
+/// Lock operations.
+#[derive(Debug, Clone)]
+pub struct LockStore {
+    /// Where wake-ups are published (the main Redis, which every instance's hub watches).
+    main: Arc<Redis>,
+    /// The lock servers: the main Redis alone, or the Redlock nodes.
+    nodes: Vec<Arc<Redis>>,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl LockStore {
+    /// Locks on the main Redis.
+    pub fn single(main: Arc<Redis>) -> Self {
+        Self {
+            nodes: vec![main.clone()],
+            main,
+        }
+    }
+
+    /// Locks on a majority of these independent Redis servers.
+    pub fn redlock(main: Arc<Redis>, nodes: Vec<Arc<Redis>>) -> Self {
+        Self { main, nodes }
+    }
+
+    fn quorum(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    fn redlock_mode(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
+    /// Runs a script on every node concurrently.
+    async fn on_all<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Vec<Result<T>> {
+        join_all(self.nodes.iter().map(|node| async move {
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(*key);
+            }
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            let mut conn = node.conn().await?;
+            tokio::time::timeout(
+                node.command_timeout(),
+                invocation.invoke_async::<T>(&mut conn),
+            )
+            .await
+            .map_err(|_| Error::Unavailable("lock server timed out".into()))?
+            .map_err(Error::from)
+        }))
+        .await
+    }
+
+    fn too_few(&self, answered: usize) -> Error {
+        Error::Unavailable(format!(
+            "only {answered} of {} lock servers answered; a grant needs {}",
+            self.nodes.len(),
+            self.quorum()
+        ))
+    }
+
+    /// One attempt to acquire `resource` for `token`. `ticket` registers the caller
+    /// as a waiter when the lock is held.
+    pub async fn acquire(
+        &self,
+        resource: &str,
+        token: &str,
+        ttl: Duration,
+        ticket: Option<&str>,
+    ) -> Result<Attempt> {
+        let keys = lock_keys(resource);
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let (ttl_ms, presence) = (ms(ttl).to_string(), ms(WAITER_PRESENCE).to_string());
+        let started = Instant::now();
+        let replies: Vec<Result<(i64, u64, i64)>> = self
+            .on_all(
+                &ACQUIRE,
+                &keys,
+                &[token, &ttl_ms, ticket.unwrap_or(""), &presence, "0"],
+            )
+            .await;
+        let answered = replies.iter().filter(|r| r.is_ok()).count();
+        let granted: Vec<u64> = replies
+            .iter()
+            .filter_map(|r| {
+                r.as_ref()
+                    .ok()
+                    .filter(|(ok, _, _)| *ok == 1)
+                    .map(|(_, fence, _)| *fence)
+            })
+            .collect();
+        let held_for = replies
+            .iter()
+            .filter_map(|r| {
+                r.as_ref()
+                    .ok()
+                    .filter(|(ok, _, _)| *ok == 0)
+                    .map(|(_, _, pttl)| *pttl)
+            })
+            .max()
+            .unwrap_or(0);
+        if !self.redlock_mode() {
+            return match replies.into_iter().next() {
+                Some(Ok((1, fence, _))) => Ok(Attempt::Granted {
+                    fence,
+                    valid_for: ttl,
+                }),
+                Some(Ok(_)) => Ok(Attempt::Held(Duration::from_millis(
+                    u64::try_from(held_for).unwrap_or(0),
+                ))),
+                Some(Err(e)) => Err(e),
+                None => Err(self.too_few(0)),
+            };
+        }
+        // Clock drift allowance, as in the Redlock description: 1% of the ttl + 2 ms.
+        let drift = ttl / 100 + Duration::from_millis(2);
+        let valid_for = ttl.saturating_sub(started.elapsed() + drift);
+        if granted.len() >= self.quorum() && !valid_for.is_zero() {
+            let fence = granted.iter().copied().max().unwrap_or(0);
+            let fence_text = fence.to_string();
+            let raised: Vec<Result<u64>> = self
+                .on_all(&RAISE_FENCE, &[keys[1], keys[0]], &[&fence_text, token])
+                .await;
+            if raised.iter().filter(|r| r.is_ok()).count() >= self.quorum() {
+                return Ok(Attempt::Granted { fence, valid_for });
+            }
+        }
+        // Not granted: undo whatever this attempt took.
+        self.on_all::<i64>(&RELEASE, &[keys[0]], &[token]).await;
+        if answered < self.quorum() {
+            return Err(self.too_few(answered));
+        }
+        Ok(Attempt::Held(Duration::from_millis(
+            u64::try_from(held_for.max(1)).unwrap_or(1),
+        )))
+    }
+
+    /// Stops counting `ticket` as a waiter.
+    pub async fn forget_waiter(&self, resource: &str, ticket: &str) {
+        let waiters = &lock_keys(resource)[2];
+        for node in &self.nodes {
+            if let Ok(mut conn) = node.conn().await {
+                let _: Result<i64, _> = redis::cmd("ZREM")
+                    .arg(waiters)
+                    .arg(ticket)
+                    .query_async(&mut conn)
+                    .await;
+            }
+        }
+    }
+
+    /// Releases; true when `token` held the lock (on any node). Wakes waiters.
+    pub async fn release(&self, resource: &str, token: &str) -> Result<bool> {
+        let keys = lock_keys(resource);
+        let replies: Vec<Result<i64>> = self.on_all(&RELEASE, &[&keys[0]], &[token]).await;
+        if replies.iter().all(Result::is_err) {
+            return Err(self.too_few(0));
+        }
+        let released = replies.iter().any(|r| matches!(r, Ok(1)));
+        if released {
+            let _: Result<i64, _> = redis::cmd("PUBLISH")
+                .arg(LOCK_WAKE_CHANNEL)
+                .arg(format!("1 {resource}"))
+                .query_async(&mut self.main.conn().await?)
+                .await;
+        }
+        Ok(released)
+    }
+
+    /// Extends; the new validity, or None when `token` does not hold the lock.
+    pub async fn extend(
+        &self,
+        resource: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Option<Duration>> {
+        let keys = lock_keys(resource);
+        let started = Instant::now();
+        let ttl_ms = ms(ttl).to_string();
+        let replies: Vec<Result<i64>> = self.on_all(&EXTEND, &[&keys[0]], &[token, &ttl_ms]).await;
+        let answered = replies.iter().filter(|r| r.is_ok()).count();
+        let extended = replies.iter().filter(|r| matches!(r, Ok(1))).count();
+        if answered < self.quorum() {
+            return Err(self.too_few(answered));
+        }
+        if extended < self.quorum() {
+            return Ok(None);
+        }
+        let drift = if self.redlock_mode() {
+            ttl / 100 + Duration::from_millis(2) + started.elapsed()
+        } else {
+            Duration::ZERO
+        };
+        Ok(Some(ttl.saturating_sub(drift)))
+    }
+
+    /// The lock's state (in Redlock mode, as a majority of nodes sees it).
+    pub async fn describe(&self, resource: &str) -> Result<LockState> {
+        let keys = lock_keys(resource);
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let replies: Vec<Result<(i64, i64, u64, i64)>> = self.on_all(&DESCRIBE, &keys, &[]).await;
+        let views: Vec<(i64, i64, u64, i64)> = replies.into_iter().filter_map(Result::ok).collect();
+        if views.len() < self.quorum() {
+            return Err(self.too_few(views.len()));
+        }
+        let holding: Vec<i64> = views.iter().filter(|v| v.0 == 1).map(|v| v.1).collect();
+        let held = holding.len() >= self.quorum();
+        Ok(LockState {
+            held,
+            ttl: held.then(|| {
+                Duration::from_millis(
+                    u64::try_from(holding.iter().copied().min().unwrap_or(0)).unwrap_or(0),
+                )
+            }),
+            fence: views.iter().map(|v| v.2).max().unwrap_or(0),
+            waiters: views.iter().map(|v| v.3).max().unwrap_or(0),
+        })
+    }
+}
