@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redwire::proto::cache_client::CacheClient;
+use redwire::proto::lock_client::LockClient;
 use redwire::proto::pub_sub_client::PubSubClient;
 use redwire::proto::queue_client::QueueClient;
 use redwire::proto::stream_client::StreamClient;
@@ -385,6 +386,10 @@ impl TestContext {
 
     pub fn stream(&self) -> StreamClient<Channel> {
         StreamClient::new(self.channel.clone())
+    }
+
+    pub fn lock(&self) -> LockClient<Channel> {
+        LockClient::new(self.channel.clone())
     }
 
     pub fn health(&self) -> HealthClient<Channel> {

@@ -1,0 +1,458 @@
+//! `redwire.v1.Lock` against real redis-servers, over real gRPC.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prost_types::Duration as PbDuration;
+use redwire::proto::*;
+use support::{RedisServer, TestContext, eventually};
+use tokio_stream::StreamExt;
+use tonic::{Code, Request};
+
+fn ms(millis: u64) -> Option<PbDuration> {
+    Some(PbDuration {
+        seconds: i64::try_from(millis / 1000).expect("secs"),
+        nanos: i32::try_from((millis % 1000) * 1_000_000).expect("nanos"),
+    })
+}
+
+fn acquire_req(resource: &str, ttl_ms: u64, wait_ms: u64) -> AcquireRequest {
+    AcquireRequest {
+        resource: resource.into(),
+        ttl: ms(ttl_ms),
+        wait: ms(wait_ms),
+        lease_id: String::new(),
+    }
+}
+
+async fn acquire(ctx: &TestContext, resource: &str, ttl_ms: u64, wait_ms: u64) -> AcquireResponse {
+    ctx.lock()
+        .acquire(acquire_req(resource, ttl_ms, wait_ms))
+        .await
+        .expect("acquire")
+        .into_inner()
+}
+
+async fn release(ctx: &TestContext, resource: &str, token: &str) -> Result<(), tonic::Status> {
+    ctx.lock()
+        .release(ReleaseRequest {
+            resource: resource.into(),
+            token: token.into(),
+        })
+        .await
+        .map(drop)
+}
+
+async fn describe(ctx: &TestContext, resource: &str) -> DescribeResponse {
+    ctx.lock()
+        .describe(DescribeRequest {
+            resource: resource.into(),
+        })
+        .await
+        .expect("describe")
+        .into_inner()
+}
+
+// ---------------------------------------------------------------- core checks
+
+async fn contention_never_overlaps_and_fences_increase(ctx: &TestContext) {
+    let log: Arc<Mutex<Vec<(u64, Instant, Instant)>>> = Arc::default();
+    let workers = (0..32).map(|_| {
+        let mut client = ctx.lock();
+        let log = log.clone();
+        async move {
+            for _ in 0..4 {
+                let grant = client
+                    .acquire(acquire_req("ledger", 10_000, 60_000))
+                    .await
+                    .expect("acquire")
+                    .into_inner();
+                assert!(grant.acquired, "waited long enough to be granted");
+                let start = Instant::now();
+                tokio::task::yield_now().await;
+                let end = Instant::now();
+                log.lock()
+                    .expect("log")
+                    .push((grant.fencing_token, start, end));
+                client
+                    .release(ReleaseRequest {
+                        resource: "ledger".into(),
+                        token: grant.token,
+                    })
+                    .await
+                    .expect("release");
+            }
+        }
+    });
+    futures::future::join_all(workers).await;
+    let mut log = log.lock().expect("log").clone();
+    assert_eq!(log.len(), 128);
+    log.sort_by_key(|(_, start, _)| *start);
+    for pair in log.windows(2) {
+        let ((f1, _, end1), (f2, start2, _)) = (pair[0], pair[1]);
+        assert!(start2 >= end1, "two holders overlapped");
+        assert!(
+            f2 > f1,
+            "fencing tokens increase in grant order: {f1} then {f2}"
+        );
+    }
+}
+
+async fn expired_holders_are_fenced_off(ctx: &TestContext) {
+    let stale = acquire(ctx, "printer", 100, 0).await;
+    assert!(stale.acquired);
+    // The holder "pauses" past its ttl; a waiter gets the lock when it runs out.
+    let next = acquire(ctx, "printer", 10_000, 5_000).await;
+    assert!(next.acquired, "granted once the stale lease ran out");
+    assert!(next.fencing_token > stale.fencing_token);
+    let refused = release(ctx, "printer", &stale.token)
+        .await
+        .expect_err("stale release");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let refused = ctx
+        .lock()
+        .extend(ExtendRequest {
+            resource: "printer".into(),
+            token: stale.token.clone(),
+            ttl: ms(1000),
+        })
+        .await
+        .expect_err("stale extend");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let extended = ctx
+        .lock()
+        .extend(ExtendRequest {
+            resource: "printer".into(),
+            token: next.token.clone(),
+            ttl: ms(20_000),
+        })
+        .await
+        .expect("holder extends");
+    assert!(extended.into_inner().expires_at.is_some());
+    let state = describe(ctx, "printer").await;
+    assert!(state.held && state.fencing_token == next.fencing_token);
+    assert!(state.ttl.expect("ttl").seconds >= 15);
+    release(ctx, "printer", &next.token).await.expect("release");
+    assert!(!describe(ctx, "printer").await.held);
+}
+
+async fn waiters_are_woken_by_release_and_give_up_in_time(ctx: &TestContext) {
+    let holder = acquire(ctx, "door", 30_000, 0).await;
+    assert!(holder.acquired);
+    let waiter = {
+        let mut client = ctx.lock();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let grant = client
+                .acquire(acquire_req("door", 30_000, 20_000))
+                .await
+                .expect("wait")
+                .into_inner();
+            (grant, started.elapsed())
+        })
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the waiter to register",
+        || async { (describe(ctx, "door").await.waiters == 1).then_some(()) },
+    )
+    .await;
+    // A second waiter with a short wait gives up while the lock is held.
+    let short = acquire(ctx, "door", 30_000, 200).await;
+    assert!(!short.acquired);
+    // And one whose gRPC deadline is shorter than its wait returns before it.
+    let mut request = Request::new(acquire_req("door", 30_000, 60_000));
+    request.set_timeout(Duration::from_millis(500));
+    let bounded = ctx
+        .lock()
+        .acquire(request)
+        .await
+        .expect("answers before the deadline")
+        .into_inner();
+    assert!(!bounded.acquired);
+
+    release(ctx, "door", &holder.token).await.expect("release");
+    let (grant, waited) = waiter.await.expect("task");
+    assert!(grant.acquired, "the waiter got the lock after the release");
+    assert!(
+        waited < Duration::from_secs(20),
+        "woken by the release, not by its wait ending"
+    );
+    assert_eq!(grant.fencing_token, holder.fencing_token + 1);
+    release(ctx, "door", &grant.token).await.expect("release");
+}
+
+async fn retried_acquire_with_a_lease_id_is_idempotent(ctx: &TestContext) {
+    let request = || AcquireRequest {
+        lease_id: "job-42-attempt-1".into(),
+        ..acquire_req("report", 10_000, 0)
+    };
+    let first = ctx
+        .lock()
+        .acquire(request())
+        .await
+        .expect("acquire")
+        .into_inner();
+    let retry = ctx
+        .lock()
+        .acquire(request())
+        .await
+        .expect("retry")
+        .into_inner();
+    assert!(first.acquired && retry.acquired);
+    assert_eq!(
+        (retry.token.as_str(), retry.fencing_token),
+        (first.token.as_str(), first.fencing_token)
+    );
+    assert_eq!(first.token, "job-42-attempt-1");
+    release(ctx, "report", &first.token).await.expect("release");
+    assert_eq!(
+        describe(ctx, "report").await.fencing_token,
+        first.fencing_token,
+        "no second grant"
+    );
+}
+
+async fn hold_keeps_and_releases(ctx: &TestContext) {
+    let mut hold = ctx
+        .lock()
+        .hold(HoldRequest {
+            resource: "leader".into(),
+            ttl: ms(200),
+            wait: None,
+        })
+        .await
+        .expect("hold")
+        .into_inner();
+    let granted = match hold.next().await.expect("event").expect("ok").event {
+        Some(hold_event::Event::Granted(g)) => g,
+        other => panic!("expected a grant, got {other:?}"),
+    };
+    // 10x its ttl later it is still ours, renewed.
+    let started = Instant::now();
+    let mut renewals = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        match tokio::time::timeout(Duration::from_secs(5), hold.next())
+            .await
+            .expect("renewal")
+            .expect("open")
+            .expect("ok")
+            .event
+        {
+            Some(hold_event::Event::RenewedUntil(_)) => renewals += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            !acquire(ctx, "leader", 1000, 0).await.acquired,
+            "nobody else gets it"
+        );
+    }
+    assert!(renewals >= 5, "renewed {renewals} times");
+    assert_eq!(
+        describe(ctx, "leader").await.fencing_token,
+        granted.fencing_token
+    );
+    drop(hold);
+    // Closing the stream releases at once (not after the ttl).
+    let next = acquire(ctx, "leader", 1000, 5_000).await;
+    assert!(next.acquired && next.fencing_token > granted.fencing_token);
+}
+
+async fn run_core_checks_on(ctx: &TestContext) {
+    contention_never_overlaps_and_fences_increase(ctx).await;
+    expired_holders_are_fenced_off(ctx).await;
+    waiters_are_woken_by_release_and_give_up_in_time(ctx).await;
+    retried_acquire_with_a_lease_id_is_idempotent(ctx).await;
+    hold_keeps_and_releases(ctx).await;
+}
+
+macro_rules! standalone_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let ctx = crate::support::TestContext::standalone().await;
+            super::$name(&ctx).await;
+        }
+    )*};
+}
+
+mod standalone {
+    standalone_tests!(
+        contention_never_overlaps_and_fences_increase,
+        expired_holders_are_fenced_off,
+        waiters_are_woken_by_release_and_give_up_in_time,
+        retried_acquire_with_a_lease_id_is_idempotent,
+        hold_keeps_and_releases,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_checks_pass_on_a_three_master_cluster() {
+    let ctx = TestContext::cluster().await;
+    run_core_checks_on(&ctx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_redis_under_a_hold_reports_lost() {
+    let mut ctx = TestContext::standalone().await;
+    let mut hold = ctx
+        .lock()
+        .hold(HoldRequest {
+            resource: "fragile".into(),
+            ttl: ms(300),
+            wait: None,
+        })
+        .await
+        .expect("hold")
+        .into_inner();
+    assert!(matches!(
+        hold.next().await.expect("event").expect("ok").event,
+        Some(hold_event::Event::Granted(_))
+    ));
+    ctx.redis().kill();
+    let lost = loop {
+        match tokio::time::timeout(Duration::from_secs(10), hold.next())
+            .await
+            .expect("an event")
+            .expect("open")
+            .expect("ok")
+            .event
+        {
+            Some(hold_event::Event::RenewedUntil(_)) => continue,
+            Some(hold_event::Event::Lost(reason)) => break reason,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(lost.contains("renewal failed"), "{lost}");
+    assert!(hold.next().await.is_none(), "the stream ends after LOST");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_survives_one_node_down_and_refuses_with_two() {
+    let mut nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls = nodes
+        .iter()
+        .map(RedisServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let ctx = TestContext::standalone_with(&["--lock-redlock", &urls]).await;
+
+    let first = acquire(&ctx, "vault", 10_000, 0).await;
+    assert!(first.acquired);
+    assert!(
+        !acquire(&ctx, "vault", 10_000, 0).await.acquired,
+        "held on a majority"
+    );
+    release(&ctx, "vault", &first.token).await.expect("release");
+
+    // Node 0 down: a majority (1, 2) still grants, with a higher fencing token.
+    nodes[0].kill();
+    let second = acquire(&ctx, "vault", 10_000, 0).await;
+    assert!(second.acquired, "works with one node down");
+    assert!(second.fencing_token > first.fencing_token);
+    release(&ctx, "vault", &second.token)
+        .await
+        .expect("release");
+
+    // Node 0 back (it missed the second grant), node 1 down: majority (0, 2).
+    nodes[0].restart();
+    nodes[1].kill();
+    let third = eventually(
+        Duration::from_secs(10),
+        "a grant on the new majority",
+        || async {
+            let grant = ctx
+                .lock()
+                .acquire(acquire_req("vault", 10_000, 0))
+                .await
+                .ok()?
+                .into_inner();
+            grant.acquired.then_some(grant)
+        },
+    )
+    .await;
+    assert!(
+        third.fencing_token > second.fencing_token,
+        "monotonic across changing majorities"
+    );
+    release(&ctx, "vault", &third.token).await.expect("release");
+
+    // Two nodes down: refused with a clear status.
+    nodes[2].kill();
+    let refused = ctx
+        .lock()
+        .acquire(acquire_req("vault", 10_000, 0))
+        .await
+        .expect_err("no majority");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("lock servers"), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_invalid_argument_naming_the_field() {
+    let ctx = TestContext::standalone().await;
+    let mut lock = ctx.lock();
+    let cases: Vec<(&str, Result<(), tonic::Status>)> = vec![
+        (
+            "resource",
+            lock.acquire(acquire_req("", 1000, 0)).await.map(drop),
+        ),
+        (
+            "resource",
+            lock.acquire(acquire_req("has space", 1000, 0))
+                .await
+                .map(drop),
+        ),
+        (
+            "ttl",
+            lock.acquire(AcquireRequest {
+                ttl: None,
+                ..acquire_req("r", 1000, 0)
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "wait",
+            lock.acquire(AcquireRequest {
+                wait: Some(PbDuration {
+                    seconds: -1,
+                    nanos: 0,
+                }),
+                ..acquire_req("r", 1000, 0)
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "lease_id",
+            lock.acquire(AcquireRequest {
+                lease_id: "a/b".into(),
+                ..acquire_req("r", 1000, 0)
+            })
+            .await
+            .map(drop),
+        ),
+        (
+            "ttl",
+            lock.hold(HoldRequest {
+                resource: "r".into(),
+                ttl: ms(10),
+                wait: None,
+            })
+            .await
+            .map(drop),
+        ),
+    ];
+    for (field, result) in cases {
+        let status = result.expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(
+            status.message().starts_with(&format!("{field}:")),
+            "{field}: {status:?}"
+        );
+    }
+    assert!(!describe(&ctx, "r").await.held, "nothing was granted");
+}
