@@ -156,6 +156,14 @@ class RedwireSmokeTest(unittest.TestCase):
         self.assertEqual(report["groups"], [("billing", 3)])
         self.assertEqual(report["dead_letter_stream"], "orders-demo:dead")
 
+    def test_leader_election_example(self):
+        """examples/python/leader_election.py: Hold hands over with a higher fence."""
+        leader_election = importlib.import_module("leader_election")
+        report = leader_election.run(self.addr)
+        first, second = report["leaders"]
+        self.assertGreater(second, first)
+        self.assertEqual(report["seat"], (True, False))
+
 
 if __name__ == "__main__":
     BINARY = os.path.abspath(sys.argv.pop(1))
