@@ -19,6 +19,7 @@
 //! - [`health`]: health reporting that follows Redis reachability.
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
 //! - [`telemetry`]: logging setup.
+//! - [`time`]: durations, timestamps and milliseconds on the wire.
 //! - [`proto`]: generated protobuf/gRPC code and the reflection descriptors.
 
 pub mod cache;
@@ -34,6 +35,7 @@ pub mod redis;
 pub mod server;
 pub mod stream;
 pub mod telemetry;
+pub mod time;
 pub mod validate;
 
 pub use config::Config;

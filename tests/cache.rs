@@ -1033,18 +1033,8 @@ async fn run_core_checks_on(ctx: &TestContext) {
 
 // ---------------------------------------------------------------- standalone
 
-macro_rules! standalone_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let ctx = crate::support::TestContext::standalone().await;
-            super::$name(&ctx).await;
-        }
-    )*};
-}
-
 mod standalone {
-    standalone_tests!(
+    crate::standalone_tests!(
         strings_and_conditions,
         ttls_expire_and_update,
         counters,

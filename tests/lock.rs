@@ -268,18 +268,8 @@ async fn run_core_checks_on(ctx: &TestContext) {
     hold_keeps_and_releases(ctx).await;
 }
 
-macro_rules! standalone_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let ctx = crate::support::TestContext::standalone().await;
-            super::$name(&ctx).await;
-        }
-    )*};
-}
-
 mod standalone {
-    standalone_tests!(
+    crate::standalone_tests!(
         contention_never_overlaps_and_fences_increase,
         expired_holders_are_fenced_off,
         waiters_are_woken_by_release_and_give_up_in_time,

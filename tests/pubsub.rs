@@ -193,18 +193,8 @@ async fn run_core_checks_on(ctx: &TestContext) {
     sharded_channels(ctx).await;
 }
 
-macro_rules! standalone_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let ctx = crate::support::TestContext::standalone().await;
-            super::$name(&ctx).await;
-        }
-    )*};
-}
-
 mod standalone {
-    standalone_tests!(
+    crate::standalone_tests!(
         channels_and_confirmation_before_publish,
         sequence_numbers_count_every_event,
         glob_patterns,

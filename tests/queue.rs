@@ -766,18 +766,8 @@ async fn run_core_checks_on(ctx: &TestContext) {
     concurrent_duplicate_ids_make_one_job(ctx).await;
 }
 
-macro_rules! standalone_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let ctx = crate::support::TestContext::standalone().await;
-            super::$name(&ctx).await;
-        }
-    )*};
-}
-
 mod standalone {
-    standalone_tests!(
+    crate::standalone_tests!(
         enqueue_consume_ack,
         delay_and_priority,
         lease_expiry_redelivers_once,

@@ -553,18 +553,8 @@ async fn run_core_checks_on(ctx: &TestContext) {
     resuming_consumers_get_their_pending_entries_first(ctx).await;
 }
 
-macro_rules! standalone_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let ctx = crate::support::TestContext::standalone().await;
-            super::$name(&ctx).await;
-        }
-    )*};
-}
-
 mod standalone {
-    standalone_tests!(
+    crate::standalone_tests!(
         append_and_range,
         tail_resumes_without_gap_or_duplicate,
         groups_share_and_each_group_sees_all,

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::proto::cache_server::Cache;
 use crate::proto::*;
 use crate::redis::keys::{Space, user_key};
+use crate::time::proto_duration;
 use crate::validate::{self, Limits};
 
 /// Default Bloom filter capacity when the request leaves it 0.
@@ -77,13 +78,6 @@ fn list_end(field: &str, value: i32, default: End) -> Result<End> {
         Ok(ListEnd::Front) => Ok(End::Front),
         Ok(ListEnd::Back) => Ok(End::Back),
         Err(_) => Err(Error::invalid(field, format!("unknown list end {value}"))),
-    }
-}
-
-fn to_proto_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }
 
@@ -234,7 +228,7 @@ impl Cache for CacheService {
             },
             Ttl::Expires(d) => GetTtlResponse {
                 exists: true,
-                ttl: Some(to_proto_duration(d)),
+                ttl: Some(proto_duration(d)),
             },
         };
         Ok(Response::new(reply))

@@ -13,6 +13,7 @@ use redis::Script;
 use crate::error::{Error, Result};
 use crate::redis::keys::hash_slot;
 use crate::redis::{Conn, Redis};
+use crate::time::millis;
 
 static CAS_SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cas_set.lua")));
 static INCREMENT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("increment.lua")));
@@ -99,11 +100,6 @@ pub struct Popped {
     pub key: String,
     /// The values, in pop order.
     pub values: Vec<Vec<u8>>,
-}
-
-/// Milliseconds for PX/PEXPIRE; callers validated that the duration is at least 1 ms.
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Cache operations over a [`Redis`] handle.

@@ -34,6 +34,7 @@ use crate::proto::*;
 use crate::pubsub::hub::Hub;
 use crate::pubsub::waker::Waker;
 use crate::redis::keys::LOCK_WAKE_CHANNEL;
+use crate::time::proto_duration;
 use crate::validate;
 
 /// Shortest ttl a Hold may use (it renews at a third of it).
@@ -237,10 +238,7 @@ impl Lock for LockService {
         let state = self.store.describe(&resource).await?;
         Ok(Response::new(DescribeResponse {
             held: state.held,
-            ttl: state.ttl.map(|d| prost_types::Duration {
-                seconds: i64::try_from(d.as_secs()).unwrap_or(0),
-                nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-            }),
+            ttl: state.ttl.map(proto_duration),
             fencing_token: state.fence,
             waiters: state.waiters,
         }))

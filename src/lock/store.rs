@@ -17,6 +17,7 @@ use redis::Script;
 use crate::error::{Error, Result};
 use crate::redis::Redis;
 use crate::redis::keys::{LOCK_WAKE_CHANNEL, lock_keys};
+use crate::time::millis as ms;
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("acquire.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
@@ -62,10 +63,6 @@ pub struct LockStore {
     main: Arc<Redis>,
     /// The lock servers: the main Redis alone, or the Redlock nodes.
     nodes: Vec<Arc<Redis>>,
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl LockStore {

@@ -18,11 +18,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
+use super::delivery;
 use super::store::QueueStore;
-use super::{delivery, millis, timestamp};
 use crate::error::Error;
 use crate::proto::{ConsumeRequest, ConsumeResponse, Outcome, consume_request, consume_response};
 use crate::pubsub::waker::Signal;
+use crate::time::{millis, proto_timestamp_ms as timestamp};
 use crate::validate;
 
 /// How long to wait before trying Redis again after it failed.

@@ -34,6 +34,7 @@ use crate::proto::queue_server::Queue;
 use crate::proto::*;
 use crate::pubsub::waker::Waker;
 use crate::redis::keys::QUEUE_WAKE_CHANNEL;
+use crate::time::{millis, proto_duration, proto_timestamp_ms as timestamp};
 use crate::validate::{self, Limits};
 
 /// Deliveries allowed when a job does not say.
@@ -228,18 +229,6 @@ impl QueueService {
                 () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
             }
         }
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Redis milliseconds since the epoch as a protobuf timestamp.
-fn timestamp(ms: u64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
-        nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
     }
 }
 
@@ -498,13 +487,8 @@ impl Queue for QueueService {
             dead: s.dead,
             paused: s.paused,
             rate_limit_max: s.rate_max,
-            rate_limit_window: (s.rate_max > 0).then(|| {
-                let d = Duration::from_millis(s.rate_window_ms);
-                prost_types::Duration {
-                    seconds: i64::try_from(d.as_secs()).unwrap_or(0),
-                    nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
-                }
-            }),
+            rate_limit_window: (s.rate_max > 0)
+                .then(|| proto_duration(Duration::from_millis(s.rate_window_ms))),
         }))
     }
 

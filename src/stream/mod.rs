@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::proto::stream_server::Stream;
 use crate::proto::*;
 use crate::redis::keys::DEAD_LETTER_SUFFIX;
+use crate::time::proto_duration;
 use crate::validate::{self, Limits};
 
 /// Entries per Range page when the request says 0.
@@ -146,13 +147,6 @@ fn to_entry(stream: &str, e: StoredEntry) -> Entry {
         id: e.id,
         fields: e.fields,
         deliveries: e.deliveries,
-    }
-}
-
-fn duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }
 
@@ -424,7 +418,7 @@ impl Stream for StreamService {
                 .map(|p| PendingEntry {
                     id: p.id,
                     consumer: p.consumer,
-                    idle: Some(duration(p.idle)),
+                    idle: Some(proto_duration(p.idle)),
                     deliveries: p.deliveries,
                 })
                 .collect(),
@@ -527,7 +521,7 @@ impl Stream for StreamService {
                         .map(|(name, pending, idle)| ConsumerInfo {
                             name,
                             pending,
-                            idle: Some(duration(Duration::from_millis(idle))),
+                            idle: Some(proto_duration(Duration::from_millis(idle))),
                         })
                         .collect(),
                     max_deliveries: g.max_deliveries,

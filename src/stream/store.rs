@@ -9,6 +9,7 @@ use redis::{Script, Value};
 use crate::error::{Error, Result};
 use crate::redis::keys::stream_keys;
 use crate::redis::{Conn, Redis};
+use crate::time::millis;
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
 
@@ -237,7 +238,7 @@ impl StreamStore {
         cmd.arg("COUNT")
             .arg(1000)
             .arg("BLOCK")
-            .arg(u64::try_from(wait.as_millis()).unwrap_or(1000).max(1));
+            .arg(millis(wait).max(1));
         cmd.arg("STREAMS").arg(&key).arg(after);
         let mut conn = self.redis.blocking().await?;
         let reply: Value = conn.query(&cmd, wait).await?;
@@ -416,7 +417,7 @@ impl StreamStore {
         cmd.arg(&key)
             .arg(group)
             .arg("IDLE")
-            .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
+            .arg(millis(min_idle))
             .arg(range.0)
             .arg(range.1)
             .arg(count);
@@ -456,7 +457,7 @@ impl StreamStore {
             .key(&groups)
             .arg(group)
             .arg(consumer)
-            .arg(u64::try_from(min_idle.as_millis()).unwrap_or(u64::MAX))
+            .arg(millis(min_idle))
             .arg(stream);
         match what {
             ClaimWhat::Scan { start, count } => {

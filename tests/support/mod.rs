@@ -26,6 +26,20 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// Declares one `#[tokio::test]` per named check function of the enclosing test
+/// file (`super::<name>(&ctx)`), each on its own fresh standalone Redis, so the
+/// checks also run in parallel; the cluster test runs the same functions in turn.
+#[macro_export]
+macro_rules! standalone_tests {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let ctx = $crate::support::TestContext::standalone().await;
+            super::$name(&ctx).await;
+        }
+    )*};
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
