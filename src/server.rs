@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::cache::{CacheService, CacheStore};
@@ -169,7 +169,6 @@ async fn serve(
     let local_addr = listener.local_addr().ok();
     let server = Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
-        .tcp_nodelay(true)
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -201,8 +200,10 @@ async fn serve(
                 .max_decoding_message_size(max_message)
                 .max_encoding_message_size(max_message),
         )
+        // The builder's tcp_nodelay does not apply to a caller-supplied listener; set it
+        // here, or small responses wait on delayed ACKs (~40 ms).
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
             token.clone().cancelled_owned(),
         );
     tracing::info!(addr = ?local_addr, cluster = redis.is_cluster(), "redwire listening");

@@ -1,0 +1,34 @@
+// BullMQ peer: N no-op jobs, C producers adding one job at a time, a worker with
+// concurrency C; prints one JSON line like redwire-bench's queue-e2e.
+// Usage: node bullmq.js <redis port> <jobs> <concurrency>
+const { Queue, Worker } = require('bullmq');
+
+async function main() {
+  const [port, jobs, concurrency] = process.argv.slice(2).map(Number);
+  const connection = { host: '127.0.0.1', port };
+  const name = `bench-bullmq-${Date.now()}`;
+  const queue = new Queue(name, { connection });
+  let done = 0;
+  let finish;
+  const finished = new Promise((resolve) => { finish = resolve; });
+  const worker = new Worker(name, async () => {}, { connection, concurrency });
+  worker.on('completed', () => { if (++done === jobs) finish(); });
+  await worker.waitUntilReady();
+  const started = process.hrtime.bigint();
+  let next = 0;
+  const producer = async () => {
+    while (next < jobs) {
+      next++;
+      await queue.add('job', { x: 1 }, { removeOnComplete: true, removeOnFail: true });
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, producer));
+  await finished;
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  console.log(JSON.stringify({ workload: 'BullmqE2e', ops: jobs, seconds, ops_per_sec: jobs / seconds, concurrency }));
+  await worker.close();
+  await queue.obliterate({ force: true });
+  await queue.close();
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });

@@ -1,0 +1,66 @@
+"""Summarises benchmark runs: reads JSON lines (one per run, any order, several
+repeats), takes the median of each workload, and prints the ratio table that
+docs/BENCHMARKS.md records.
+
+Usage: python3 bench/report.py results.jsonl [--markdown]
+"""
+
+import json
+import statistics
+import sys
+
+# (label, ours, peer, unit) -- ratio = ours / peer; higher is better for Redwire.
+PAIRS = [
+    ("Queue end-to-end vs BullMQ (target >= 2.0)", "QueueE2e", "BullmqE2e", "jobs/s"),
+    ("Queue end-to-end vs bee-queue (target >= 1.3)", "QueueE2e", "BeeQueueE2e", "jobs/s"),
+    ("Queue end-to-end vs direct store loop (design limit)", "QueueE2e", "DirectQueue", "jobs/s"),
+    ("Cache Get vs redis-benchmark GET -P 1 (target >= 0.5)", "CacheGet", "redis-benchmark GET P1", "ops/s"),
+    ("Cache Get vs direct store GET", "CacheGet", "DirectGet", "ops/s"),
+    ("GetMany keys vs redis-benchmark GET -P 16 (target >= 0.5)", "CacheGetMany", "redis-benchmark GET P16", "keys/s"),
+    ("Stream append vs redis-benchmark XADD -P 1 (target >= 0.5)", "StreamAppend", "redis-benchmark XADD P1", "ops/s"),
+    ("PubSub deliveries (target >= 200,000/s at 1,000 subscribers)", "Pubsub", None, "deliveries/s"),
+]
+
+
+def load(path):
+    runs = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            row = json.loads(line)
+            runs.setdefault(row["workload"], []).append(row)
+    return runs
+
+
+def median(rows, key):
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def main():
+    runs = load(sys.argv[1])
+    markdown = "--markdown" in sys.argv
+    print("| workload | runs | median ops/s | p50 µs | p99 µs | p99.9 µs | Redwire CPU s/1k | Redis CPU s/1k |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, rows in sorted(runs.items()):
+        cells = [median(rows, k) for k in ("ops_per_sec", "p50_us", "p99_us", "p999_us", "redwire_cpu_s_per_1k", "redis_cpu_s_per_1k")]
+        shown = ["-" if c is None else (f"{c:,.0f}" if i < 4 else f"{c:.4f}") for i, c in enumerate(cells)]
+        print(f"| {name} | {len(rows)} | " + " | ".join(shown) + " |")
+    print()
+    print("| comparison | Redwire | peer | ratio |")
+    print("|---|---|---|---|")
+    for label, ours, peer, unit in PAIRS:
+        a = median(runs.get(ours, []), "ops_per_sec")
+        b = median(runs.get(peer, []), "ops_per_sec") if peer else None
+        ratio = f"{a / b:.2f}" if a and b else "-"
+        a_text = f"{a:,.0f} {unit}" if a else "-"
+        b_text = f"{b:,.0f} {unit}" if b else "-"
+        print(f"| {label} | {a_text} | {b_text} | {ratio} |")
+    if not markdown:
+        return
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,824 @@
+//! `redwire-bench`: the load generator. Drives a running Redwire through the
+//! generated tonic clients (or, for the `direct-*` workloads, Redwire's own store
+//! layer straight on Redis — the same Redis work without gRPC: the limit of the
+//! design) and prints one JSON line of results per run.
+//!
+//! Closed loop by default (`--concurrency` workers, each issuing its next call when
+//! the last returns); `--rate` switches to a fixed arrival rate whose latencies are
+//! measured from each call's scheduled start, so queueing delay is not hidden
+//! (coordinated omission). Latencies go into an HDR histogram; CPU seconds of the
+//! Redwire and redis-server processes come from /proc when their pids are given.
+//!
+//! `scripts/bench` runs every workload against the peers and writes the tables.
+
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use redwire::proto::cache_client::CacheClient;
+use redwire::proto::lock_client::LockClient;
+use redwire::proto::pub_sub_client::PubSubClient;
+use redwire::proto::queue_client::QueueClient;
+use redwire::proto::stream_client::StreamClient;
+use redwire::proto::*;
+use tokio::sync::Mutex;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// Unary Cache.Get of one small key.
+    CacheGet,
+    /// Unary Cache.Set of one small key.
+    CacheSet,
+    /// Cache.GetMany of `--batch` keys per call (ops count keys).
+    CacheGetMany,
+    /// Queue.Enqueue of no-op jobs.
+    QueueEnqueue,
+    /// Consume (and ack) `--ops` pre-filled jobs with `--concurrency` consumers.
+    QueueConsume,
+    /// Producers and consumers at once; latency is enqueue → handler.
+    QueueE2e,
+    /// One publisher, `--subscribers` subscribers; ops count deliveries.
+    Pubsub,
+    /// Stream.Append of one-field entries.
+    StreamAppend,
+    /// ReadGroup + ack of `--ops` pre-filled entries with `--concurrency` consumers.
+    StreamGroup,
+    /// Acquire + release of one resource by `--concurrency` clients.
+    Lock,
+    /// Open `--subscribers` idle subscriptions and report memory and connections.
+    Idle,
+    /// Redwire's cache store directly on Redis: GET.
+    DirectGet,
+    /// Redwire's queue store directly on Redis: enqueue, then lease and ack.
+    DirectQueue,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Load generator for Redwire")]
+struct Args {
+    /// The workload.
+    #[arg(long, value_enum)]
+    workload: Workload,
+    /// Redwire's address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// Redis URL (for direct-* workloads and idle's connection count).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Operations to run.
+    #[arg(long, default_value_t = 10_000)]
+    ops: u64,
+    /// Concurrent workers (closed loop) or in-flight limit (fixed rate).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Fixed arrival rate in operations per second; 0 runs closed loop.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 16)]
+    payload_bytes: usize,
+    /// Keys per GetMany call.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Subscribers for pubsub and idle.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Redwire's pid, for CPU and memory figures.
+    #[arg(long)]
+    redwire_pid: Option<u32>,
+    /// redis-server's pid, for CPU figures.
+    #[arg(long)]
+    redis_pid: Option<u32>,
+    /// A name prefix, so repeated runs do not share keys.
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+}
+
+/// CPU seconds (user + system) of a process so far, from /proc/<pid>/stat.
+fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Resident memory of a process in bytes, from /proc/<pid>/status.
+fn rss_bytes(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+fn now_micros() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0),
+    )
+    .unwrap_or(0)
+}
+
+fn ms(n: u64) -> Option<prost_types::Duration> {
+    Some(redwire::time::proto_duration(Duration::from_millis(n)))
+}
+
+type Hist = Arc<Mutex<Histogram<u64>>>;
+
+fn histogram() -> Hist {
+    Arc::new(Mutex::new(
+        Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+    ))
+}
+
+/// Runs `op` `ops` times from `concurrency` workers (closed loop), or at `rate`.
+async fn drive<F, Fut>(args: &Args, hist: Hist, op: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    let workers = (0..args.concurrency).map(|_| {
+        let (next, hist, op) = (next.clone(), hist.clone(), op.clone());
+        let ops = args.ops;
+        tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= ops {
+                    return;
+                }
+                let scheduled = match interval {
+                    Some(gap) => {
+                        let at = started + gap * u32::try_from(i).unwrap_or(u32::MAX);
+                        tokio::time::sleep_until(at.into()).await;
+                        at
+                    }
+                    None => Instant::now(),
+                };
+                op(i).await;
+                let micros = u64::try_from(scheduled.elapsed().as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                let _ = hist.lock().await.record(micros);
+            }
+        })
+    });
+    futures::future::join_all(workers).await;
+    started.elapsed()
+}
+
+struct Report {
+    ops: u64,
+    elapsed: Duration,
+    hist: Option<Hist>,
+    extra: serde_json::Value,
+}
+
+async fn run(args: &Args, channel: Channel) -> Report {
+    let payload = vec![b'x'; args.payload_bytes];
+    let prefix = args.prefix.clone();
+    match args.workload {
+        Workload::CacheGet | Workload::CacheSet => {
+            let client = CacheClient::new(channel);
+            let key = format!("{prefix}:k");
+            client
+                .clone()
+                .set(SetRequest {
+                    key: key.clone(),
+                    value: payload.clone(),
+                    ..Default::default()
+                })
+                .await
+                .expect("set");
+            let hist = histogram();
+            let get = args.workload == Workload::CacheGet;
+            let elapsed = drive(args, hist.clone(), move |_| {
+                let (mut client, key, payload) = (client.clone(), key.clone(), payload.clone());
+                async move {
+                    if get {
+                        client.get(GetRequest { key }).await.expect("get");
+                    } else {
+                        client
+                            .set(SetRequest {
+                                key,
+                                value: payload,
+                                ..Default::default()
+                            })
+                            .await
+                            .expect("set");
+                    }
+                }
+            })
+            .await;
+            Report {
+                ops: args.ops,
+                elapsed,
+                hist: Some(hist),
+                extra: serde_json::json!({}),
+            }
+        }
+        Workload::CacheGetMany => {
+            let client = CacheClient::new(channel);
+            let keys: Vec<String> = (0..args.batch).map(|i| format!("{prefix}:m{i}")).collect();
+            let values = keys
+                .iter()
+                .map(|k| KeyValue {
+                    key: k.clone(),
+                    value: payload.clone(),
+                    found: false,
+                })
+                .collect();
+            client
+                .clone()
+                .set_many(SetManyRequest { values, ttl: None })
+                .await
+                .expect("set many");
+            let hist = histogram();
+            let calls = Args {
+                ops: args.ops / args.batch.max(1) as u64,
+                ..args.clone_for_drive()
+            };
+            let elapsed = drive(&calls, hist.clone(), move |_| {
+                let (mut client, keys) = (client.clone(), keys.clone());
+                async move {
+                    client
+                        .get_many(GetManyRequest { keys })
+                        .await
+                        .expect("get many");
+                }
+            })
+            .await;
+            Report {
+                ops: calls.ops * args.batch as u64,
+                elapsed,
+                hist: Some(hist),
+                extra: serde_json::json!({"batch": args.batch}),
+            }
+        }
+        Workload::QueueEnqueue => {
+            let client = QueueClient::new(channel);
+            let queue = format!("{prefix}-q");
+            let hist = histogram();
+            let elapsed = drive(args, hist.clone(), move |_| {
+                let (mut client, queue, payload) = (client.clone(), queue.clone(), payload.clone());
+                async move {
+                    client
+                        .enqueue(EnqueueRequest {
+                            queue,
+                            job: Some(JobSpec {
+                                payload,
+                                ..Default::default()
+                            }),
+                        })
+                        .await
+                        .expect("enqueue");
+                }
+            })
+            .await;
+            Report {
+                ops: args.ops,
+                elapsed,
+                hist: Some(hist),
+                extra: serde_json::json!({}),
+            }
+        }
+        Workload::QueueConsume | Workload::QueueE2e => queue_consume(args, channel, payload).await,
+        Workload::Pubsub => pubsub(args, channel, payload).await,
+        Workload::StreamAppend => {
+            let client = StreamClient::new(channel);
+            let stream = format!("{prefix}-s");
+            let hist = histogram();
+            let elapsed = drive(args, hist.clone(), move |_| {
+                let (mut client, stream, payload) =
+                    (client.clone(), stream.clone(), payload.clone());
+                async move {
+                    client
+                        .append(AppendRequest {
+                            stream,
+                            fields: [("v".to_owned(), payload)].into(),
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("append");
+                }
+            })
+            .await;
+            Report {
+                ops: args.ops,
+                elapsed,
+                hist: Some(hist),
+                extra: serde_json::json!({}),
+            }
+        }
+        Workload::StreamGroup => stream_group(args, channel, payload).await,
+        Workload::Lock => {
+            let client = LockClient::new(channel);
+            let resource = format!("{prefix}-lock");
+            let hist = histogram();
+            let elapsed = drive(args, hist.clone(), move |_| {
+                let (mut client, resource) = (client.clone(), resource.clone());
+                async move {
+                    let grant = client
+                        .acquire(AcquireRequest {
+                            resource: resource.clone(),
+                            ttl: ms(5_000),
+                            wait: ms(60_000),
+                            lease_id: String::new(),
+                        })
+                        .await
+                        .expect("acquire")
+                        .into_inner();
+                    client
+                        .release(ReleaseRequest {
+                            resource,
+                            token: grant.token,
+                        })
+                        .await
+                        .expect("release");
+                }
+            })
+            .await;
+            Report {
+                ops: args.ops,
+                elapsed,
+                hist: Some(hist),
+                extra: serde_json::json!({}),
+            }
+        }
+        Workload::Idle => idle(args, channel).await,
+        Workload::DirectGet | Workload::DirectQueue => direct(args, payload).await,
+    }
+}
+
+impl Args {
+    fn clone_for_drive(&self) -> Args {
+        Args {
+            workload: self.workload,
+            target: self.target.clone(),
+            redis_url: self.redis_url.clone(),
+            ops: self.ops,
+            concurrency: self.concurrency,
+            rate: self.rate,
+            payload_bytes: self.payload_bytes,
+            batch: self.batch,
+            subscribers: self.subscribers,
+            redwire_pid: self.redwire_pid,
+            redis_pid: self.redis_pid,
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+/// Consumers ack every job at once. For e2e, producers run alongside and each
+/// payload carries its enqueue time, so latency is enqueue → handler.
+async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Report {
+    let client = QueueClient::new(channel);
+    let queue = format!(
+        "{}-{}",
+        args.prefix,
+        if args.workload == Workload::QueueE2e {
+            "e2e"
+        } else {
+            "c"
+        }
+    );
+    let e2e = args.workload == Workload::QueueE2e;
+    if !e2e {
+        for chunk in (0..args.ops).collect::<Vec<_>>().chunks(500) {
+            let jobs = chunk
+                .iter()
+                .map(|_| JobSpec {
+                    payload: payload.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            client
+                .clone()
+                .enqueue_batch(EnqueueBatchRequest {
+                    queue: queue.clone(),
+                    jobs,
+                })
+                .await
+                .expect("prefill");
+        }
+    }
+    let hist = histogram();
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let producers = e2e.then(|| {
+        let producer_args = args.clone_for_drive();
+        let (client, queue) = (client.clone(), queue.clone());
+        tokio::spawn(async move {
+            drive(&producer_args, histogram(), move |_| {
+                let (mut client, queue) = (client.clone(), queue.clone());
+                async move {
+                    let job = JobSpec {
+                        payload: now_micros().to_string().into_bytes(),
+                        ..Default::default()
+                    };
+                    client
+                        .enqueue(EnqueueRequest {
+                            queue,
+                            job: Some(job),
+                        })
+                        .await
+                        .expect("enqueue");
+                }
+            })
+            .await
+        })
+    });
+    let consumers = (0..args.concurrency).map(|_| {
+        let (mut client, queue, hist, done) =
+            (client.clone(), queue.clone(), hist.clone(), done.clone());
+        let total = args.ops;
+        tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(256);
+            tx.send(ConsumeRequest {
+                message: Some(consume_request::Message::Subscribe(Subscribe {
+                    queue,
+                    max_in_flight: 32,
+                    lease: None,
+                })),
+            })
+            .await
+            .expect("subscribe");
+            let mut stream = client
+                .consume(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .expect("consume")
+                .into_inner();
+            while done.load(Ordering::Relaxed) < total {
+                let Ok(Some(Ok(message))) =
+                    tokio::time::timeout(Duration::from_millis(200), stream.next()).await
+                else {
+                    continue;
+                };
+                if let Some(consume_response::Message::Delivery(d)) = message.message {
+                    if e2e && let Ok(sent) = String::from_utf8_lossy(&d.payload).parse::<u64>() {
+                        let _ = hist
+                            .lock()
+                            .await
+                            .record(now_micros().saturating_sub(sent).max(1));
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    let ack = AckItem {
+                        job_id: d.job_id,
+                        lease_token: d.lease_token,
+                        result: Vec::new(),
+                    };
+                    if tx
+                        .send(ConsumeRequest {
+                            message: Some(consume_request::Message::Ack(ack)),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        })
+    });
+    futures::future::join_all(consumers).await;
+    let elapsed = started.elapsed();
+    if let Some(producers) = producers {
+        let _ = producers.await;
+    }
+    Report {
+        ops: done.load(Ordering::Relaxed),
+        elapsed,
+        hist: e2e.then_some(hist),
+        extra: serde_json::json!({"max_in_flight": 32}),
+    }
+}
+
+async fn pubsub(args: &Args, channel: Channel, _payload: Vec<u8>) -> Report {
+    let client = PubSubClient::new(channel);
+    let name = format!("{}-fanout", args.prefix);
+    let hist = histogram();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..args.subscribers {
+        let mut stream = client
+            .clone()
+            .subscribe(SubscribeRequest {
+                channels: vec![name.clone()],
+                ..Default::default()
+            })
+            .await
+            .expect("subscribe")
+            .into_inner();
+        stream.next().await.expect("subscribed").expect("ok");
+        let (hist, delivered, expect) = (hist.clone(), delivered.clone(), args.ops);
+        readers.push(tokio::spawn(async move {
+            let mut got = 0;
+            while got < expect {
+                let Ok(Some(Ok(event))) =
+                    tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+                else {
+                    return;
+                };
+                if let Some(subscribe_event::Event::Message(m)) = event.event {
+                    got += 1;
+                    delivered.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(sent) = String::from_utf8_lossy(&m.payload).parse::<u64>() {
+                        let _ = hist
+                            .lock()
+                            .await
+                            .record(now_micros().saturating_sub(sent).max(1));
+                    }
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    let publisher = Args {
+        concurrency: 1,
+        ..args.clone_for_drive()
+    };
+    drive(&publisher, histogram(), move |_| {
+        let (mut client, name) = (client.clone(), name.clone());
+        async move {
+            client
+                .publish(PublishRequest {
+                    channel: name,
+                    payload: now_micros().to_string().into_bytes(),
+                    sharded: false,
+                })
+                .await
+                .expect("publish");
+        }
+    })
+    .await;
+    futures::future::join_all(readers).await;
+    Report {
+        ops: delivered.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        hist: Some(hist),
+        extra: serde_json::json!({"subscribers": args.subscribers, "published": args.ops}),
+    }
+}
+
+async fn stream_group(args: &Args, channel: Channel, payload: Vec<u8>) -> Report {
+    let client = StreamClient::new(channel);
+    let stream = format!("{}-sg", args.prefix);
+    client
+        .clone()
+        .create_group(CreateGroupRequest {
+            stream: stream.clone(),
+            group: "g".into(),
+            start: "0".into(),
+            max_deliveries: 0,
+        })
+        .await
+        .expect("group");
+    for chunk in (0..args.ops).collect::<Vec<_>>().chunks(500) {
+        let entries = chunk
+            .iter()
+            .map(|_| NewEntry {
+                fields: [("v".to_owned(), payload.clone())].into(),
+                id: String::new(),
+            })
+            .collect();
+        client
+            .clone()
+            .append_batch(AppendBatchRequest {
+                stream: stream.clone(),
+                entries,
+                trim: None,
+            })
+            .await
+            .expect("prefill");
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let consumers = (0..args.concurrency).map(|i| {
+        let (mut client, stream, done) = (client.clone(), stream.clone(), done.clone());
+        let total = args.ops;
+        tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(256);
+            let open = OpenGroup {
+                stream,
+                group: "g".into(),
+                consumer: format!("c{i}"),
+                max_unacked: 32,
+                claim_idle: None,
+            };
+            tx.send(ReadGroupRequest {
+                message: Some(read_group_request::Message::Open(open)),
+            })
+            .await
+            .expect("open");
+            let mut events = client
+                .read_group(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .expect("read group")
+                .into_inner();
+            while done.load(Ordering::Relaxed) < total {
+                let Ok(Some(Ok(event))) =
+                    tokio::time::timeout(Duration::from_millis(200), events.next()).await
+                else {
+                    continue;
+                };
+                if let Some(read_group_event::Event::Entry(e)) = event.event {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    if tx
+                        .send(ReadGroupRequest {
+                            message: Some(read_group_request::Message::Ack(e.id)),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        })
+    });
+    futures::future::join_all(consumers).await;
+    Report {
+        ops: done.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        hist: None,
+        extra: serde_json::json!({}),
+    }
+}
+
+async fn idle(args: &Args, channel: Channel) -> Report {
+    let client = PubSubClient::new(channel);
+    let before = rss_bytes(args.redwire_pid);
+    let started = Instant::now();
+    let mut streams = Vec::with_capacity(args.subscribers);
+    for i in 0..args.subscribers {
+        let mut stream = client
+            .clone()
+            .subscribe(SubscribeRequest {
+                channels: vec![format!("{}-idle-{}", args.prefix, i % 100)],
+                ..Default::default()
+            })
+            .await
+            .expect("subscribe")
+            .into_inner();
+        stream.next().await.expect("subscribed").expect("ok");
+        streams.push(stream);
+    }
+    let after = rss_bytes(args.redwire_pid);
+    let connections = redis::Client::open(args.redis_url.as_str())
+        .and_then(|c| c.get_connection())
+        .and_then(|mut c| redis::cmd("CLIENT").arg("LIST").query::<String>(&mut c))
+        .map(|list| list.lines().count().saturating_sub(1))
+        .ok();
+    let per_stream = before
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(b) / args.subscribers.max(1) as u64);
+    Report {
+        ops: args.subscribers as u64,
+        elapsed: started.elapsed(),
+        hist: None,
+        extra: serde_json::json!({"rss_bytes_per_stream": per_stream, "redis_connections": connections}),
+    }
+}
+
+/// The same Redis work as the gRPC workloads, through Redwire's store layer.
+async fn direct(args: &Args, payload: Vec<u8>) -> Report {
+    let settings = redwire::redis::RedisSettings {
+        blocking_pool_size: 4,
+        command_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+    };
+    let redis =
+        Arc::new(redwire::redis::Redis::standalone(&args.redis_url, settings).expect("redis"));
+    let hist = histogram();
+    match args.workload {
+        Workload::DirectGet => {
+            let store = redwire::cache::CacheStore::new(redis);
+            let key = format!("rw:c:{}:k", args.prefix);
+            store
+                .set(
+                    &key,
+                    &payload,
+                    &redwire::cache::Condition::Always,
+                    redwire::cache::Expiry::Never,
+                )
+                .await
+                .expect("set");
+            let elapsed = drive(args, hist.clone(), move |_| {
+                let (store, key) = (store.clone(), key.clone());
+                async move {
+                    store.get(&key).await.expect("get");
+                }
+            })
+            .await;
+            Report {
+                ops: args.ops,
+                elapsed,
+                hist: Some(hist),
+                extra: serde_json::json!({}),
+            }
+        }
+        _ => {
+            let store = redwire::queue::QueueStore::new(redis);
+            let queue = format!("{}-direct", args.prefix);
+            let started = Instant::now();
+            let per_worker = args.ops / args.concurrency.max(1) as u64;
+            let workers = (0..args.concurrency).map(|w| {
+                let (store, queue, payload) = (store.clone(), queue.clone(), payload.clone());
+                tokio::spawn(async move {
+                    let mut done = 0;
+                    while done < per_worker {
+                        let jobs: Vec<redwire::queue::NewJob> = (0..32.min(per_worker - done))
+                            .map(|i| redwire::queue::NewJob {
+                                id: format!("{w}-{done}-{i}-{}", now_micros()),
+                                payload: payload.clone(),
+                                record: redwire::queue::JobRecord {
+                                    max_attempts: 3,
+                                    backoff_ms: 1000,
+                                    backoff_cap_ms: 3_600_000,
+                                    ..Default::default()
+                                },
+                                delay_ms: 0,
+                                deliver_at_ms: 0,
+                            })
+                            .collect();
+                        store.enqueue(&queue, &jobs).await.expect("enqueue");
+                        let leased = store
+                            .dequeue(&queue, jobs.len(), 30_000)
+                            .await
+                            .expect("dequeue")
+                            .jobs;
+                        let acks: Vec<(String, String, Vec<u8>)> = leased
+                            .into_iter()
+                            .map(|j| (j.id, j.record.token, Vec::new()))
+                            .collect();
+                        done += acks.len() as u64;
+                        store.ack(&queue, &acks).await.expect("ack");
+                    }
+                    done
+                })
+            });
+            let done: u64 = futures::future::join_all(workers)
+                .await
+                .into_iter()
+                .map(|r| r.unwrap_or(0))
+                .sum();
+            Report {
+                ops: done,
+                elapsed: started.elapsed(),
+                hist: None,
+                extra: serde_json::json!({"batch": 32}),
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let channel = Channel::from_shared(args.target.clone())
+        .expect("target uri")
+        .connect_lazy();
+    let (redwire_cpu, redis_cpu) = (cpu_seconds(args.redwire_pid), cpu_seconds(args.redis_pid));
+    let report = run(&args, channel).await;
+    let secs = report.elapsed.as_secs_f64();
+    let per_k = |before: Option<f64>, pid| {
+        before
+            .zip(cpu_seconds(pid))
+            .map(|(b, a)| (a - b) / (report.ops.max(1) as f64 / 1000.0))
+    };
+    let mut line = serde_json::json!({
+        "workload": format!("{:?}", args.workload),
+        "ops": report.ops,
+        "seconds": secs,
+        "ops_per_sec": report.ops as f64 / secs.max(1e-9),
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "redwire_cpu_s_per_1k": per_k(redwire_cpu, args.redwire_pid),
+        "redis_cpu_s_per_1k": per_k(redis_cpu, args.redis_pid),
+        "extra": report.extra,
+    });
+    if let Some(hist) = report.hist {
+        let h = hist.lock().await;
+        if !h.is_empty() {
+            line["p50_us"] = h.value_at_quantile(0.50).into();
+            line["p99_us"] = h.value_at_quantile(0.99).into();
+            line["p999_us"] = h.value_at_quantile(0.999).into();
+        }
+    }
+    println!("{line}");
+}
