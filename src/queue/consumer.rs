@@ -57,6 +57,10 @@ impl Consumer {
     /// Returns the status to end the stream with, or `None` when the client left.
     async fn serve(&mut self, inbound: &mut Streaming<ConsumeRequest>) -> Option<Status> {
         let mut redis_trouble = false;
+        // Look for work only with a reason: at start, after a wake-up, when acks
+        // free credits of a full consumer, or after a full batch (more may wait).
+        // An ack alone makes no job ready, so it does not cost a dequeue.
+        let mut look = true;
         loop {
             let signal = self.signal.clone();
             let woken = signal.notified();
@@ -64,13 +68,19 @@ impl Consumer {
             woken.as_mut().enable();
 
             let credits = self.max_in_flight.saturating_sub(self.held.len());
-            if credits > 0 && !redis_trouble {
+            if credits > 0 && look && !redis_trouble {
+                look = false;
                 match self
                     .store
                     .dequeue(&self.queue, credits, millis(self.lease))
                     .await
                 {
                     Ok(found) if !found.jobs.is_empty() => {
+                        look = found.jobs.len() == credits;
+                        if let Some(ms) = found.retry_in_ms {
+                            self.signal
+                                .wake_at(Instant::now() + Duration::from_millis(ms));
+                        }
                         for job in found.jobs {
                             self.held.insert(job.id.clone(), job.record.token.clone());
                             let message =
@@ -79,7 +89,9 @@ impl Consumer {
                                 return None;
                             }
                         }
-                        continue;
+                        if look {
+                            continue;
+                        }
                     }
                     Ok(found) => {
                         if let Some(ms) = found.retry_in_ms {
@@ -103,9 +115,11 @@ impl Consumer {
                         while let Some(Ok(Some(next))) = inbound.message().now_or_never() {
                             batch.push(next);
                         }
+                        let was_full = self.held.len() >= self.max_in_flight;
                         if let Err(status) = self.handle(batch).await {
                             return Some(status);
                         }
+                        look |= was_full && self.held.len() < self.max_in_flight;
                     }
                     Ok(None) => return None,
                     Err(status) => {
@@ -113,8 +127,11 @@ impl Consumer {
                         return None;
                     }
                 },
-                () = &mut woken, if credits > 0 => {}
-                () = tokio::time::sleep(REDIS_RETRY), if redis_trouble => redis_trouble = false,
+                () = &mut woken, if credits > 0 => look = true,
+                () = tokio::time::sleep(REDIS_RETRY), if redis_trouble => {
+                    redis_trouble = false;
+                    look = true;
+                }
                 () = self.tx.closed() => return None,
                 () = self.shutdown.cancelled() => return Some(Error::ShuttingDown.into()),
             }

@@ -1,9 +1,10 @@
 -- Leases up to ARGV[1] jobs (prelude: queue.lua). Expired leases and due delayed
 -- jobs are handled first, so a queue works even without the background reaper.
 -- ARGV[1]: most jobs   ARGV[2]: lease ms
--- Returns: { hint, id1, payload1, record1, id2, ... } where hint, when no job was
--- leased, is the ms until one may be ready (a delayed job falls due, a lease
--- expires, the rate limit frees a slot), or -1 when nothing is pending.
+-- Returns: { hint, id1, payload1, record1, id2, ... } where hint is the ms until
+-- more may be ready: when the rate limit cut the batch short, until it frees a
+-- slot; when no job was leased, until a delayed job falls due or a lease expires;
+-- otherwise -1.
 local now, usec = now_ms()
 expire_leases(now, usec, 100)
 promote_due(now, 1000)
@@ -15,8 +16,10 @@ end
 local want = tonumber(ARGV[1])
 local lease = tonumber(ARGV[2])
 local rate_max = tonumber(meta[2] or '0') or 0
+local window = 0
+local rate_limited = false
 if rate_max > 0 then
-  local window = tonumber(meta[3])
+  window = tonumber(meta[3])
   redis.call('ZREMRANGEBYSCORE', K.rate, '-inf', now - window)
   local allowed = rate_max - redis.call('ZCARD', K.rate)
   if allowed <= 0 then
@@ -24,6 +27,7 @@ if rate_max > 0 then
     out[1] = tonumber(oldest[2]) + window - now + 1
     return out
   end
+  rate_limited = allowed < want
   want = math.min(want, allowed)
 end
 local popped = redis.call('ZPOPMIN', K.waiting, want)
@@ -45,7 +49,10 @@ for i = 1, #popped, 2 do
     out[#out + 1] = cmsgpack.pack(rec)
   end
 end
-if #out == 1 then
+if rate_limited and #out > 1 then
+  local oldest = redis.call('ZRANGE', K.rate, 0, 0, 'WITHSCORES')
+  out[1] = tonumber(oldest[2]) + window - now + 1
+elseif #out == 1 then
   local soonest = nil
   for _, set in ipairs({ K.delayed, K.active }) do
     local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')

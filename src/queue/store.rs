@@ -75,7 +75,8 @@ pub struct Leased {
 pub struct Dequeued {
     /// The leased jobs.
     pub jobs: Vec<Leased>,
-    /// When no job was leased: ms until one may be ready (delayed job or rate limit).
+    /// Ms until more may be ready (the rate limit frees a slot, a delayed job falls
+    /// due, a lease expires), when known.
     pub retry_in_ms: Option<u64>,
 }
 
@@ -231,7 +232,7 @@ impl QueueStore {
             .collect::<Result<Vec<_>>>()?;
         let hint = int(hint)?;
         Ok(Dequeued {
-            retry_in_ms: (jobs.is_empty() && hint > 0).then(|| u64::try_from(hint).unwrap_or(0)),
+            retry_in_ms: (hint > 0).then(|| u64::try_from(hint).unwrap_or(0)),
             jobs,
         })
     }
