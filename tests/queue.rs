@@ -14,6 +14,10 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
+/// How long the crash test's clients back off before retrying a failed call, as a
+/// real client would (this is client behaviour, not a wait for a condition).
+const CLIENT_RETRY_BACKOFF: Duration = Duration::from_millis(50);
+
 fn ms(millis: u64) -> Option<PbDuration> {
     Some(PbDuration {
         seconds: i64::try_from(millis / 1000).expect("secs"),
@@ -919,7 +923,7 @@ async fn redis_kill_and_restart_loses_no_acknowledged_work() {
                         acknowledged.push(id);
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(CLIENT_RETRY_BACKOFF).await;
                 }
             }
             acknowledged
@@ -941,7 +945,7 @@ async fn redis_kill_and_restart_loses_no_acknowledged_work() {
                     })
                     .await
                 else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(CLIENT_RETRY_BACKOFF).await;
                     continue;
                 };
                 for d in reply.into_inner().jobs {
@@ -983,7 +987,6 @@ async fn redis_kill_and_restart_loses_no_acknowledged_work() {
     )
     .await;
     ctx.redis().kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     ctx.redis().restart();
 
     let acknowledged = producer.await.expect("producer");

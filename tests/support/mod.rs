@@ -40,6 +40,9 @@ macro_rules! standalone_tests {
     )*};
 }
 
+/// How often polling loops look again (they always end at a deadline).
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
@@ -55,7 +58,7 @@ where
             Instant::now() < deadline,
             "timed out after {timeout:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }
 
@@ -144,7 +147,7 @@ impl RedisServer {
                 self.child = Some(child);
                 return true;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(POLL_INTERVAL);
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -188,7 +191,7 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.spawn() {
             assert!(Instant::now() < deadline, "redis-server did not restart");
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(POLL_INTERVAL);
         }
     }
 
@@ -255,7 +258,7 @@ impl RedisCluster {
                 Instant::now() < deadline,
                 "cluster did not reach cluster_state:ok"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(POLL_INTERVAL);
         }
         cluster
     }
