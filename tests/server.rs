@@ -207,6 +207,79 @@ async fn embedded_redis_persists_to_the_data_dir_and_stops_with_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_left_behind_by_a_killed_run_is_shut_down_first_and_loses_nothing() {
+    // A redis-server on the data dir's socket, as a Redwire killed with -9 leaves it.
+    let dir = tempfile::Builder::new()
+        .prefix("rw-")
+        .tempdir()
+        .expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let socket = data.join("redis.sock");
+    let mut orphan = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+        ])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .arg("--dir")
+        .arg(&data)
+        .arg("--logfile")
+        .arg(data.join("orphan.log"))
+        .spawn()
+        .expect("start the orphan");
+    let url = format!("redis+unix://{}", socket.display());
+    let mut conn = support::eventually(Duration::from_secs(10), "the orphan to answer", || async {
+        redis::Client::open(url.as_str())
+            .ok()?
+            .get_connection()
+            .ok()
+    })
+    .await;
+    let _: () = redis::cmd("SET")
+        .arg("rw:c:left")
+        .arg("behind")
+        .query(&mut conn)
+        .expect("write");
+    drop(conn);
+
+    let ctx = TestContext::embedded_in(dir).await;
+    // Redwire waited for the orphan to stop answering before starting its own.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = orphan.try_wait().expect("wait on the orphan") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphan did not exit"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert!(
+        status.success(),
+        "the orphan was shut down cleanly: {status:?}"
+    );
+    let value = ctx
+        .cache()
+        .get(GetRequest { key: "left".into() })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        value.value, b"behind",
+        "its data was flushed and loaded by the new redis-server"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_redis_server_gets_one_clear_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = redwire::Config::from_args([

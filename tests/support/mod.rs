@@ -349,6 +349,11 @@ impl TestContext {
             .prefix("rw-")
             .tempdir()
             .expect("temp dir");
+        Self::embedded_in(dir).await
+    }
+
+    /// Redwire with its embedded redis-server in `<dir>/data`.
+    pub async fn embedded_in(dir: tempfile::TempDir) -> Self {
         let data = dir.path().join("data").display().to_string();
         Self::start(Backend::Embedded(dir), &["--data-dir", &data], &[]).await
     }
