@@ -68,6 +68,19 @@ impl Limits {
         Ok(())
     }
 
+    /// A requested number of items (jobs, entries, values): `default` when 0, and
+    /// at most `max_batch`.
+    pub fn count(&self, field: &str, value: u32, default: u32) -> Result<usize> {
+        let n = usize::try_from(if value == 0 { default } else { value }).unwrap_or(usize::MAX);
+        if n > self.max_batch {
+            return Err(Error::invalid(
+                field,
+                format!("is {n}; the limit is {}", self.max_batch),
+            ));
+        }
+        Ok(n)
+    }
+
     /// A non-empty batch of keys, each valid.
     pub fn keys(&self, field: &str, keys: &[String]) -> Result<()> {
         self.batch(field, keys)?;
@@ -182,6 +195,13 @@ mod tests {
                 .keys("keys", &["a".into(), "12345678".into()])
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn counts_default_and_stay_within_the_batch_limit() {
+        assert_eq!(LIMITS.count("count", 0, 1).expect("default"), 1);
+        assert_eq!(LIMITS.count("count", 2, 1).expect("within"), 2);
+        assert_eq!(field_of(LIMITS.count("count", 3, 1).map(drop)), "count");
     }
 
     #[test]

@@ -60,7 +60,7 @@ enum Workload {
     DirectQueue,
 }
 
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(about = "Load generator for Redwire")]
 struct Args {
     /// The workload.
@@ -251,7 +251,7 @@ async fn run(args: &Args, channel: Channel) -> Report {
             let hist = histogram();
             let calls = Args {
                 ops: args.ops / args.batch.max(1) as u64,
-                ..args.clone_for_drive()
+                ..args.clone()
             };
             let elapsed = drive(&calls, hist.clone(), move |_| {
                 let (mut client, keys) = (client.clone(), keys.clone());
@@ -365,25 +365,6 @@ async fn run(args: &Args, channel: Channel) -> Report {
     }
 }
 
-impl Args {
-    fn clone_for_drive(&self) -> Args {
-        Args {
-            workload: self.workload,
-            target: self.target.clone(),
-            redis_url: self.redis_url.clone(),
-            ops: self.ops,
-            concurrency: self.concurrency,
-            rate: self.rate,
-            payload_bytes: self.payload_bytes,
-            batch: self.batch,
-            subscribers: self.subscribers,
-            redwire_pid: self.redwire_pid,
-            redis_pid: self.redis_pid,
-            prefix: self.prefix.clone(),
-        }
-    }
-}
-
 /// Consumers ack every job at once. For e2e, producers run alongside and each
 /// payload carries its enqueue time, so latency is enqueue → handler.
 async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Report {
@@ -421,7 +402,7 @@ async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Repor
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let producers = e2e.then(|| {
-        let producer_args = args.clone_for_drive();
+        let producer_args = args.clone();
         let (client, queue) = (client.clone(), queue.clone());
         tokio::spawn(async move {
             drive(&producer_args, histogram(), move |_| {
@@ -550,7 +531,7 @@ async fn pubsub(args: &Args, channel: Channel, _payload: Vec<u8>) -> Report {
     let started = Instant::now();
     let publisher = Args {
         concurrency: 1,
-        ..args.clone_for_drive()
+        ..args.clone()
     };
     drive(&publisher, histogram(), move |_| {
         let (mut client, name) = (client.clone(), name.clone());

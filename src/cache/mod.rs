@@ -486,17 +486,7 @@ impl Cache for CacheService {
         let req = request.into_inner();
         let keys = self.keys("keys", &req.keys)?;
         let end = list_end("end", req.end, End::Front)?;
-        let count = match req.count {
-            0 => 1,
-            n if usize::try_from(n).is_ok_and(|n| n <= self.limits.max_batch) => n,
-            n => {
-                return Err(Error::invalid(
-                    "count",
-                    format!("is {n}; the limit is {}", self.limits.max_batch),
-                )
-                .into());
-            }
-        };
+        let count = self.limits.count("count", req.count, 1)?;
         let wait = validate::duration("wait", req.wait.as_ref())?.unwrap_or_default();
         let wait = deadline::bounded_wait(wait, deadline);
         let popped = if wait >= Duration::from_millis(1) {

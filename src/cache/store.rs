@@ -114,11 +114,6 @@ impl CacheStore {
         Self { redis }
     }
 
-    /// The Redis handle (for slot checks and blocking connections).
-    pub fn redis(&self) -> &Redis {
-        &self.redis
-    }
-
     async fn conn(&self) -> Result<Conn> {
         self.redis.conn().await
     }
@@ -573,7 +568,12 @@ impl CacheStore {
 
     /// LMPOP without waiting. On a cluster, keys in different slots are tried one
     /// slot group at a time, in request order; each pop is atomic.
-    pub async fn list_pop(&self, keys: &[String], end: End, count: u32) -> Result<Option<Popped>> {
+    pub async fn list_pop(
+        &self,
+        keys: &[String],
+        end: End,
+        count: usize,
+    ) -> Result<Option<Popped>> {
         let mut conn = self.conn().await?;
         for group in self.slot_runs(keys) {
             let mut cmd = redis::cmd("LMPOP");
@@ -613,7 +613,7 @@ impl CacheStore {
         &self,
         keys: &[String],
         end: End,
-        count: u32,
+        count: usize,
         wait: Duration,
     ) -> Result<Option<Popped>> {
         let mut cmd = redis::cmd("BLMPOP");

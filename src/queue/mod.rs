@@ -106,17 +106,6 @@ impl QueueService {
         Ok(validate::ttl(field, lease)?.unwrap_or(self.settings.default_lease))
     }
 
-    fn count(&self, field: &str, value: u32) -> Result<usize> {
-        let n = usize::try_from(value.max(1)).unwrap_or(usize::MAX);
-        if n > self.limits.max_batch {
-            return Err(Error::invalid(
-                field,
-                format!("is {n}; the limit is {}", self.limits.max_batch),
-            ));
-        }
-        Ok(n)
-    }
-
     /// Validates a job spec and turns it into a job to enqueue.
     fn new_job(&self, field: &str, spec: JobSpec) -> Result<NewJob> {
         let at = |name: &str| format!("{field}.{name}");
@@ -345,7 +334,9 @@ impl Queue for QueueService {
             }
         };
         validate::name("subscribe.queue", &subscribe.queue)?;
-        let max_in_flight = self.count("subscribe.max_in_flight", subscribe.max_in_flight)?;
+        let max_in_flight =
+            self.limits
+                .count("subscribe.max_in_flight", subscribe.max_in_flight, 1)?;
         let lease = self.lease("subscribe.lease", subscribe.lease.as_ref())?;
         let (tx, rx) = tokio::sync::mpsc::channel(max_in_flight + 16);
         let consumer = consumer::Consumer {
@@ -369,7 +360,7 @@ impl Queue for QueueService {
         let deadline = deadline::remaining(request.metadata());
         let req = request.into_inner();
         validate::name("queue", &req.queue)?;
-        let max = self.count("max_jobs", req.max_jobs)?;
+        let max = self.limits.count("max_jobs", req.max_jobs, 1)?;
         let lease = self.lease("lease", req.lease.as_ref())?;
         let wait = validate::duration("wait", req.wait.as_ref())?.unwrap_or_default();
         let until = Instant::now() + deadline::bounded_wait(wait, deadline);
@@ -498,14 +489,7 @@ impl Queue for QueueService {
     ) -> Result<Response<ListDeadResponse>, Status> {
         let req = request.into_inner();
         validate::name("queue", &req.queue)?;
-        let limit = self.count(
-            "limit",
-            if req.limit == 0 {
-                DEFAULT_PAGE
-            } else {
-                req.limit
-            },
-        )?;
+        let limit = self.limits.count("limit", req.limit, DEFAULT_PAGE)?;
         let offset = usize::try_from(req.offset).unwrap_or(usize::MAX);
         let (jobs, total) = self.store.list_dead(&req.queue, offset, limit).await?;
         Ok(Response::new(ListDeadResponse {

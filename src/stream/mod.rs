@@ -83,17 +83,6 @@ impl StreamService {
         }
         Ok(())
     }
-
-    fn count(&self, field: &str, value: u32, default: u32) -> Result<usize> {
-        let n = usize::try_from(if value == 0 { default } else { value }).unwrap_or(usize::MAX);
-        if n > self.limits.max_batch {
-            return Err(Error::invalid(
-                field,
-                format!("is {n}; the limit is {}", self.limits.max_batch),
-            ));
-        }
-        Ok(n)
-    }
 }
 
 /// A stream entry id: `<ms>` or `<ms>-<seq>`.
@@ -209,7 +198,7 @@ impl Stream for StreamService {
         let (low, high) = if req.reverse { ("+", "-") } else { ("-", "+") };
         let start = range_bound("start", &req.start, low)?;
         let end = range_bound("end", &req.end, high)?;
-        let count = self.count("count", req.count, DEFAULT_RANGE)?;
+        let count = self.limits.count("count", req.count, DEFAULT_RANGE)?;
         let entries = self
             .store
             .range(&req.stream, &start, &end, req.reverse, count)
@@ -336,7 +325,9 @@ impl Stream for StreamService {
             validate::name("open.consumer", &open.consumer)?;
             open.consumer
         };
-        let max_unacked = self.count("open.max_unacked", open.max_unacked, DEFAULT_UNACKED)?;
+        let max_unacked =
+            self.limits
+                .count("open.max_unacked", open.max_unacked, DEFAULT_UNACKED)?;
         let claim_idle = validate::ttl("open.claim_idle", open.claim_idle.as_ref())?;
         // Fail fast with NOT_FOUND when the group does not exist.
         self.store
@@ -387,7 +378,7 @@ impl Stream for StreamService {
         }
         let summary = self.store.pending_summary(&req.stream, &req.group).await?;
         let entries = if req.detail > 0 {
-            let count = self.count("detail", req.detail, 1)?;
+            let count = self.limits.count("detail", req.detail, 1)?;
             let min_idle =
                 validate::duration("min_idle", req.min_idle.as_ref())?.unwrap_or_default();
             let consumer = (!req.consumer.is_empty()).then_some(req.consumer.as_str());
@@ -467,7 +458,7 @@ impl Stream for StreamService {
         validate::name("group", &req.group)?;
         validate::name("consumer", &req.consumer)?;
         let min_idle = validate::duration("min_idle", req.min_idle.as_ref())?.unwrap_or_default();
-        let count = self.count("count", req.count, DEFAULT_RANGE)?;
+        let count = self.limits.count("count", req.count, DEFAULT_RANGE)?;
         let start = match req.start.as_str() {
             "" | "0-0" | "-" => "-".to_owned(),
             other => range_bound("start", other, "-")?,

@@ -146,11 +146,6 @@ impl StreamStore {
         Self { redis }
     }
 
-    /// The Redis handle (blocking reads for tails).
-    pub fn redis(&self) -> &Arc<Redis> {
-        &self.redis
-    }
-
     async fn conn(&self) -> Result<Conn> {
         self.redis.conn().await
     }
