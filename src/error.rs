@@ -12,7 +12,7 @@ use tonic::{Code, Status};
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every way a Redwire call can fail.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The request is malformed; `field` names the offending request field.
     #[error("{field}: {reason}")]

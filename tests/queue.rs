@@ -596,6 +596,67 @@ async fn concurrent_duplicate_ids_make_one_job(ctx: &TestContext) {
     assert_eq!(stats(ctx, q).await.waiting, 1);
 }
 
+/// Concurrent single enqueues share script calls (group commit); each caller
+/// still gets the outcome of its own job.
+async fn concurrent_enqueues_each_get_their_own_outcome(ctx: &TestContext) {
+    let q = "burst";
+    let calls = (0..100).map(|i| {
+        let mut client = ctx.queue();
+        async move {
+            let payload = format!("job {i}");
+            let reply = client
+                .enqueue(EnqueueRequest {
+                    queue: q.into(),
+                    job: Some(job(&payload)),
+                })
+                .await
+                .expect("enqueue")
+                .into_inner();
+            (reply, payload)
+        }
+    });
+    let replies = futures::future::join_all(calls).await;
+    assert!(replies.iter().all(|(r, _)| r.created));
+    let sent: HashMap<String, String> = replies
+        .into_iter()
+        .map(|(r, payload)| (r.job_id, payload))
+        .collect();
+    assert_eq!(sent.len(), 100, "every caller got its own job id");
+    let delivered = dequeue(ctx, q, 100, 0, 30_000).await;
+    assert_eq!(delivered.len(), 100);
+    for d in &delivered {
+        let payload = String::from_utf8(d.payload.clone()).expect("utf-8");
+        assert_eq!(sent.get(&d.job_id), Some(&payload), "job {}", d.job_id);
+    }
+}
+
+/// One wake-up for several jobs reaches as many one-credit consumers as needed:
+/// each consumer that fills up passes the wake-up on.
+async fn one_wake_up_serves_several_small_consumers(ctx: &TestContext) {
+    let q = "baton";
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(Stream::open(ctx, q, 1, 30_000).await);
+    }
+    ctx.queue()
+        .enqueue_batch(EnqueueBatchRequest {
+            queue: q.into(),
+            jobs: vec![job("a"), job("b"), job("c")],
+        })
+        .await
+        .expect("enqueue batch");
+    let mut payloads = HashSet::new();
+    for stream in &mut streams {
+        match stream.next().await {
+            consume_response::Message::Delivery(d) => {
+                payloads.insert(d.payload);
+            }
+            other => panic!("expected a delivery, got {other:?}"),
+        }
+    }
+    assert_eq!(payloads.len(), 3, "each consumer got a different job");
+}
+
 async fn ordering_groups(ctx: &TestContext) {
     let q = "groups";
     let jobs: Vec<(&str, &str)> = vec![
@@ -780,6 +841,8 @@ mod standalone {
         failing_handler_dead_letters_once,
         exponential_backoff_grows,
         concurrent_duplicate_ids_make_one_job,
+        concurrent_enqueues_each_get_their_own_outcome,
+        one_wake_up_serves_several_small_consumers,
         ordering_groups,
         pause_resume_and_rate_limit,
     );

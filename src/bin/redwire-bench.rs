@@ -774,7 +774,12 @@ async fn main() {
     let channel = Channel::from_shared(args.target.clone())
         .expect("target uri")
         .connect_lazy();
-    let (redwire_cpu, redis_cpu) = (cpu_seconds(args.redwire_pid), cpu_seconds(args.redis_pid));
+    let own_pid = Some(std::process::id());
+    let (redwire_cpu, redis_cpu, own_cpu) = (
+        cpu_seconds(args.redwire_pid),
+        cpu_seconds(args.redis_pid),
+        cpu_seconds(own_pid),
+    );
     let report = run(&args, channel).await;
     let secs = report.elapsed.as_secs_f64();
     let per_k = |before: Option<f64>, pid| {
@@ -791,6 +796,7 @@ async fn main() {
         "rate": args.rate,
         "redwire_cpu_s_per_1k": per_k(redwire_cpu, args.redwire_pid),
         "redis_cpu_s_per_1k": per_k(redis_cpu, args.redis_pid),
+        "bench_cpu_s_per_1k": per_k(own_cpu, own_pid),
         "extra": report.extra,
     });
     if let Some(hist) = report.hist {

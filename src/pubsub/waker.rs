@@ -1,7 +1,8 @@
 //! Named wake-ups without polling, shared by the Queue (ready jobs) and the Lock
 //! (released locks). A [`Waker`] listens on one pub/sub channel through the
-//! process's hub; scripts publish `"<count> <name>"` there, and the waker wakes up to
-//! `count` local waiters of that name. Idle waiters hold no Redis connection: they
+//! process's hub; scripts publish `"<count> <name>"` there, and the waker wakes one
+//! local waiter of that name, which passes the wake-up on when it could not take
+//! everything. Idle waiters hold no Redis connection: they
 //! wait on a [`Signal`] in memory.
 //!
 //! Pub/sub is lossy while the connection is down, so after every re-subscription
@@ -32,6 +33,12 @@ impl Signal {
     /// looking for work, so a wake-up in between is not lost.
     pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.notify.notified()
+    }
+
+    /// Wakes the next waiter: called by a waiter that took all it could while more
+    /// may be ready.
+    pub fn pass_on(&self) {
+        self.notify.notify_one();
     }
 
     /// Wakes one waiter at `at` (a delayed job's due time, the rate limit's next
@@ -91,19 +98,18 @@ impl Waker {
         signal
     }
 
-    fn wake(&self, queue: &str, count: u64) {
+    /// Wakes one waiter of `name`, however many jobs or locks became free: the
+    /// waiter takes what it can and passes the wake-up on when there may be more
+    /// ([`Signal::pass_on`]). Waking one per free item instead would send several
+    /// waiters to Redis for a batch the first one takes whole.
+    fn wake(&self, name: &str) {
         let signal = self
             .signals
             .lock()
             .ok()
-            .and_then(|s| s.get(queue).and_then(Weak::upgrade));
+            .and_then(|s| s.get(name).and_then(Weak::upgrade));
         if let Some(signal) = signal {
-            if count >= 64 {
-                signal.notify.notify_waiters();
-            }
-            for _ in 0..count.min(64) {
-                signal.notify.notify_one();
-            }
+            signal.notify.notify_one();
         }
     }
 
@@ -118,13 +124,13 @@ impl Waker {
         }
     }
 
-    /// Handles one wake message, `"<count> <queue>"`.
+    /// Handles one wake message, `"<count> <name>"`.
     fn dispatch(&self, payload: &[u8]) {
         let text = String::from_utf8_lossy(payload);
-        if let Some((count, queue)) = text.split_once(' ')
-            && let Ok(count) = count.parse::<u64>()
+        if let Some((count, name)) = text.split_once(' ')
+            && count.parse::<u64>().is_ok_and(|count| count > 0)
         {
-            self.wake(queue, count);
+            self.wake(name);
         }
     }
 

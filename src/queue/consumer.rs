@@ -62,12 +62,16 @@ impl Consumer {
         // An ack alone makes no job ready, so it does not cost a dequeue.
         let mut look = true;
         loop {
+            let credits = self.max_in_flight.saturating_sub(self.held.len());
             let signal = self.signal.clone();
             let woken = signal.notified();
             tokio::pin!(woken);
-            woken.as_mut().enable();
+            // Only a stream with credits listens: a full one must not swallow the
+            // wake-up another consumer could use.
+            if credits > 0 {
+                woken.as_mut().enable();
+            }
 
-            let credits = self.max_in_flight.saturating_sub(self.held.len());
             if credits > 0 && look && !redis_trouble {
                 look = false;
                 match self
@@ -77,6 +81,10 @@ impl Consumer {
                 {
                     Ok(found) if !found.jobs.is_empty() => {
                         look = found.jobs.len() == credits;
+                        if look {
+                            // More may be ready than this stream can take.
+                            self.signal.pass_on();
+                        }
                         if let Some(ms) = found.retry_in_ms {
                             self.signal
                                 .wake_at(Instant::now() + Duration::from_millis(ms));

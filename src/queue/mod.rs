@@ -11,6 +11,7 @@
 //! results, waiting, delayed, active, dead, completed, backlog, groups, meta, rate;
 //! `queue.lua` documents each. The registry `rw:queues` lists queue names.
 
+mod batcher;
 mod consumer;
 mod reaper;
 mod record;
@@ -25,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use batcher::EnqueueBatcher;
 pub use record::JobRecord;
 pub use store::{Dequeued, Enqueued, Leased, NewJob, QueueStore, Stats, StoredJob};
 
@@ -63,6 +65,7 @@ pub struct QueueSettings {
 #[derive(Debug, Clone)]
 pub struct QueueService {
     store: QueueStore,
+    batcher: Arc<EnqueueBatcher>,
     waker: Arc<Waker>,
     limits: Limits,
     settings: QueueSettings,
@@ -78,6 +81,7 @@ impl QueueService {
         shutdown: CancellationToken,
     ) -> Self {
         Self {
+            batcher: Arc::new(EnqueueBatcher::new(store.clone(), limits.max_batch)),
             store,
             waker: Arc::new(Waker::new(QUEUE_WAKE_CHANNEL)),
             limits,
@@ -206,6 +210,10 @@ impl QueueService {
             tokio::pin!(woken);
             woken.as_mut().enable();
             let found = self.store.dequeue(queue, max, millis(lease)).await?;
+            if found.jobs.len() == max {
+                // More may be ready than this call can take.
+                signal.pass_on();
+            }
             if !found.jobs.is_empty() || Instant::now() >= until {
                 return Ok(found.jobs);
             }
@@ -290,11 +298,8 @@ impl Queue for QueueService {
         let req = request.into_inner();
         validate::name("queue", &req.queue)?;
         let job = self.new_job("job", req.job.unwrap_or_default())?;
-        let mut result = self.store.enqueue(&req.queue, &[job]).await?;
-        let first = result
-            .pop()
-            .ok_or_else(|| Error::Internal("enqueue returned nothing".into()))?;
-        Ok(Response::new(enqueued(first)))
+        let outcome = self.batcher.enqueue(&req.queue, job).await?;
+        Ok(Response::new(enqueued(outcome)))
     }
 
     async fn enqueue_batch(

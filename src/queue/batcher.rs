@@ -1,0 +1,130 @@
+//! Group commit for unary `Enqueue`: concurrent calls for one queue share one
+//! script call.
+//!
+//! Each queue with enqueues in flight has a lane. The first caller opens it and a
+//! flush task starts; callers that arrive while a script call is running wait in the
+//! lane, and the next call takes all of them (up to `max_jobs` jobs and
+//! [`MAX_BATCH_BYTES`] of payload). A caller alone pays only a task hand-off: its
+//! script call starts at once. Many producers pay one script call, one Redis round
+//! trip and one wake-up per batch instead of per job.
+//!
+//! The flush runs in its own task, so a caller that goes away (its client
+//! cancelled) never strands the others. A batch is one atomic script call, as
+//! `EnqueueBatch` is; each caller gets its own job's outcome, or the batch's error.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::oneshot;
+
+use super::store::{Enqueued, NewJob, QueueStore};
+use crate::error::{Error, Result};
+
+/// Payload bytes one merged script call carries at most (a single larger job still
+/// goes alone).
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+type Reply = oneshot::Sender<Result<Enqueued>>;
+
+/// Merges concurrent single-job enqueues per queue.
+#[derive(Debug)]
+pub(super) struct EnqueueBatcher {
+    store: QueueStore,
+    /// Queue → jobs waiting for the next script call. A lane exists exactly while
+    /// its flush task runs.
+    lanes: Mutex<HashMap<String, Vec<(NewJob, Reply)>>>,
+    max_jobs: usize,
+}
+
+impl EnqueueBatcher {
+    /// A batcher over `store` merging at most `max_jobs` jobs per script call.
+    pub(super) fn new(store: QueueStore, max_jobs: usize) -> Self {
+        Self {
+            store,
+            lanes: Mutex::default(),
+            max_jobs: max_jobs.max(1),
+        }
+    }
+
+    /// Enqueues `job` on `queue`, in the next script call for that queue.
+    pub(super) async fn enqueue(self: &Arc<Self>, queue: &str, job: NewJob) -> Result<Enqueued> {
+        let (reply, outcome) = oneshot::channel();
+        let opened = {
+            let mut lanes = self.lanes();
+            match lanes.get_mut(queue) {
+                Some(lane) => {
+                    lane.push((job, reply));
+                    false
+                }
+                None => {
+                    lanes.insert(queue.to_owned(), vec![(job, reply)]);
+                    true
+                }
+            }
+        };
+        if opened {
+            tokio::spawn(self.clone().flush(queue.to_owned()));
+        }
+        outcome
+            .await
+            .map_err(|_| Error::Internal("the enqueue batch was dropped".into()))?
+    }
+
+    /// Runs script calls for `queue` until its lane is empty, then closes the lane.
+    async fn flush(self: Arc<Self>, queue: String) {
+        loop {
+            let Some(batch) = self.next_batch(&queue) else {
+                return;
+            };
+            let (jobs, replies): (Vec<NewJob>, Vec<Reply>) = batch.into_iter().unzip();
+            match self.store.enqueue(&queue, &jobs).await {
+                Ok(outcomes) if outcomes.len() == replies.len() => {
+                    for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Ok(outcomes) => {
+                    let e = Error::Internal(format!(
+                        "enqueue returned {} outcomes for {} jobs",
+                        outcomes.len(),
+                        replies.len()
+                    ));
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The lanes. Nothing panics while holding the lock, and a lane left half
+    /// updated is still consistent, so a poisoned lock is used as it is.
+    fn lanes(&self) -> MutexGuard<'_, HashMap<String, Vec<(NewJob, Reply)>>> {
+        self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the next batch off `queue`'s lane, or closes the lane when it is empty.
+    fn next_batch(&self, queue: &str) -> Option<Vec<(NewJob, Reply)>> {
+        let mut lanes = self.lanes();
+        let lane = lanes.get_mut(queue)?;
+        if lane.is_empty() {
+            lanes.remove(queue);
+            return None;
+        }
+        let mut bytes = 0;
+        let mut take = 0;
+        for (job, _) in lane.iter() {
+            if take == self.max_jobs || (take > 0 && bytes + job.payload.len() > MAX_BATCH_BYTES) {
+                break;
+            }
+            bytes += job.payload.len();
+            take += 1;
+        }
+        Some(lane.drain(..take).collect())
+    }
+}
