@@ -31,22 +31,29 @@ if rate_max > 0 then
   want = math.min(want, allowed)
 end
 local popped = redis.call('ZPOPMIN', K.waiting, want)
+-- One counter bump reserves a lease token for every popped job.
+local token = 0
+if #popped > 0 then
+  token = redis.call('HINCRBY', K.meta, 'lease', #popped / 2) - #popped / 2
+end
 for i = 1, #popped, 2 do
   local id = popped[i]
   local rec = load(id)
+  token = token + 1
   if rec then
     rec.att = rec.att + 1
-    rec.tok = tostring(redis.call('HINCRBY', K.meta, 'lease', 1))
+    rec.tok = tostring(token)
     rec.st = 'active'
     rec.due = now + lease
     redis.call('ZADD', K.active, rec.due, id)
-    save(id, rec)
+    local blob = cmsgpack.pack(rec)
+    redis.call('HSET', K.jobs, id, blob)
     if rate_max > 0 then
       redis.call('ZADD', K.rate, now, rec.tok)
     end
     out[#out + 1] = id
     out[#out + 1] = redis.call('HGET', K.payloads, id) or ''
-    out[#out + 1] = cmsgpack.pack(rec)
+    out[#out + 1] = blob
   end
 end
 if rate_limited and #out > 1 then

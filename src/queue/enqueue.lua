@@ -28,7 +28,7 @@ for i = 0, tonumber(ARGV[3]) - 1 do
       rec.due = due
       redis.call('ZADD', K.delayed, due, id)
     else
-      make_ready(id, rec)
+      make_ready(id, rec, rec.seq)
       ready = ready + 1
     end
     save(id, rec)

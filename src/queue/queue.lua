@@ -50,8 +50,9 @@ local function backlog_member(rec, id)
 end
 
 -- Makes a job deliverable: into waiting, or into its group's backlog when another
--- job of the group holds the group.
-local function make_ready(id, rec)
+-- job of the group holds the group. `seq` orders it among its priority (a fresh
+-- sequence number when nil).
+local function make_ready(id, rec, seq)
   rec.st = 'waiting'
   rec.due = 0
   if rec.g ~= '' then
@@ -62,7 +63,7 @@ local function make_ready(id, rec)
     end
     redis.call('HSET', K.groups, rec.g, id)
   end
-  local seq = redis.call('HINCRBY', K.meta, 'seq', 1)
+  seq = seq or redis.call('HINCRBY', K.meta, 'seq', 1)
   redis.call('ZADD', K.waiting, (1000 - rec.pr) * PRIORITY_SPAN + seq, id)
 end
 

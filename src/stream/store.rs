@@ -150,7 +150,8 @@ impl StreamStore {
         self.redis.conn().await
     }
 
-    /// XADDs entries in one MULTI/EXEC; returns their ids.
+    /// XADDs entries, several in one MULTI/EXEC (one alone needs none); returns
+    /// their ids.
     pub async fn append(
         &self,
         stream: &str,
@@ -159,7 +160,9 @@ impl StreamStore {
     ) -> Result<Vec<String>> {
         let key = stream_keys(stream).0;
         let mut pipe = redis::pipe();
-        pipe.atomic();
+        if entries.len() > 1 {
+            pipe.atomic();
+        }
         for (id, fields) in entries {
             let mut cmd = redis::cmd("XADD");
             cmd.arg(&key);
