@@ -17,7 +17,10 @@ PAIRS = [
     ("Cache Get vs redis-benchmark GET -P 1 (target >= 0.5)", "CacheGet", "redis-benchmark GET P1", "ops/s"),
     ("Cache Get vs direct store GET", "CacheGet", "DirectGet", "ops/s"),
     ("GetMany keys vs redis-benchmark GET -P 16 (target >= 0.5)", "CacheGetMany", "redis-benchmark GET P16", "keys/s"),
+    ("Cache Get vs gRPC floor (Health/Check, no Redis)", "CacheGet", "GrpcFloor", "ops/s"),
     ("Stream append vs redis-benchmark XADD -P 1 (target >= 0.5)", "StreamAppend", "redis-benchmark XADD P1", "ops/s"),
+    ("Stream append vs direct store XADD (target >= 0.5)", "StreamAppend", "DirectXadd", "ops/s"),
+    ("Stream group consume + ack vs direct XREADGROUP/XACK loop (target >= 0.5)", "StreamGroup", "DirectStreamGroup", "entries/s"),
     ("PubSub deliveries (target >= 200,000/s at 1,000 subscribers)", "Pubsub", None, "deliveries/s"),
 ]
 
@@ -42,10 +45,10 @@ def median(rows, key):
 def main():
     runs = load(sys.argv[1])
     markdown = "--markdown" in sys.argv
-    print("| workload | runs | median ops/s | p50 µs | p99 µs | p99.9 µs | Redwire CPU s/1k | Redis CPU s/1k |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| workload | runs | median ops/s | p50 µs | p99 µs | p99.9 µs | Redwire CPU s/1k | Redis CPU s/1k | load generator CPU s/1k |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, rows in sorted(runs.items()):
-        cells = [median(rows, k) for k in ("ops_per_sec", "p50_us", "p99_us", "p999_us", "redwire_cpu_s_per_1k", "redis_cpu_s_per_1k")]
+        cells = [median(rows, k) for k in ("ops_per_sec", "p50_us", "p99_us", "p999_us", "redwire_cpu_s_per_1k", "redis_cpu_s_per_1k", "bench_cpu_s_per_1k")]
         shown = ["-" if c is None else (f"{c:,.0f}" if i < 4 else f"{c:.4f}") for i, c in enumerate(cells)]
         print(f"| {name} | {len(rows)} | " + " | ".join(shown) + " |")
     print()

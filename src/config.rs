@@ -41,10 +41,6 @@ pub struct Config {
     #[arg(long, env = "REDWIRE_REDIS_SERVER_BIN", default_value = "redis-server")]
     pub redis_server_bin: PathBuf,
 
-    /// Most pooled Redis connections for ordinary commands (each is multiplexed).
-    #[arg(long, env = "REDWIRE_POOL_SIZE", default_value_t = 16)]
-    pub pool_size: usize,
-
     /// Most dedicated Redis connections for blocking commands (ListPop with a wait).
     /// When all are busy, further blocking calls fail with RESOURCE_EXHAUSTED.
     #[arg(long, env = "REDWIRE_BLOCKING_POOL_SIZE", default_value_t = 64)]
@@ -107,6 +103,12 @@ pub struct Config {
     /// How long shutdown waits for in-flight calls before exiting anyway.
     #[arg(long, env = "REDWIRE_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+
+    /// Threads that serve calls; 0 means one per CPU core. On a machine where
+    /// Redwire shares two or fewer cores with redis-server, 1 is faster (fewer
+    /// cross-thread wake-ups; see docs/BENCHMARKS.md).
+    #[arg(long, env = "REDWIRE_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
 
     /// Log format.
     #[arg(long, env = "REDWIRE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

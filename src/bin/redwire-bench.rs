@@ -28,6 +28,8 @@ use redwire::proto::*;
 use tokio::sync::Mutex;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,10 +56,18 @@ enum Workload {
     Lock,
     /// Open `--subscribers` idle subscriptions and report memory and connections.
     Idle,
+    /// Unary grpc.health.v1.Health/Check: the same server and transport with no
+    /// Redis behind it, the floor of any unary call's cost.
+    GrpcFloor,
     /// Redwire's cache store directly on Redis: GET.
     DirectGet,
     /// Redwire's queue store directly on Redis: enqueue, then lease and ack.
     DirectQueue,
+    /// Redwire's stream store directly on Redis: XADD of one entry.
+    DirectXadd,
+    /// XREADGROUP (32 at a time) + XACK of `--ops` pre-filled entries, directly on
+    /// Redis with `--concurrency` consumers.
+    DirectStreamGroup,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -90,6 +100,9 @@ struct Args {
     /// Subscribers for pubsub and idle.
     #[arg(long, default_value_t = 100)]
     subscribers: usize,
+    /// Load generator threads; 0 means one per CPU core.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Redwire's pid, for CPU and memory figures.
     #[arg(long)]
     redwire_pid: Option<u32>,
@@ -182,6 +195,49 @@ where
     started.elapsed()
 }
 
+/// Counts completed operations of a consuming workload and notes when the last
+/// one completed, so the time consumers take to notice the end is not measured.
+struct Progress {
+    done: AtomicU64,
+    total: u64,
+    started: Instant,
+    finished: std::sync::Mutex<Option<Instant>>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Arc<Self> {
+        Arc::new(Self {
+            done: AtomicU64::new(0),
+            total,
+            started: Instant::now(),
+            finished: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Counts one operation.
+    fn complete_one(&self) {
+        if self.done.fetch_add(1, Ordering::Relaxed) + 1 == self.total
+            && let Ok(mut finished) = self.finished.lock()
+        {
+            *finished = Some(Instant::now());
+        }
+    }
+
+    fn is_complete(&self) -> bool {
+        self.done.load(Ordering::Relaxed) >= self.total
+    }
+
+    fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// From the start to the last operation (or to now, if the run fell short).
+    fn elapsed(&self) -> Duration {
+        let finished = self.finished.lock().ok().and_then(|f| *f);
+        finished.unwrap_or_else(Instant::now) - self.started
+    }
+}
+
 struct Report {
     ops: u64,
     elapsed: Duration,
@@ -222,6 +278,26 @@ async fn run(args: &Args, channel: Channel) -> Report {
                             .await
                             .expect("set");
                     }
+                }
+            })
+            .await;
+            Report {
+                ops: args.ops,
+                elapsed,
+                hist: Some(hist),
+                extra: serde_json::json!({}),
+            }
+        }
+        Workload::GrpcFloor => {
+            let client = HealthClient::new(channel);
+            let hist = histogram();
+            let elapsed = drive(args, hist.clone(), move |_| {
+                let mut client = client.clone();
+                async move {
+                    client
+                        .check(HealthCheckRequest::default())
+                        .await
+                        .expect("health check");
                 }
             })
             .await;
@@ -361,7 +437,10 @@ async fn run(args: &Args, channel: Channel) -> Report {
             }
         }
         Workload::Idle => idle(args, channel).await,
-        Workload::DirectGet | Workload::DirectQueue => direct(args, payload).await,
+        Workload::DirectGet
+        | Workload::DirectQueue
+        | Workload::DirectXadd
+        | Workload::DirectStreamGroup => direct(args, payload).await,
     }
 }
 
@@ -399,11 +478,15 @@ async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Repor
         }
     }
     let hist = histogram();
-    let done = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
+    let progress = Progress::new(args.ops);
     let producers = e2e.then(|| {
         let producer_args = args.clone();
-        let (client, queue) = (client.clone(), queue.clone());
+        let client = QueueClient::new(
+            Channel::from_shared(args.target.clone())
+                .expect("target uri")
+                .connect_lazy(),
+        );
+        let queue = queue.clone();
         tokio::spawn(async move {
             drive(&producer_args, histogram(), move |_| {
                 let (mut client, queue) = (client.clone(), queue.clone());
@@ -425,9 +508,12 @@ async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Repor
         })
     });
     let consumers = (0..args.concurrency).map(|_| {
-        let (mut client, queue, hist, done) =
-            (client.clone(), queue.clone(), hist.clone(), done.clone());
-        let total = args.ops;
+        let (mut client, queue, hist, progress) = (
+            client.clone(),
+            queue.clone(),
+            hist.clone(),
+            progress.clone(),
+        );
         tokio::spawn(async move {
             let (tx, rx) = tokio::sync::mpsc::channel(256);
             tx.send(ConsumeRequest {
@@ -444,7 +530,7 @@ async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Repor
                 .await
                 .expect("consume")
                 .into_inner();
-            while done.load(Ordering::Relaxed) < total {
+            while !progress.is_complete() {
                 let Ok(Some(Ok(message))) =
                     tokio::time::timeout(Duration::from_millis(200), stream.next()).await
                 else {
@@ -457,7 +543,7 @@ async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Repor
                             .await
                             .record(now_micros().saturating_sub(sent).max(1));
                     }
-                    done.fetch_add(1, Ordering::Relaxed);
+                    progress.complete_one();
                     let ack = AckItem {
                         job_id: d.job_id,
                         lease_token: d.lease_token,
@@ -477,13 +563,12 @@ async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Repor
         })
     });
     futures::future::join_all(consumers).await;
-    let elapsed = started.elapsed();
     if let Some(producers) = producers {
         let _ = producers.await;
     }
     Report {
-        ops: done.load(Ordering::Relaxed),
-        elapsed,
+        ops: progress.done(),
+        elapsed: progress.elapsed(),
         hist: e2e.then_some(hist),
         extra: serde_json::json!({"max_in_flight": 32}),
     }
@@ -587,11 +672,9 @@ async fn stream_group(args: &Args, channel: Channel, payload: Vec<u8>) -> Report
             .await
             .expect("prefill");
     }
-    let done = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
+    let progress = Progress::new(args.ops);
     let consumers = (0..args.concurrency).map(|i| {
-        let (mut client, stream, done) = (client.clone(), stream.clone(), done.clone());
-        let total = args.ops;
+        let (mut client, stream, progress) = (client.clone(), stream.clone(), progress.clone());
         tokio::spawn(async move {
             let (tx, rx) = tokio::sync::mpsc::channel(256);
             let open = OpenGroup {
@@ -611,14 +694,14 @@ async fn stream_group(args: &Args, channel: Channel, payload: Vec<u8>) -> Report
                 .await
                 .expect("read group")
                 .into_inner();
-            while done.load(Ordering::Relaxed) < total {
+            while !progress.is_complete() {
                 let Ok(Some(Ok(event))) =
                     tokio::time::timeout(Duration::from_millis(200), events.next()).await
                 else {
                     continue;
                 };
                 if let Some(read_group_event::Event::Entry(e)) = event.event {
-                    done.fetch_add(1, Ordering::Relaxed);
+                    progress.complete_one();
                     if tx
                         .send(ReadGroupRequest {
                             message: Some(read_group_request::Message::Ack(e.id)),
@@ -634,8 +717,8 @@ async fn stream_group(args: &Args, channel: Channel, payload: Vec<u8>) -> Report
     });
     futures::future::join_all(consumers).await;
     Report {
-        ops: done.load(Ordering::Relaxed),
-        elapsed: started.elapsed(),
+        ops: progress.done(),
+        elapsed: progress.elapsed(),
         hist: None,
         extra: serde_json::json!({}),
     }
@@ -713,6 +796,74 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
                 extra: serde_json::json!({}),
             }
         }
+        Workload::DirectXadd => {
+            let store = redwire::stream::StreamStore::new(redis);
+            let stream = format!("{}-direct-s", args.prefix);
+            let elapsed = drive(args, hist.clone(), move |_| {
+                let (store, stream, payload) = (store.clone(), stream.clone(), payload.clone());
+                async move {
+                    let entry = (String::new(), [("v".to_owned(), payload)].into());
+                    store.append(&stream, &[entry], None).await.expect("xadd");
+                }
+            })
+            .await;
+            Report {
+                ops: args.ops,
+                elapsed,
+                hist: Some(hist),
+                extra: serde_json::json!({}),
+            }
+        }
+        Workload::DirectStreamGroup => {
+            let store = redwire::stream::StreamStore::new(redis);
+            let stream = format!("{}-direct-sg", args.prefix);
+            store
+                .create_group(&stream, "g", "0", 0)
+                .await
+                .expect("group");
+            for chunk in (0..args.ops).collect::<Vec<_>>().chunks(500) {
+                let entries: Vec<_> = chunk
+                    .iter()
+                    .map(|_| (String::new(), [("v".to_owned(), payload.clone())].into()))
+                    .collect();
+                store
+                    .append(&stream, &entries, None)
+                    .await
+                    .expect("prefill");
+            }
+            let started = Instant::now();
+            let workers = (0..args.concurrency).map(|w| {
+                let (store, stream) = (store.clone(), stream.clone());
+                tokio::spawn(async move {
+                    let consumer = format!("c{w}");
+                    let mut done = 0;
+                    loop {
+                        let entries = store
+                            .read_group(&stream, "g", &consumer, ">", 32)
+                            .await
+                            .expect("xreadgroup");
+                        if entries.is_empty() {
+                            return done;
+                        }
+                        let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
+                        done += ids.len() as u64;
+                        store.ack(&stream, "g", &ids).await.expect("xack");
+                    }
+                })
+            });
+            let done: u64 = futures::future::join_all(workers)
+                .await
+                .into_iter()
+                .map(|r| r.unwrap_or(0))
+                .sum();
+            Report {
+                ops: done,
+                elapsed: started.elapsed(),
+                hist: None,
+                extra: serde_json::json!({"batch": 32}),
+            }
+        }
+        // DirectQueue (run() sends only direct workloads here).
         _ => {
             let store = redwire::queue::QueueStore::new(redis);
             let queue = format!("{}-direct", args.prefix);
@@ -768,9 +919,21 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        runtime.worker_threads(args.threads);
+    }
+    runtime
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(measure(args));
+}
+
+/// Runs the workload and prints its JSON line.
+async fn measure(args: Args) {
     let channel = Channel::from_shared(args.target.clone())
         .expect("target uri")
         .connect_lazy();
