@@ -7,11 +7,6 @@ use clap::Parser;
 use redwire::Config;
 use tokio::net::TcpListener;
 
-// Many small short-lived allocations per call (HTTP/2 frames, protobuf messages,
-// Redis replies): mimalloc spends less CPU on them than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let config = Config::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
