@@ -12,7 +12,7 @@
 //! - [`deadline`]: the caller's gRPC deadline, to bound blocking waits.
 //! - [`redis`]: connections by purpose, the key schema, the embedded redis-server.
 //! - [`cache`]: the `redwire.v1.Cache` service.
-//! - [`queue`]: the `redwire.v1.Queue` service (job queue, waker, reaper).
+//! - [`queue`]: the `redwire.v1.Queue` service (job queue, enqueue batching, reaper).
 //! - [`pubsub`]: the `redwire.v1.PubSub` service and the per-process subscriber hub.
 //! - [`stream`]: the `redwire.v1.Stream` service (event logs, groups, dead letters).
 //! - [`lock`]: the `redwire.v1.Lock` service (fencing tokens, Hold, Redlock).

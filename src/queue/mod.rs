@@ -1,8 +1,9 @@
 //! `redwire.v1.Queue`: an at-least-once job queue.
 //!
 //! Layout: `store.rs` (one script call per operation), `record.rs` (the job record
-//! the scripts share with Rust), `reaper.rs` (background lease expiry and delayed
-//! promotion), and the scripts: `queue.lua` (shared prelude: key list, record
+//! the scripts share with Rust), `batcher.rs` (group commit of concurrent unary
+//! enqueues), `consumer.rs` (Consume streams), `reaper.rs` (background lease expiry
+//! and delayed promotion), and the scripts: `queue.lua` (shared prelude: key list, record
 //! format, group hand-over, backoff), `enqueue.lua`, `dequeue.lua`, `ack.lua`,
 //! `nack.lua`, `extend.lua`, `reap.lua`, `redrive.lua`, `purge.lua`. Idle consumers
 //! are woken through `crate::pubsub::waker` (channel `rw:q:wake`).
