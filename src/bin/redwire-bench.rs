@@ -238,6 +238,22 @@ impl Progress {
     }
 }
 
+/// Runs `op` `--ops` times (closed loop, or at `--rate`) and reports its latencies.
+async fn closed_loop<F, Fut>(args: &Args, extra: serde_json::Value, op: F) -> Report
+where
+    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let hist = histogram();
+    let elapsed = drive(args, hist.clone(), op).await;
+    Report {
+        ops: args.ops,
+        elapsed,
+        hist: Some(hist),
+        extra,
+    }
+}
+
 struct Report {
     ops: u64,
     elapsed: Duration,
@@ -261,9 +277,8 @@ async fn run(args: &Args, channel: Channel) -> Report {
                 })
                 .await
                 .expect("set");
-            let hist = histogram();
             let get = args.workload == Workload::CacheGet;
-            let elapsed = drive(args, hist.clone(), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_| {
                 let (mut client, key, payload) = (client.clone(), key.clone(), payload.clone());
                 async move {
                     if get {
@@ -280,18 +295,11 @@ async fn run(args: &Args, channel: Channel) -> Report {
                     }
                 }
             })
-            .await;
-            Report {
-                ops: args.ops,
-                elapsed,
-                hist: Some(hist),
-                extra: serde_json::json!({}),
-            }
+            .await
         }
         Workload::GrpcFloor => {
             let client = HealthClient::new(channel);
-            let hist = histogram();
-            let elapsed = drive(args, hist.clone(), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_| {
                 let mut client = client.clone();
                 async move {
                     client
@@ -300,13 +308,7 @@ async fn run(args: &Args, channel: Channel) -> Report {
                         .expect("health check");
                 }
             })
-            .await;
-            Report {
-                ops: args.ops,
-                elapsed,
-                hist: Some(hist),
-                extra: serde_json::json!({}),
-            }
+            .await
         }
         Workload::CacheGetMany => {
             let client = CacheClient::new(channel);
@@ -349,8 +351,7 @@ async fn run(args: &Args, channel: Channel) -> Report {
         Workload::QueueEnqueue => {
             let client = QueueClient::new(channel);
             let queue = format!("{prefix}-q");
-            let hist = histogram();
-            let elapsed = drive(args, hist.clone(), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_| {
                 let (mut client, queue, payload) = (client.clone(), queue.clone(), payload.clone());
                 async move {
                     client
@@ -365,21 +366,14 @@ async fn run(args: &Args, channel: Channel) -> Report {
                         .expect("enqueue");
                 }
             })
-            .await;
-            Report {
-                ops: args.ops,
-                elapsed,
-                hist: Some(hist),
-                extra: serde_json::json!({}),
-            }
+            .await
         }
         Workload::QueueConsume | Workload::QueueE2e => queue_consume(args, channel, payload).await,
         Workload::Pubsub => pubsub(args, channel, payload).await,
         Workload::StreamAppend => {
             let client = StreamClient::new(channel);
             let stream = format!("{prefix}-s");
-            let hist = histogram();
-            let elapsed = drive(args, hist.clone(), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_| {
                 let (mut client, stream, payload) =
                     (client.clone(), stream.clone(), payload.clone());
                 async move {
@@ -393,20 +387,13 @@ async fn run(args: &Args, channel: Channel) -> Report {
                         .expect("append");
                 }
             })
-            .await;
-            Report {
-                ops: args.ops,
-                elapsed,
-                hist: Some(hist),
-                extra: serde_json::json!({}),
-            }
+            .await
         }
         Workload::StreamGroup => stream_group(args, channel, payload).await,
         Workload::Lock => {
             let client = LockClient::new(channel);
             let resource = format!("{prefix}-lock");
-            let hist = histogram();
-            let elapsed = drive(args, hist.clone(), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_| {
                 let (mut client, resource) = (client.clone(), resource.clone());
                 async move {
                     let grant = client
@@ -428,13 +415,7 @@ async fn run(args: &Args, channel: Channel) -> Report {
                         .expect("release");
                 }
             })
-            .await;
-            Report {
-                ops: args.ops,
-                elapsed,
-                hist: Some(hist),
-                extra: serde_json::json!({}),
-            }
+            .await
         }
         Workload::Idle => idle(args, channel).await,
         Workload::DirectGet
@@ -768,7 +749,6 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
     };
     let redis =
         Arc::new(redwire::redis::Redis::standalone(&args.redis_url, settings).expect("redis"));
-    let hist = histogram();
     match args.workload {
         Workload::DirectGet => {
             let store = redwire::cache::CacheStore::new(redis);
@@ -782,37 +762,25 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
                 )
                 .await
                 .expect("set");
-            let elapsed = drive(args, hist.clone(), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_| {
                 let (store, key) = (store.clone(), key.clone());
                 async move {
                     store.get(&key).await.expect("get");
                 }
             })
-            .await;
-            Report {
-                ops: args.ops,
-                elapsed,
-                hist: Some(hist),
-                extra: serde_json::json!({}),
-            }
+            .await
         }
         Workload::DirectXadd => {
             let store = redwire::stream::StreamStore::new(redis);
             let stream = format!("{}-direct-s", args.prefix);
-            let elapsed = drive(args, hist.clone(), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_| {
                 let (store, stream, payload) = (store.clone(), stream.clone(), payload.clone());
                 async move {
                     let entry = (String::new(), [("v".to_owned(), payload)].into());
                     store.append(&stream, &[entry], None).await.expect("xadd");
                 }
             })
-            .await;
-            Report {
-                ops: args.ops,
-                elapsed,
-                hist: Some(hist),
-                extra: serde_json::json!({}),
-            }
+            .await
         }
         Workload::DirectStreamGroup => {
             let store = redwire::stream::StreamStore::new(redis);
