@@ -61,49 +61,31 @@ async fn strings_and_conditions(ctx: &TestContext) {
         expected: expected.to_vec(),
         ..Default::default()
     };
-    let written = |r: tonic::Response<SetResponse>| r.into_inner().written;
-    assert!(!written(
-        cache
-            .set(cond("s:a", b"x", SetCondition::IfAbsent, b""))
+    // (key, value, condition, expected, written?)
+    type Case = (
+        &'static str,
+        &'static [u8],
+        SetCondition,
+        &'static [u8],
+        bool,
+    );
+    let cases: [Case; 7] = [
+        ("s:a", b"x", SetCondition::IfAbsent, b"", false),
+        ("s:b", b"two", SetCondition::IfAbsent, b"", true),
+        ("s:c", b"x", SetCondition::IfPresent, b"", false),
+        ("s:b", b"2", SetCondition::IfPresent, b"", true),
+        ("s:b", b"3", SetCondition::IfEqual, b"wrong", false),
+        ("s:b", b"3", SetCondition::IfEqual, b"2", true),
+        ("s:absent", b"3", SetCondition::IfEqual, b"", false),
+    ];
+    for (key, value, condition, expected, written) in cases {
+        let reply = cache
+            .set(cond(key, value, condition, expected))
             .await
-            .expect("nx")
-    ));
-    assert!(written(
-        cache
-            .set(cond("s:b", b"two", SetCondition::IfAbsent, b""))
-            .await
-            .expect("nx")
-    ));
-    assert!(!written(
-        cache
-            .set(cond("s:c", b"x", SetCondition::IfPresent, b""))
-            .await
-            .expect("xx")
-    ));
-    assert!(written(
-        cache
-            .set(cond("s:b", b"2", SetCondition::IfPresent, b""))
-            .await
-            .expect("xx")
-    ));
-    assert!(!written(
-        cache
-            .set(cond("s:b", b"3", SetCondition::IfEqual, b"wrong"))
-            .await
-            .expect("cas")
-    ));
-    assert!(written(
-        cache
-            .set(cond("s:b", b"3", SetCondition::IfEqual, b"2"))
-            .await
-            .expect("cas")
-    ));
-    assert!(!written(
-        cache
-            .set(cond("s:absent", b"3", SetCondition::IfEqual, b""))
-            .await
-            .expect("cas")
-    ));
+            .expect("conditional set")
+            .into_inner();
+        assert_eq!(reply.written, written, "{condition:?} set of {key}");
+    }
     assert_eq!(get(ctx, "s:b").await.as_deref(), Some(&b"3"[..]));
     assert_eq!(get(ctx, "s:c").await, None);
 

@@ -77,20 +77,25 @@ impl EnqueueBatcher {
                 return;
             };
             let (jobs, replies): (Vec<NewJob>, Vec<Reply>) = batch.into_iter().unzip();
-            match self.store.enqueue(&queue, &jobs).await {
-                Ok(outcomes) if outcomes.len() == replies.len() => {
+            let outcomes = self
+                .store
+                .enqueue(&queue, &jobs)
+                .await
+                .and_then(|outcomes| {
+                    if outcomes.len() == replies.len() {
+                        Ok(outcomes)
+                    } else {
+                        Err(Error::Internal(format!(
+                            "enqueue returned {} outcomes for {} jobs",
+                            outcomes.len(),
+                            replies.len()
+                        )))
+                    }
+                });
+            match outcomes {
+                Ok(outcomes) => {
                     for (outcome, reply) in outcomes.into_iter().zip(replies) {
                         let _ = reply.send(Ok(outcome));
-                    }
-                }
-                Ok(outcomes) => {
-                    let e = Error::Internal(format!(
-                        "enqueue returned {} outcomes for {} jobs",
-                        outcomes.len(),
-                        replies.len()
-                    ));
-                    for reply in replies {
-                        let _ = reply.send(Err(e.clone()));
                     }
                 }
                 Err(e) => {
