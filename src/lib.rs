@@ -17,6 +17,8 @@
 //! - [`stream`]: the `redwire.v1.Stream` service (event logs, groups, dead letters).
 //! - [`lock`]: the `redwire.v1.Lock` service (fencing tokens, Hold, Redlock).
 //! - [`health`]: health reporting that follows Redis reachability.
+//! - [`producer`]: producer streams (EnqueueStream, AppendStream): one reply per
+//!   message, in order, what has arrived handled as one batch.
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
 //! - [`telemetry`]: logging setup.
 //! - [`time`]: durations, timestamps and milliseconds on the wire.
@@ -28,6 +30,7 @@ pub mod deadline;
 pub mod error;
 pub mod health;
 pub mod lock;
+pub mod producer;
 pub mod proto;
 pub mod pubsub;
 pub mod queue;

@@ -630,6 +630,81 @@ async fn concurrent_enqueues_each_get_their_own_outcome(ctx: &TestContext) {
     }
 }
 
+/// Jobs sent on EnqueueStream without waiting get one reply each, in order; a bad
+/// job gets its own failure naming the field and the stream goes on; the jobs of
+/// each queue are delivered in the order sent.
+async fn enqueue_stream_replies_in_order(ctx: &TestContext) {
+    let queues = ["produce-a", "produce-b"];
+    let (tx, rx) = mpsc::channel(64);
+    let mut replies = ctx
+        .queue()
+        .enqueue_stream(ReceiverStream::new(rx))
+        .await
+        .expect("enqueue stream")
+        .into_inner();
+    let mut sent = Vec::new();
+    for i in 0..40 {
+        let queue = queues[i % 2];
+        let mut spec = job(&format!("job {i}"));
+        let mut queue = queue.to_owned();
+        match i {
+            10 => queue = "not a queue name".into(),
+            21 => spec.priority = 5_000,
+            30 | 32 => spec.job_id = "same-id".into(),
+            _ => {}
+        }
+        sent.push((queue.clone(), spec.payload.clone()));
+        tx.send(EnqueueRequest {
+            queue,
+            job: Some(spec),
+        })
+        .await
+        .expect("send");
+    }
+    drop(tx);
+    let mut outcomes = Vec::new();
+    while let Some(reply) = replies.message().await.expect("reply stream") {
+        outcomes.push(reply.result.expect("a result"));
+    }
+    assert_eq!(outcomes.len(), 40, "one reply per job, then the end");
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match (i, outcome) {
+            (10, enqueue_stream_response::Result::Failed(f)) => {
+                assert_eq!(f.code, Code::InvalidArgument as i32);
+                assert!(f.message.contains("queue"), "{f:?}");
+            }
+            (21, enqueue_stream_response::Result::Failed(f)) => {
+                assert_eq!(f.code, Code::InvalidArgument as i32);
+                assert!(f.message.contains("job.priority"), "{f:?}");
+            }
+            (32, enqueue_stream_response::Result::Enqueued(e)) => {
+                assert!(!e.created, "the second job with one id is the first one");
+                assert_eq!(e.job_id, "same-id");
+            }
+            (10 | 21, other) => panic!("job {i}: expected a failure, got {other:?}"),
+            (_, enqueue_stream_response::Result::Enqueued(e)) => assert!(e.created, "job {i}"),
+            (_, other) => panic!("job {i}: expected enqueued, got {other:?}"),
+        }
+    }
+    for queue in queues {
+        let expected: Vec<Vec<u8>> = sent
+            .iter()
+            .enumerate()
+            .filter(|(i, (q, _))| q == queue && ![21, 32].contains(i))
+            .map(|(_, (_, payload))| payload.clone())
+            .collect();
+        let delivered: Vec<Vec<u8>> = dequeue(ctx, queue, 100, 0, 30_000)
+            .await
+            .into_iter()
+            .map(|d| d.payload)
+            .collect();
+        assert_eq!(
+            delivered, expected,
+            "queue {queue}: every job once, in order"
+        );
+    }
+}
+
 /// One wake-up for several jobs reaches as many one-credit consumers as needed:
 /// each consumer that fills up passes the wake-up on.
 async fn one_wake_up_serves_several_small_consumers(ctx: &TestContext) {
@@ -829,6 +904,7 @@ async fn run_core_checks_on(ctx: &TestContext) {
     failing_handler_dead_letters_once(ctx).await;
     ordering_groups(ctx).await;
     concurrent_duplicate_ids_make_one_job(ctx).await;
+    enqueue_stream_replies_in_order(ctx).await;
 }
 
 mod standalone {
@@ -842,6 +918,7 @@ mod standalone {
         exponential_backoff_grows,
         concurrent_duplicate_ids_make_one_job,
         concurrent_enqueues_each_get_their_own_outcome,
+        enqueue_stream_replies_in_order,
         one_wake_up_serves_several_small_consumers,
         ordering_groups,
         pause_resume_and_rate_limit,

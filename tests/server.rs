@@ -125,11 +125,41 @@ async fn shutdown_reports_not_serving_first_and_ends_blocking_calls_within_grace
     })
     .await;
 
+    // A producer stream open at shutdown: its replies so far arrived, then it ends
+    // with UNAVAILABLE (resend what got no reply).
+    let (producer, requests) = tokio::sync::mpsc::channel(4);
+    let mut replies = ctx
+        .queue()
+        .enqueue_stream(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await
+        .expect("enqueue stream")
+        .into_inner();
+    producer
+        .send(EnqueueRequest {
+            queue: "before-shutdown".into(),
+            job: Some(JobSpec::default()),
+        })
+        .await
+        .expect("send");
+    let reply = replies.message().await.expect("reply").expect("a reply");
+    assert!(
+        matches!(
+            reply.result,
+            Some(enqueue_stream_response::Result::Enqueued(_))
+        ),
+        "{reply:?}"
+    );
+
     let took = ctx.stop().await;
     assert!(
         took < Duration::from_secs(5),
         "shutdown took {took:?}, past the 5s grace"
     );
+    let ended = replies
+        .message()
+        .await
+        .expect_err("the producer stream ends with an error");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
     let status = blocked
         .await
         .expect("task")

@@ -545,8 +545,87 @@ async fn resuming_consumers_get_their_pending_entries_first(ctx: &TestContext) {
     assert_eq!(fresh, vec![2, 3]);
 }
 
+/// Entries sent on AppendStream without waiting get one reply each, in order, and
+/// land in the order sent; a bad entry (no fields, an id Redis refuses) gets its own
+/// failure and writes nothing, and the stream goes on.
+async fn append_stream_keeps_order(ctx: &TestContext) {
+    let s = "produced";
+    let first = append(ctx, s, 0).await;
+    let (tx, rx) = mpsc::channel(64);
+    let mut replies = ctx
+        .stream()
+        .append_stream(ReceiverStream::new(rx))
+        .await
+        .expect("append stream")
+        .into_inner();
+    for n in 1..=30u32 {
+        let mut request = AppendRequest {
+            stream: s.into(),
+            fields: fields(&[("n", &n.to_string())]),
+            ..Default::default()
+        };
+        match n {
+            10 => request.id = "1-1".into(), // below the stream's last id
+            20 => request.fields.clear(),
+            25 => request.stream = "other-stream".into(),
+            _ => {}
+        }
+        tx.send(request).await.expect("send");
+    }
+    drop(tx);
+    let mut ids = Vec::new();
+    while let Some(reply) = replies.message().await.expect("reply stream") {
+        ids.push(reply.result.expect("a result"));
+    }
+    assert_eq!(ids.len(), 30, "one reply per entry, then the end");
+    let mut appended = vec![first];
+    for (n, result) in (1..=30u32).zip(ids) {
+        match (n, result) {
+            (10, append_stream_response::Result::Failed(f)) => {
+                assert_eq!(f.code, Code::InvalidArgument as i32, "{f:?}");
+                assert!(f.message.contains("id"), "{f:?}");
+            }
+            (20, append_stream_response::Result::Failed(f)) => {
+                assert_eq!(f.code, Code::InvalidArgument as i32, "{f:?}");
+                assert!(f.message.contains("fields"), "{f:?}");
+            }
+            (10 | 20, other) => panic!("entry {n}: expected a failure, got {other:?}"),
+            (25, append_stream_response::Result::Appended(_)) => {}
+            (_, append_stream_response::Result::Appended(a)) => appended.push(a.id),
+            (_, other) => panic!("entry {n}: expected appended, got {other:?}"),
+        }
+    }
+    let stored = ctx
+        .stream()
+        .range(RangeRequest {
+            stream: s.into(),
+            count: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner()
+        .entries;
+    let stored_ids: Vec<String> = stored.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(stored_ids, appended, "exactly the replied ids, in order");
+    let numbers: Vec<u32> = stored
+        .iter()
+        .map(|e| {
+            String::from_utf8_lossy(&e.fields["n"])
+                .parse()
+                .expect("number")
+        })
+        .collect();
+    let expected: Vec<u32> = (0..=30).filter(|n| ![10, 20, 25].contains(n)).collect();
+    assert_eq!(
+        numbers, expected,
+        "in the order sent, nothing from failed entries"
+    );
+}
+
 async fn run_core_checks_on(ctx: &TestContext) {
     append_and_range(ctx).await;
+    append_stream_keeps_order(ctx).await;
     tail_resumes_without_gap_or_duplicate(ctx).await;
     groups_share_and_each_group_sees_all(ctx).await;
     dead_consumers_are_claimed_then_dead_lettered_once(ctx).await;
@@ -556,6 +635,7 @@ async fn run_core_checks_on(ctx: &TestContext) {
 mod standalone {
     crate::standalone_tests!(
         append_and_range,
+        append_stream_keeps_order,
         tail_resumes_without_gap_or_duplicate,
         groups_share_and_each_group_sees_all,
         dead_consumers_are_claimed_then_dead_lettered_once,

@@ -42,14 +42,22 @@ enum Workload {
     CacheGetMany,
     /// Queue.Enqueue of no-op jobs.
     QueueEnqueue,
+    /// Queue.EnqueueStream of no-op jobs: one producer stream per worker, each
+    /// waiting for a job's reply before sending the next.
+    QueueEnqueueStream,
     /// Consume (and ack) `--ops` pre-filled jobs with `--concurrency` consumers.
     QueueConsume,
-    /// Producers and consumers at once; latency is enqueue → handler.
+    /// Producers (unary Enqueue) and consumers at once; latency is enqueue → handler.
     QueueE2e,
+    /// As queue-e2e, with producers on EnqueueStream (one reply awaited per job).
+    QueueE2eStream,
     /// One publisher, `--subscribers` subscribers; ops count deliveries.
     Pubsub,
     /// Stream.Append of one-field entries.
     StreamAppend,
+    /// Stream.AppendStream of one-field entries: one producer stream per worker,
+    /// each waiting for an entry's reply before sending the next.
+    StreamAppendStream,
     /// ReadGroup + ack of `--ops` pre-filled entries with `--concurrency` consumers.
     StreamGroup,
     /// Acquire + release of one resource by `--concurrency` clients.
@@ -157,16 +165,17 @@ fn histogram() -> Hist {
     ))
 }
 
-/// Runs `op` `ops` times from `concurrency` workers (closed loop), or at `rate`.
+/// Runs `op(worker, i)` `ops` times from `concurrency` workers (closed loop), or at
+/// `rate`.
 async fn drive<F, Fut>(args: &Args, hist: Hist, op: F) -> Duration
 where
-    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
-    let workers = (0..args.concurrency).map(|_| {
+    let workers = (0..args.concurrency).map(|worker| {
         let (next, hist, op) = (next.clone(), hist.clone(), op.clone());
         let ops = args.ops;
         tokio::spawn(async move {
@@ -183,7 +192,7 @@ where
                     }
                     None => Instant::now(),
                 };
-                op(i).await;
+                op(worker, i).await;
                 let micros = u64::try_from(scheduled.elapsed().as_micros())
                     .unwrap_or(u64::MAX)
                     .max(1);
@@ -241,7 +250,7 @@ impl Progress {
 /// Runs `op` `--ops` times (closed loop, or at `--rate`) and reports its latencies.
 async fn closed_loop<F, Fut>(args: &Args, extra: serde_json::Value, op: F) -> Report
 where
-    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let hist = histogram();
@@ -261,6 +270,75 @@ struct Report {
     extra: serde_json::Value,
 }
 
+/// One worker's open producer stream (EnqueueStream, AppendStream): sends one
+/// message and waits for its reply, as a unary call would, without a new call.
+struct ProducerStream<Req, Resp> {
+    tx: tokio::sync::mpsc::Sender<Req>,
+    replies: tonic::Streaming<Resp>,
+}
+
+impl<Req, Resp> ProducerStream<Req, Resp> {
+    async fn call(&mut self, request: Req) -> Resp {
+        self.tx.send(request).await.expect("producer stream open");
+        self.replies
+            .message()
+            .await
+            .expect("producer stream reply")
+            .expect("one reply per message")
+    }
+}
+
+/// One producer stream per worker, opened by `open` before the clock starts.
+type ProducerStreams<Req, Resp> = Arc<Vec<Mutex<ProducerStream<Req, Resp>>>>;
+
+async fn producer_streams<Req, Resp, F, Fut>(workers: usize, open: F) -> ProducerStreams<Req, Resp>
+where
+    F: Fn(tokio_stream::wrappers::ReceiverStream<Req>) -> Fut,
+    Fut: std::future::Future<Output = tonic::Streaming<Resp>>,
+{
+    let mut streams = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let replies = open(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+        streams.push(Mutex::new(ProducerStream { tx, replies }));
+    }
+    Arc::new(streams)
+}
+
+/// One EnqueueStream per worker of `args`, on `client`.
+async fn enqueue_streams(
+    args: &Args,
+    client: &QueueClient<Channel>,
+) -> ProducerStreams<EnqueueRequest, EnqueueStreamResponse> {
+    producer_streams(args.concurrency, |requests| {
+        let mut client = client.clone();
+        async move {
+            client
+                .enqueue_stream(requests)
+                .await
+                .expect("enqueue stream")
+                .into_inner()
+        }
+    })
+    .await
+}
+
+/// Sends one job on worker `worker`'s stream and checks that it was enqueued.
+async fn enqueue_on(
+    streams: &ProducerStreams<EnqueueRequest, EnqueueStreamResponse>,
+    worker: usize,
+    request: EnqueueRequest,
+) {
+    let reply = streams[worker].lock().await.call(request).await;
+    assert!(
+        matches!(
+            reply.result,
+            Some(enqueue_stream_response::Result::Enqueued(_))
+        ),
+        "enqueue failed: {reply:?}"
+    );
+}
+
 async fn run(args: &Args, channel: Channel) -> Report {
     let payload = vec![b'x'; args.payload_bytes];
     let prefix = args.prefix.clone();
@@ -278,7 +356,7 @@ async fn run(args: &Args, channel: Channel) -> Report {
                 .await
                 .expect("set");
             let get = args.workload == Workload::CacheGet;
-            closed_loop(args, serde_json::json!({}), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_, _| {
                 let (mut client, key, payload) = (client.clone(), key.clone(), payload.clone());
                 async move {
                     if get {
@@ -299,7 +377,7 @@ async fn run(args: &Args, channel: Channel) -> Report {
         }
         Workload::GrpcFloor => {
             let client = HealthClient::new(channel);
-            closed_loop(args, serde_json::json!({}), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_, _| {
                 let mut client = client.clone();
                 async move {
                     client
@@ -331,7 +409,7 @@ async fn run(args: &Args, channel: Channel) -> Report {
                 ops: args.ops / args.batch.max(1) as u64,
                 ..args.clone()
             };
-            let elapsed = drive(&calls, hist.clone(), move |_| {
+            let elapsed = drive(&calls, hist.clone(), move |_, _| {
                 let (mut client, keys) = (client.clone(), keys.clone());
                 async move {
                     client
@@ -351,7 +429,7 @@ async fn run(args: &Args, channel: Channel) -> Report {
         Workload::QueueEnqueue => {
             let client = QueueClient::new(channel);
             let queue = format!("{prefix}-q");
-            closed_loop(args, serde_json::json!({}), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_, _| {
                 let (mut client, queue, payload) = (client.clone(), queue.clone(), payload.clone());
                 async move {
                     client
@@ -368,12 +446,33 @@ async fn run(args: &Args, channel: Channel) -> Report {
             })
             .await
         }
-        Workload::QueueConsume | Workload::QueueE2e => queue_consume(args, channel, payload).await,
+        Workload::QueueEnqueueStream => {
+            let queue = format!("{prefix}-qs");
+            let streams = enqueue_streams(args, &QueueClient::new(channel)).await;
+            closed_loop(args, serde_json::json!({}), move |worker, _| {
+                let (streams, queue, payload) = (streams.clone(), queue.clone(), payload.clone());
+                async move {
+                    let job = JobSpec {
+                        payload,
+                        ..Default::default()
+                    };
+                    let request = EnqueueRequest {
+                        queue,
+                        job: Some(job),
+                    };
+                    enqueue_on(&streams, worker, request).await;
+                }
+            })
+            .await
+        }
+        Workload::QueueConsume | Workload::QueueE2e | Workload::QueueE2eStream => {
+            queue_consume(args, channel, payload).await
+        }
         Workload::Pubsub => pubsub(args, channel, payload).await,
         Workload::StreamAppend => {
             let client = StreamClient::new(channel);
             let stream = format!("{prefix}-s");
-            closed_loop(args, serde_json::json!({}), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_, _| {
                 let (mut client, stream, payload) =
                     (client.clone(), stream.clone(), payload.clone());
                 async move {
@@ -389,11 +488,45 @@ async fn run(args: &Args, channel: Channel) -> Report {
             })
             .await
         }
+        Workload::StreamAppendStream => {
+            let client = StreamClient::new(channel);
+            let stream = format!("{prefix}-ss");
+            let streams = producer_streams(args.concurrency, |requests| {
+                let mut client = client.clone();
+                async move {
+                    client
+                        .append_stream(requests)
+                        .await
+                        .expect("append stream")
+                        .into_inner()
+                }
+            })
+            .await;
+            closed_loop(args, serde_json::json!({}), move |worker, _| {
+                let (streams, stream, payload) = (streams.clone(), stream.clone(), payload.clone());
+                async move {
+                    let request = AppendRequest {
+                        stream,
+                        fields: [("v".to_owned(), payload)].into(),
+                        ..Default::default()
+                    };
+                    let reply = streams[worker].lock().await.call(request).await;
+                    assert!(
+                        matches!(
+                            reply.result,
+                            Some(append_stream_response::Result::Appended(_))
+                        ),
+                        "append failed: {reply:?}"
+                    );
+                }
+            })
+            .await
+        }
         Workload::StreamGroup => stream_group(args, channel, payload).await,
         Workload::Lock => {
             let client = LockClient::new(channel);
             let resource = format!("{prefix}-lock");
-            closed_loop(args, serde_json::json!({}), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_, _| {
                 let (mut client, resource) = (client.clone(), resource.clone());
                 async move {
                     let grant = client
@@ -432,13 +565,13 @@ async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Repor
     let queue = format!(
         "{}-{}",
         args.prefix,
-        if args.workload == Workload::QueueE2e {
-            "e2e"
-        } else {
-            "c"
+        match args.workload {
+            Workload::QueueE2e => "e2e",
+            Workload::QueueE2eStream => "e2es",
+            _ => "c",
         }
     );
-    let e2e = args.workload == Workload::QueueE2e;
+    let e2e = matches!(args.workload, Workload::QueueE2e | Workload::QueueE2eStream);
     if !e2e {
         for chunk in (0..args.ops).collect::<Vec<_>>().chunks(500) {
             let jobs = chunk
@@ -459,30 +592,40 @@ async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Repor
         }
     }
     let hist = histogram();
+    // Producers have their own connection, as separate services would.
+    let producer_client = QueueClient::new(
+        Channel::from_shared(args.target.clone())
+            .expect("target uri")
+            .connect_lazy(),
+    );
+    let streams = if args.workload == Workload::QueueE2eStream {
+        Some(enqueue_streams(args, &producer_client).await)
+    } else {
+        None
+    };
     let progress = Progress::new(args.ops);
     let producers = e2e.then(|| {
         let producer_args = args.clone();
-        let client = QueueClient::new(
-            Channel::from_shared(args.target.clone())
-                .expect("target uri")
-                .connect_lazy(),
-        );
         let queue = queue.clone();
         tokio::spawn(async move {
-            drive(&producer_args, histogram(), move |_| {
-                let (mut client, queue) = (client.clone(), queue.clone());
+            drive(&producer_args, histogram(), move |worker, _| {
+                let (mut client, queue, streams) =
+                    (producer_client.clone(), queue.clone(), streams.clone());
                 async move {
                     let job = JobSpec {
                         payload: now_micros().to_string().into_bytes(),
                         ..Default::default()
                     };
-                    client
-                        .enqueue(EnqueueRequest {
-                            queue,
-                            job: Some(job),
-                        })
-                        .await
-                        .expect("enqueue");
+                    let request = EnqueueRequest {
+                        queue,
+                        job: Some(job),
+                    };
+                    match streams {
+                        Some(streams) => enqueue_on(&streams, worker, request).await,
+                        None => {
+                            client.enqueue(request).await.expect("enqueue");
+                        }
+                    }
                 }
             })
             .await
@@ -599,7 +742,7 @@ async fn pubsub(args: &Args, channel: Channel, _payload: Vec<u8>) -> Report {
         concurrency: 1,
         ..args.clone()
     };
-    drive(&publisher, histogram(), move |_| {
+    drive(&publisher, histogram(), move |_, _| {
         let (mut client, name) = (client.clone(), name.clone());
         async move {
             client
@@ -762,7 +905,7 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
                 )
                 .await
                 .expect("set");
-            closed_loop(args, serde_json::json!({}), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_, _| {
                 let (store, key) = (store.clone(), key.clone());
                 async move {
                     store.get(&key).await.expect("get");
@@ -773,7 +916,7 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
         Workload::DirectXadd => {
             let store = redwire::stream::StreamStore::new(redis);
             let stream = format!("{}-direct-s", args.prefix);
-            closed_loop(args, serde_json::json!({}), move |_| {
+            closed_loop(args, serde_json::json!({}), move |_, _| {
                 let (store, stream, payload) = (store.clone(), stream.clone(), payload.clone());
                 async move {
                     let entry = (String::new(), [("v".to_owned(), payload)].into());

@@ -1,5 +1,5 @@
-//! Group commit for unary `Enqueue`: concurrent calls for one queue share one
-//! script call.
+//! Group commit for single-job enqueues (unary `Enqueue` and `EnqueueStream`
+//! messages): concurrent jobs for one queue share one script call.
 //!
 //! Each queue with enqueues in flight has a lane. The first caller opens it and a
 //! flush task starts; callers that arrive while a script call is running wait in the

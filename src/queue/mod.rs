@@ -1,12 +1,13 @@
 //! `redwire.v1.Queue`: an at-least-once job queue.
 //!
 //! Layout: `store.rs` (one script call per operation), `record.rs` (the job record
-//! the scripts share with Rust), `batcher.rs` (group commit of concurrent unary
-//! enqueues), `consumer.rs` (Consume streams), `reaper.rs` (background lease expiry
-//! and delayed promotion), and the scripts: `queue.lua` (shared prelude: key list, record
-//! format, group hand-over, backoff), `enqueue.lua`, `dequeue.lua`, `ack.lua`,
-//! `nack.lua`, `extend.lua`, `reap.lua`, `redrive.lua`, `purge.lua`. Idle consumers
-//! are woken through `crate::pubsub::waker` (channel `rw:q:wake`).
+//! the scripts share with Rust), `batcher.rs` (group commit of concurrent single-job
+//! enqueues: unary Enqueue and EnqueueStream), `consumer.rs` (Consume streams),
+//! `reaper.rs` (background lease expiry and delayed promotion), and the scripts:
+//! `queue.lua` (shared prelude: key list, record format, group hand-over, backoff),
+//! `enqueue.lua`, `dequeue.lua`, `ack.lua`, `nack.lua`, `extend.lua`, `reap.lua`,
+//! `redrive.lua`, `purge.lua`. Idle consumers are woken through
+//! `crate::pubsub::waker` (channel `rw:q:wake`).
 //!
 //! Keys (all `rw:q:{<queue>}:<part>`, one cluster slot per queue): jobs, payloads,
 //! results, waiting, delayed, active, dead, completed, backlog, groups, meta, rate;
@@ -22,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +35,7 @@ pub use store::{Dequeued, Enqueued, Leased, NewJob, QueueStore, Stats, StoredJob
 
 use crate::deadline;
 use crate::error::{Error, Result};
+use crate::producer::{self, Replies};
 use crate::proto::queue_server::Queue;
 use crate::proto::*;
 use crate::pubsub::waker::Waker;
@@ -197,6 +200,13 @@ impl QueueService {
         })
     }
 
+    /// Validates and enqueues one job (group-committed with concurrent ones).
+    async fn enqueue_one(&self, req: EnqueueRequest) -> Result<Enqueued> {
+        validate::name("queue", &req.queue)?;
+        let job = self.new_job("job", req.job.unwrap_or_default())?;
+        self.batcher.enqueue(&req.queue, job).await
+    }
+
     /// Leases up to `max` jobs, waiting until `until` for the first one.
     async fn take(
         &self,
@@ -296,11 +306,42 @@ impl Queue for QueueService {
         &self,
         request: Request<EnqueueRequest>,
     ) -> Result<Response<EnqueueResponse>, Status> {
-        let req = request.into_inner();
-        validate::name("queue", &req.queue)?;
-        let job = self.new_job("job", req.job.unwrap_or_default())?;
-        let outcome = self.batcher.enqueue(&req.queue, job).await?;
+        let outcome = self.enqueue_one(request.into_inner()).await?;
         Ok(Response::new(enqueued(outcome)))
+    }
+
+    type EnqueueStreamStream = Replies<EnqueueStreamResponse>;
+
+    async fn enqueue_stream(
+        &self,
+        request: Request<Streaming<EnqueueRequest>>,
+    ) -> Result<Response<Self::EnqueueStreamStream>, Status> {
+        let service = self.clone();
+        let replies = producer::serve(
+            request.into_inner(),
+            self.limits.max_batch,
+            self.shutdown.clone(),
+            move |batch: Vec<EnqueueRequest>| {
+                let service = service.clone();
+                async move {
+                    // Polled in order, so jobs for one queue join its lane in order.
+                    let outcomes =
+                        join_all(batch.into_iter().map(|req| service.enqueue_one(req))).await;
+                    outcomes
+                        .into_iter()
+                        .map(|outcome| EnqueueStreamResponse {
+                            result: Some(match outcome {
+                                Ok(e) => enqueue_stream_response::Result::Enqueued(enqueued(e)),
+                                Err(e) => {
+                                    enqueue_stream_response::Result::Failed(producer::failure(e))
+                                }
+                            }),
+                        })
+                        .collect()
+                }
+            },
+        );
+        Ok(Response::new(replies))
     }
 
     async fn enqueue_batch(

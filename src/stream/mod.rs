@@ -27,6 +27,7 @@ pub use store::{ClaimWhat, Claimed, StoredEntry, StreamStore, Trim};
 
 use self::readers::Readers;
 use crate::error::{Error, Result};
+use crate::producer::{self, Replies};
 use crate::proto::stream_server::Stream;
 use crate::proto::*;
 use crate::redis::keys::DEAD_LETTER_SUFFIX;
@@ -82,6 +83,90 @@ impl StreamService {
             self.limits.value(&format!("{field}[{name:?}]"), value)?;
         }
         Ok(())
+    }
+}
+
+/// Consecutive AppendStream entries that can share one atomic `XADD` pipeline: same
+/// stream, same trimming, ids chosen by Redis (an explicit id can be refused by
+/// Redis, which must not fail its neighbours).
+struct AppendRun {
+    stream: String,
+    trimming: Option<Trimming>,
+    trim: Option<Trim>,
+    entries: Vec<(String, HashMap<String, Vec<u8>>)>,
+}
+
+impl AppendRun {
+    fn takes(&self, req: &AppendRequest) -> bool {
+        req.id.is_empty()
+            && self.entries.iter().all(|(id, _)| id.is_empty())
+            && self.stream == req.stream
+            && self.trimming == req.trim
+    }
+}
+
+impl StreamService {
+    /// Checks one Append request; returns its trimming.
+    fn check_append(&self, req: &AppendRequest) -> Result<Option<Trim>> {
+        validate::name("stream", &req.stream)?;
+        self.fields("fields", &req.fields)?;
+        if !req.id.is_empty() {
+            entry_id("id", &req.id)?;
+        }
+        trim("trim", req.trim.as_ref())
+    }
+
+    /// Appends an AppendStream batch in request order, one reply per entry: runs of
+    /// entries that can share a pipeline go together, the others alone.
+    async fn append_in_order(&self, batch: Vec<AppendRequest>) -> Vec<AppendStreamResponse> {
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut run: Option<AppendRun> = None;
+        for req in batch {
+            let checked = self.check_append(&req);
+            // Replies keep request order: what is before this entry goes first.
+            if checked.is_err() || run.as_ref().is_some_and(|run| !run.takes(&req)) {
+                self.append_run(run.take(), &mut replies).await;
+            }
+            let trim = match checked {
+                Ok(trim) => trim,
+                Err(e) => {
+                    replies.push(appended(Err(e)));
+                    continue;
+                }
+            };
+            run.get_or_insert_with(|| AppendRun {
+                stream: req.stream,
+                trimming: req.trim,
+                trim,
+                entries: Vec::new(),
+            })
+            .entries
+            .push((req.id, req.fields));
+        }
+        self.append_run(run, &mut replies).await;
+        replies
+    }
+
+    async fn append_run(&self, run: Option<AppendRun>, replies: &mut Vec<AppendStreamResponse>) {
+        let Some(run) = run else { return };
+        match self
+            .store
+            .append(&run.stream, &run.entries, run.trim.as_ref())
+            .await
+        {
+            Ok(ids) => replies.extend(ids.into_iter().map(|id| appended(Ok(id)))),
+            Err(e) => replies.extend(run.entries.iter().map(|_| appended(Err(e.clone())))),
+        }
+    }
+}
+
+/// One AppendStream reply.
+fn appended(result: Result<String>) -> AppendStreamResponse {
+    AppendStreamResponse {
+        result: Some(match result {
+            Ok(id) => append_stream_response::Result::Appended(AppendResponse { id }),
+            Err(e) => append_stream_response::Result::Failed(producer::failure(e)),
+        }),
     }
 }
 
@@ -151,12 +236,7 @@ impl Stream for StreamService {
         request: Request<AppendRequest>,
     ) -> Result<Response<AppendResponse>, Status> {
         let req = request.into_inner();
-        validate::name("stream", &req.stream)?;
-        self.fields("fields", &req.fields)?;
-        if !req.id.is_empty() {
-            entry_id("id", &req.id)?;
-        }
-        let trim = trim("trim", req.trim.as_ref())?;
+        let trim = self.check_append(&req)?;
         let mut ids = self
             .store
             .append(&req.stream, &[(req.id, req.fields)], trim.as_ref())
@@ -164,6 +244,25 @@ impl Stream for StreamService {
         Ok(Response::new(AppendResponse {
             id: ids.pop().unwrap_or_default(),
         }))
+    }
+
+    type AppendStreamStream = Replies<AppendStreamResponse>;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<AppendRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let service = self.clone();
+        let replies = producer::serve(
+            request.into_inner(),
+            self.limits.max_batch,
+            self.shutdown.clone(),
+            move |batch: Vec<AppendRequest>| {
+                let service = service.clone();
+                async move { service.append_in_order(batch).await }
+            },
+        );
+        Ok(Response::new(replies))
     }
 
     async fn append_batch(

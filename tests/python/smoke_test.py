@@ -128,6 +128,28 @@ class RedwireSmokeTest(unittest.TestCase):
         popped = self.cache.Get(self.pb.GetRequest(key="greeting"))
         self.assertEqual(popped.value, b"bye", "the README's compare-and-set wrote")
 
+    def test_producer_stream(self):
+        """Queue.EnqueueStream fed by a Python generator: one reply per job, in order;
+        a bad job fails alone; the queue holds the others in the order sent."""
+        queue_pb = importlib.import_module("redwire.v1.queue_pb2")
+        queue_grpc = importlib.import_module("redwire.v1.queue_pb2_grpc")
+        stub = queue_grpc.QueueStub(self.channel)
+        requests = [
+            queue_pb.EnqueueRequest(queue="py-produced", job=queue_pb.JobSpec(payload=f"job {i}".encode()))
+            for i in range(20)
+        ]
+        requests[7].queue = "not a queue name"
+        replies = list(stub.EnqueueStream(iter(requests), timeout=10))
+        self.assertEqual(len(replies), 20)
+        self.assertEqual(replies[7].WhichOneof("result"), "failed")
+        self.assertEqual(replies[7].failed.code, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        self.assertTrue(replies[7].failed.message.startswith("queue:"), replies[7].failed.message)
+        others = [r for i, r in enumerate(replies) if i != 7]
+        self.assertTrue(all(r.WhichOneof("result") == "enqueued" for r in others))
+        taken = stub.Dequeue(queue_pb.DequeueRequest(queue="py-produced", max_jobs=100), timeout=10)
+        self.assertEqual([j.payload for j in taken.jobs],
+                         [r.job.payload for i, r in enumerate(requests) if i != 7])
+
     def test_mail_queue_example(self):
         """examples/python/mail_queue.py: retries, dead letter and redrive."""
         mail_queue = importlib.import_module("mail_queue")
