@@ -623,9 +623,100 @@ async fn append_stream_keeps_order(ctx: &TestContext) {
     );
 }
 
+/// AppendBatch with explicit ids is all or nothing: an id Redis would refuse (not
+/// above the stream's last id or the id before it) fails the batch, names the
+/// entry, and writes none of it.
+async fn append_batch_with_explicit_ids_is_all_or_nothing(ctx: &TestContext) {
+    let s = "ledger";
+    let batch = |ids: &[&str], trim: Option<Trimming>| AppendBatchRequest {
+        stream: s.into(),
+        entries: ids
+            .iter()
+            .map(|id| NewEntry {
+                fields: fields(&[("id", id)]),
+                id: (*id).to_owned(),
+            })
+            .collect(),
+        trim,
+    };
+    let stored = || async {
+        ctx.stream()
+            .range(RangeRequest {
+                stream: s.into(),
+                count: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("range")
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+    };
+    let refused = |ids: &'static [&'static str], field: &'static str| async move {
+        let status = ctx
+            .stream()
+            .append_batch(batch(ids, None))
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{ids:?}: {status:?}");
+        assert!(status.message().starts_with(field), "{ids:?}: {status:?}");
+    };
+    // An id Redis chooses (now) and then a smaller explicit one; 0-0 is never valid.
+    refused(&["", "5-0"], "entries[1].id").await;
+    refused(&["0-0", "1-0"], "entries[0].id").await;
+    assert_eq!(stored().await, Vec::<String>::new(), "nothing was written");
+
+    let ids = ctx
+        .stream()
+        .append_batch(batch(&["10-1", "10-2", "00011", ""], None))
+        .await
+        .expect("increasing ids")
+        .into_inner()
+        .ids;
+    assert_eq!(&ids[..3], ["10-1", "10-2", "11-0"]);
+    assert_eq!(stored().await, ids);
+
+    // Above the last id (Redis chose it: now), then one below its predecessor.
+    refused(&["99999999999990-0", "99999999999989-9"], "entries[1].id").await;
+    refused(&["10-3"], "id").await;
+    assert_eq!(stored().await, ids, "still only the first batch");
+
+    let trimmed = Trimming {
+        keep: Some(trimming::Keep::MaxLength(3)),
+        exact: true,
+    };
+    let newest = ctx
+        .stream()
+        .append_batch(AppendBatchRequest {
+            entries: vec![
+                NewEntry {
+                    fields: fields(&[("n", "1")]),
+                    id: String::new(),
+                },
+                NewEntry {
+                    fields: fields(&[("n", "2")]),
+                    id: "99999999999999-0".into(),
+                },
+            ],
+            ..batch(&[], Some(trimmed))
+        })
+        .await
+        .expect("auto then a larger explicit id, trimmed")
+        .into_inner()
+        .ids;
+    assert_eq!(newest[1], "99999999999999-0");
+    assert_eq!(
+        stored().await,
+        [ids[3].clone(), newest[0].clone(), newest[1].clone()]
+    );
+}
+
 async fn run_core_checks_on(ctx: &TestContext) {
     append_and_range(ctx).await;
     append_stream_keeps_order(ctx).await;
+    append_batch_with_explicit_ids_is_all_or_nothing(ctx).await;
     tail_resumes_without_gap_or_duplicate(ctx).await;
     groups_share_and_each_group_sees_all(ctx).await;
     dead_consumers_are_claimed_then_dead_lettered_once(ctx).await;
@@ -636,6 +727,7 @@ mod standalone {
     crate::standalone_tests!(
         append_and_range,
         append_stream_keeps_order,
+        append_batch_with_explicit_ids_is_all_or_nothing,
         tail_resumes_without_gap_or_duplicate,
         groups_share_and_each_group_sees_all,
         dead_consumers_are_claimed_then_dead_lettered_once,

@@ -2,7 +2,8 @@
 //!
 //! Layout: `store.rs` (Redis calls), `readers.rs` (one shared `XREAD BLOCK` reader
 //! per tailed stream per process), `group.rs` (ReadGroup consumer streams),
-//! `claim.lua` (claiming with dead-lettering, exactly once).
+//! `claim.lua` (claiming with dead-lettering, exactly once), `append.lua` (batches
+//! with explicit ids, all or nothing).
 //!
 //! Keys: stream `orders` is `rw:s:{orders}`, its dead-letter stream (user name
 //! `orders:dead`) is `rw:s:{orders}:dead`, and the groups' dead-letter policies are

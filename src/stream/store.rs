@@ -12,6 +12,7 @@ use crate::redis::{Conn, Redis};
 use crate::time::millis;
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("claim.lua")));
+static APPEND_CHECKED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("append.lua")));
 
 /// An entry as stored: id, fields, and (for group reads) its delivery count.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,14 +35,21 @@ pub enum Trim {
 }
 
 impl Trim {
-    fn add_to(&self, cmd: &mut redis::Cmd) {
+    /// The trimming arguments of XADD / XTRIM.
+    fn args(&self) -> [String; 3] {
         let (kind, threshold, exact) = match self {
             Trim::MaxLength(n, exact) => ("MAXLEN", n.to_string(), *exact),
             Trim::MinId(id, exact) => ("MINID", id.clone(), *exact),
         };
-        cmd.arg(kind)
-            .arg(if exact { "=" } else { "~" })
-            .arg(threshold);
+        [
+            kind.to_owned(),
+            if exact { "=" } else { "~" }.to_owned(),
+            threshold,
+        ]
+    }
+
+    fn add_to(&self, cmd: &mut redis::Cmd) {
+        cmd.arg(&self.args());
     }
 }
 
@@ -159,8 +167,12 @@ impl StreamStore {
         trim: Option<&Trim>,
     ) -> Result<Vec<String>> {
         let key = stream_keys(stream).0;
+        if entries.len() > 1 && entries.iter().any(|(id, _)| !id.is_empty()) {
+            return self.append_checked(&key, entries, trim).await;
+        }
         let mut pipe = redis::pipe();
         if entries.len() > 1 {
+            // Ids chosen by Redis cannot be refused, so the batch is all or nothing.
             pipe.atomic();
         }
         for (id, fields) in entries {
@@ -186,6 +198,45 @@ impl StreamStore {
                 }
             })?;
         Ok(ids)
+    }
+
+    /// Appends a batch with explicit ids all or nothing (`append.lua`).
+    async fn append_checked(
+        &self,
+        key: &str,
+        entries: &[(String, HashMap<String, Vec<u8>>)],
+        trim: Option<&Trim>,
+    ) -> Result<Vec<String>> {
+        let mut invocation = APPEND_CHECKED.prepare_invoke();
+        invocation.key(key);
+        let trim_args = trim.map(Trim::args);
+        let trim_args = trim_args.as_ref().map_or(&[][..], |args| &args[..]);
+        invocation.arg(trim_args.len()).arg(trim_args);
+        for (id, fields) in entries {
+            invocation
+                .arg(if id.is_empty() { "*" } else { id.as_str() })
+                .arg(fields.len());
+            for (name, value) in fields {
+                invocation.arg(name).arg(value);
+            }
+        }
+        let mut reply: Vec<Value> = invocation.invoke_async(&mut self.conn().await?).await?;
+        match reply.first() {
+            Some(Value::Int(-1)) => reply
+                .drain(1..)
+                .map(|id| {
+                    redis::from_redis_value::<String>(id)
+                        .map_err(|e| Error::Internal(format!("unexpected append reply: {e}")))
+                })
+                .collect(),
+            Some(Value::Int(refused)) => Err(Error::invalid(
+                format!("entries[{refused}].id"),
+                "must be greater than the stream's last id and the ids before it",
+            )),
+            _ => Err(Error::Internal(
+                "unexpected reply from the append script".into(),
+            )),
+        }
     }
 
     /// XRANGE / XREVRANGE with COUNT.
