@@ -11,15 +11,20 @@ import sys
 
 # (label, ours, peer, unit) -- ratio = ours / peer; higher is better for Redwire.
 PAIRS = [
-    ("Queue end-to-end vs BullMQ (target >= 2.0)", "QueueE2e", "BullmqE2e", "jobs/s"),
-    ("Queue end-to-end vs bee-queue (target >= 1.3)", "QueueE2e", "BeeQueueE2e", "jobs/s"),
-    ("Queue end-to-end vs direct store loop (design limit)", "QueueE2e", "DirectQueue", "jobs/s"),
+    ("Queue end-to-end, EnqueueStream producers, vs BullMQ (target >= 2.0)", "QueueE2eStream", "BullmqE2e", "jobs/s"),
+    ("Queue end-to-end, EnqueueStream producers, vs bee-queue (target >= 1.3)", "QueueE2eStream", "BeeQueueE2e", "jobs/s"),
+    ("Queue end-to-end, unary Enqueue producers, vs BullMQ", "QueueE2e", "BullmqE2e", "jobs/s"),
+    ("Queue end-to-end, unary Enqueue producers, vs bee-queue", "QueueE2e", "BeeQueueE2e", "jobs/s"),
+    ("Queue end-to-end (EnqueueStream) vs direct store loop (design limit)", "QueueE2eStream", "DirectQueue", "jobs/s"),
+    ("Queue enqueue: EnqueueStream vs unary Enqueue", "QueueEnqueueStream", "QueueEnqueue", "jobs/s"),
     ("Cache Get vs redis-benchmark GET -P 1 (target >= 0.5)", "CacheGet", "redis-benchmark GET P1", "ops/s"),
     ("Cache Get vs direct store GET", "CacheGet", "DirectGet", "ops/s"),
     ("GetMany keys vs redis-benchmark GET -P 16 (target >= 0.5)", "CacheGetMany", "redis-benchmark GET P16", "keys/s"),
     ("Cache Get vs gRPC floor (Health/Check, no Redis)", "CacheGet", "GrpcFloor", "ops/s"),
-    ("Stream append vs redis-benchmark XADD -P 1 (target >= 0.5)", "StreamAppend", "redis-benchmark XADD P1", "ops/s"),
-    ("Stream append vs direct store XADD (target >= 0.5)", "StreamAppend", "DirectXadd", "ops/s"),
+    ("Stream AppendStream vs redis-benchmark XADD -P 1 (target >= 0.5)", "StreamAppendStream", "redis-benchmark XADD P1", "ops/s"),
+    ("Stream AppendStream vs direct store XADD (target >= 0.5)", "StreamAppendStream", "DirectXadd", "ops/s"),
+    ("Stream unary Append vs redis-benchmark XADD -P 1", "StreamAppend", "redis-benchmark XADD P1", "ops/s"),
+    ("Stream unary Append vs direct store XADD", "StreamAppend", "DirectXadd", "ops/s"),
     ("Stream group consume + ack vs direct XREADGROUP/XACK loop (target >= 0.5)", "StreamGroup", "DirectStreamGroup", "entries/s"),
     ("PubSub deliveries (target >= 200,000/s at 1,000 subscribers)", "Pubsub", None, "deliveries/s"),
 ]
