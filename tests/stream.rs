@@ -545,6 +545,20 @@ async fn resuming_consumers_get_their_pending_entries_first(ctx: &TestContext) {
     assert_eq!(fresh, vec![2, 3]);
 }
 
+/// The first 100 entries of `stream`, oldest first.
+async fn first_entries(ctx: &TestContext, stream: &str) -> Vec<Entry> {
+    ctx.stream()
+        .range(RangeRequest {
+            stream: stream.into(),
+            count: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner()
+        .entries
+}
+
 /// Entries sent on AppendStream without waiting get one reply each, in order, and
 /// land in the order sent; a bad entry (no fields, an id Redis refuses) gets its own
 /// failure and writes nothing, and the stream goes on.
@@ -595,17 +609,7 @@ async fn append_stream_keeps_order(ctx: &TestContext) {
             (_, other) => panic!("entry {n}: expected appended, got {other:?}"),
         }
     }
-    let stored = ctx
-        .stream()
-        .range(RangeRequest {
-            stream: s.into(),
-            count: 100,
-            ..Default::default()
-        })
-        .await
-        .expect("range")
-        .into_inner()
-        .entries;
+    let stored = first_entries(ctx, s).await;
     let stored_ids: Vec<String> = stored.iter().map(|e| e.id.clone()).collect();
     assert_eq!(stored_ids, appended, "exactly the replied ids, in order");
     let numbers: Vec<u32> = stored
@@ -640,16 +644,8 @@ async fn append_batch_with_explicit_ids_is_all_or_nothing(ctx: &TestContext) {
         trim,
     };
     let stored = || async {
-        ctx.stream()
-            .range(RangeRequest {
-                stream: s.into(),
-                count: 100,
-                ..Default::default()
-            })
+        first_entries(ctx, s)
             .await
-            .expect("range")
-            .into_inner()
-            .entries
             .into_iter()
             .map(|e| e.id)
             .collect::<Vec<_>>()
