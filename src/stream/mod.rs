@@ -155,7 +155,18 @@ impl StreamService {
             .append(&run.stream, &run.entries, run.trim.as_ref())
             .await
         {
-            Ok(ids) => replies.extend(ids.into_iter().map(|id| appended(Ok(id)))),
+            // Exactly one reply per entry, or every later reply would answer the wrong one.
+            Ok(ids) if ids.len() == run.entries.len() => {
+                replies.extend(ids.into_iter().map(|id| appended(Ok(id))));
+            }
+            Ok(ids) => {
+                let e = Error::Internal(format!(
+                    "redis returned {} ids for {} entries",
+                    ids.len(),
+                    run.entries.len()
+                ));
+                replies.extend(run.entries.iter().map(|_| appended(Err(e.clone()))));
+            }
             Err(e) => replies.extend(run.entries.iter().map(|_| appended(Err(e.clone())))),
         }
     }
