@@ -23,6 +23,11 @@ fn code<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> Code {
     result.expect_err("the call should fail").code()
 }
 
+/// Strings as byte values (set members, list values).
+fn bytes(items: &[&str]) -> Vec<Vec<u8>> {
+    items.iter().map(|s| s.as_bytes().to_vec()).collect()
+}
+
 async fn set(ctx: &TestContext, key: &str, value: &[u8]) {
     let reply = ctx
         .cache()
@@ -425,16 +430,10 @@ async fn hashes(ctx: &TestContext) {
 
 async fn sets(ctx: &TestContext) {
     let mut cache = ctx.cache();
-    let members = |items: &[&str]| {
-        items
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect::<Vec<_>>()
-    };
     let first = cache
         .set_add(SetAddRequest {
             key: "set:seen".into(),
-            members: members(&["a", "b"]),
+            members: bytes(&["a", "b"]),
         })
         .await
         .expect("sadd")
@@ -443,7 +442,7 @@ async fn sets(ctx: &TestContext) {
     let second = cache
         .set_add(SetAddRequest {
             key: "set:seen".into(),
-            members: members(&["b", "c", "c"]),
+            members: bytes(&["b", "c", "c"]),
         })
         .await
         .expect("sadd")
@@ -455,7 +454,7 @@ async fn sets(ctx: &TestContext) {
     let contains = cache
         .set_contains(SetContainsRequest {
             key: "set:seen".into(),
-            members: members(&["a", "z", "c"]),
+            members: bytes(&["a", "z", "c"]),
         })
         .await
         .expect("smismember")
@@ -478,7 +477,7 @@ async fn sets(ctx: &TestContext) {
     let removed = cache
         .set_remove(SetRemoveRequest {
             key: "set:seen".into(),
-            members: members(&["a", "q"]),
+            members: bytes(&["a", "q"]),
         })
         .await
         .expect("srem")
@@ -494,7 +493,7 @@ async fn sets(ctx: &TestContext) {
         .into_inner()
         .members;
     all.sort();
-    assert_eq!(all, members(&["b", "c"]));
+    assert_eq!(all, bytes(&["b", "c"]));
 }
 
 async fn leaderboard(ctx: &TestContext) {
@@ -622,16 +621,10 @@ async fn leaderboard(ctx: &TestContext) {
 
 async fn lists(ctx: &TestContext) {
     let mut cache = ctx.cache();
-    let vals = |items: &[&str]| {
-        items
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect::<Vec<_>>()
-    };
     let push = |key: &str, items: &[&str], end: ListEnd, only_if_exists: bool, max_length: i64| {
         ListPushRequest {
             key: key.into(),
-            values: vals(items),
+            values: bytes(items),
             end: end as i32,
             only_if_exists,
             max_length,
@@ -667,7 +660,7 @@ async fn lists(ctx: &TestContext) {
             .expect("range")
             .into_inner()
             .values,
-        vals(&["z", "a", "b"])
+        bytes(&["z", "a", "b"])
     );
     assert_eq!(
         cache
@@ -710,7 +703,7 @@ async fn lists(ctx: &TestContext) {
             .expect("range")
             .into_inner()
             .values,
-        vals(&["9", "8", "7"])
+        bytes(&["9", "8", "7"])
     );
 
     // Default pop takes from the front: FIFO with the default push.
@@ -725,7 +718,7 @@ async fn lists(ctx: &TestContext) {
         .into_inner();
     assert_eq!(
         (pop.found, pop.key.as_str(), pop.values),
-        (true, "l:q", vals(&["z", "a"]))
+        (true, "l:q", bytes(&["z", "a"]))
     );
     let back = cache
         .list_pop(ListPopRequest {
@@ -736,7 +729,7 @@ async fn lists(ctx: &TestContext) {
         .await
         .expect("pop back")
         .into_inner();
-    assert_eq!(back.values, vals(&["7"]));
+    assert_eq!(back.values, bytes(&["7"]));
 
     // Rotating a circular list.
     cache
@@ -760,7 +753,7 @@ async fn lists(ctx: &TestContext) {
             .expect("range")
             .into_inner()
             .values,
-        vals(&["2", "3", "1"])
+        bytes(&["2", "3", "1"])
     );
     let none = cache
         .list_move(ListMoveRequest {

@@ -259,6 +259,16 @@ fn enqueued(e: Enqueued) -> EnqueueResponse {
     }
 }
 
+/// One EnqueueStream reply.
+fn enqueue_stream_reply(outcome: Result<Enqueued>) -> EnqueueStreamResponse {
+    EnqueueStreamResponse {
+        result: Some(match outcome {
+            Ok(e) => enqueue_stream_response::Result::Enqueued(enqueued(e)),
+            Err(e) => enqueue_stream_response::Result::Failed(producer::failure(e)),
+        }),
+    }
+}
+
 fn delivery(queue: &str, job: Leased) -> Delivery {
     Delivery {
         queue: queue.to_owned(),
@@ -327,17 +337,7 @@ impl Queue for QueueService {
                     // Polled in order, so jobs for one queue join its lane in order.
                     let outcomes =
                         join_all(batch.into_iter().map(|req| service.enqueue_one(req))).await;
-                    outcomes
-                        .into_iter()
-                        .map(|outcome| EnqueueStreamResponse {
-                            result: Some(match outcome {
-                                Ok(e) => enqueue_stream_response::Result::Enqueued(enqueued(e)),
-                                Err(e) => {
-                                    enqueue_stream_response::Result::Failed(producer::failure(e))
-                                }
-                            }),
-                        })
-                        .collect()
+                    outcomes.into_iter().map(enqueue_stream_reply).collect()
                 }
             },
         );

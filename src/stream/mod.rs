@@ -98,9 +98,11 @@ struct AppendRun {
 }
 
 impl AppendRun {
+    /// A run is either Redis-chosen ids only or one explicit-id entry alone, so its
+    /// first entry tells which.
     fn takes(&self, req: &AppendRequest) -> bool {
         req.id.is_empty()
-            && self.entries.iter().all(|(id, _)| id.is_empty())
+            && self.entries.first().is_none_or(|(id, _)| id.is_empty())
             && self.stream == req.stream
             && self.trimming == req.trim
     }
