@@ -596,6 +596,102 @@ async fn concurrent_duplicate_ids_make_one_job(ctx: &TestContext) {
     assert_eq!(stats(ctx, q).await.waiting, 1);
 }
 
+/// The scripts read and write a whole batch with one command per hash or set, so a
+/// job id repeated inside one call must still count once, as it would one by one.
+async fn an_id_repeated_in_one_call_counts_once(ctx: &TestContext) {
+    let q = "repeat";
+    let same = |payload: &str| JobSpec {
+        job_id: "twice".into(),
+        ..job(payload)
+    };
+    let replies = ctx
+        .queue()
+        .enqueue_batch(EnqueueBatchRequest {
+            queue: q.into(),
+            jobs: vec![same("first"), job("other"), same("second")],
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .jobs;
+    let created: Vec<bool> = replies.iter().map(|r| r.created).collect();
+    assert_eq!(created, [true, true, false]);
+    assert_eq!(replies[2].state, JobState::Waiting as i32);
+    assert_eq!(stats(ctx, q).await.waiting, 2);
+
+    let leased = dequeue(ctx, q, 10, 0, 30_000).await;
+    assert_eq!(leased.len(), 2, "the repeated id is one job");
+    let first = leased.iter().find(|d| d.job_id == "twice").expect("twice");
+    assert_eq!(first.payload, b"first", "the first of the repeats wins");
+    let item = |d: &Delivery| AckItem {
+        job_id: d.job_id.clone(),
+        lease_token: d.lease_token.clone(),
+        result: Vec::new(),
+    };
+    let accepted = ctx
+        .queue()
+        .ack(AckRequest {
+            queue: q.into(),
+            items: vec![item(first), item(first), item(&leased[0]), item(&leased[1])],
+        })
+        .await
+        .expect("ack")
+        .into_inner()
+        .accepted;
+    let twice_first = leased[0].job_id == "twice";
+    // Each job's first ack is accepted; every repeat finds it already finished.
+    assert_eq!(accepted, [true, false, !twice_first, twice_first]);
+    let s = stats(ctx, q).await;
+    assert_eq!((s.waiting, s.active), (0, 0));
+}
+
+/// A batch of the largest allowed size is more values than one variadic command
+/// carries in the scripts (they split at 1,000), and must still land whole.
+async fn a_full_size_batch_goes_through_whole(ctx: &TestContext) {
+    let q = "full-batch";
+    let n = 1000;
+    let replies = ctx
+        .queue()
+        .enqueue_batch(EnqueueBatchRequest {
+            queue: q.into(),
+            jobs: (0..n).map(|i| job(&format!("job {i}"))).collect(),
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .jobs;
+    assert!(replies.len() == n && replies.iter().all(|r| r.created));
+    let leased = dequeue(ctx, q, 1000, 0, 30_000).await;
+    assert_eq!(leased.len(), n);
+    let payloads: HashSet<&[u8]> = leased.iter().map(|d| d.payload.as_slice()).collect();
+    assert_eq!(
+        payloads.len(),
+        n,
+        "every job delivered once, with its own payload"
+    );
+    assert_eq!(stats(ctx, q).await.active, 1000);
+    let accepted = ctx
+        .queue()
+        .ack(AckRequest {
+            queue: q.into(),
+            items: leased
+                .iter()
+                .map(|d| AckItem {
+                    job_id: d.job_id.clone(),
+                    lease_token: d.lease_token.clone(),
+                    result: Vec::new(),
+                })
+                .collect(),
+        })
+        .await
+        .expect("ack")
+        .into_inner()
+        .accepted;
+    assert!(accepted.len() == n && accepted.iter().all(|a| *a));
+    let s = stats(ctx, q).await;
+    assert_eq!((s.waiting, s.active), (0, 0));
+}
+
 /// Concurrent single enqueues share script calls (group commit); each caller
 /// still gets the outcome of its own job.
 async fn concurrent_enqueues_each_get_their_own_outcome(ctx: &TestContext) {
@@ -904,6 +1000,7 @@ async fn run_core_checks_on(ctx: &TestContext) {
     failing_handler_dead_letters_once(ctx).await;
     ordering_groups(ctx).await;
     concurrent_duplicate_ids_make_one_job(ctx).await;
+    an_id_repeated_in_one_call_counts_once(ctx).await;
     enqueue_stream_replies_in_order(ctx).await;
 }
 
@@ -917,6 +1014,8 @@ mod standalone {
         failing_handler_dead_letters_once,
         exponential_backoff_grows,
         concurrent_duplicate_ids_make_one_job,
+        an_id_repeated_in_one_call_counts_once,
+        a_full_size_batch_goes_through_whole,
         concurrent_enqueues_each_get_their_own_outcome,
         enqueue_stream_replies_in_order,
         one_wake_up_serves_several_small_consumers,

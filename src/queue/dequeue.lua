@@ -31,29 +31,42 @@ if rate_max > 0 then
   want = math.min(want, allowed)
 end
 local popped = redis.call('ZPOPMIN', K.waiting, want)
--- One counter bump reserves a lease token for every popped job.
-local token = 0
-if #popped > 0 then
-  token = redis.call('HINCRBY', K.meta, 'lease', #popped / 2) - #popped / 2
-end
+local ids = {}
 for i = 1, #popped, 2 do
-  local id = popped[i]
-  local rec = load(id)
-  token = token + 1
-  if rec then
-    rec.att = rec.att + 1
-    rec.tok = tostring(token)
-    rec.st = 'active'
-    rec.due = now + lease
-    redis.call('ZADD', K.active, rec.due, id)
-    local blob = cmsgpack.pack(rec)
-    redis.call('HSET', K.jobs, id, blob)
-    if rate_max > 0 then
-      redis.call('ZADD', K.rate, now, rec.tok)
+  ids[#ids + 1] = popped[i]
+end
+if #ids > 0 then
+  -- One counter bump reserves a lease token for every popped job; one command per
+  -- hash or set serves the whole batch.
+  local token = redis.call('HINCRBY', K.meta, 'lease', #ids) - #ids
+  local blobs = hmget_many(K.jobs, ids)
+  local payloads = hmget_many(K.payloads, ids)
+  local due = now + lease
+  local records, leases, rates = {}, {}, {}
+  for i, id in ipairs(ids) do
+    token = token + 1
+    if blobs[i] then
+      local rec = cmsgpack.unpack(blobs[i])
+      rec.att = rec.att + 1
+      rec.tok = tostring(token)
+      rec.st = 'active'
+      rec.due = due
+      local blob = cmsgpack.pack(rec)
+      records[#records + 1] = id
+      records[#records + 1] = blob
+      leases[#leases + 1] = due
+      leases[#leases + 1] = id
+      rates[#rates + 1] = now
+      rates[#rates + 1] = rec.tok
+      out[#out + 1] = id
+      out[#out + 1] = payloads[i] or ''
+      out[#out + 1] = blob
     end
-    out[#out + 1] = id
-    out[#out + 1] = redis.call('HGET', K.payloads, id) or ''
-    out[#out + 1] = blob
+  end
+  call_many('HSET', K.jobs, records)
+  call_many('ZADD', K.active, leases)
+  if rate_max > 0 then
+    call_many('ZADD', K.rate, rates)
   end
 end
 if rate_limited and #out > 1 then

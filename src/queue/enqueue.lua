@@ -4,38 +4,73 @@
 -- deliver-at ms since the epoch (0 for none)
 -- Returns: per job 3 values: id, 1 when created (0 when the id existed), state
 local now = now_ms()
+local n = tonumber(ARGV[3])
+local ids = {}
+for i = 0, n - 1 do
+  ids[#ids + 1] = ARGV[4 + i * 5]
+end
+local existing = hmget_many(K.jobs, ids)
+-- Jobs created by this call, so a repeated id finds the first one.
+local created = {}
+local fresh = 0
+for i, id in ipairs(ids) do
+  if not existing[i] and not created[id] then
+    created[id] = true
+    fresh = fresh + 1
+  end
+end
+created = {}
+-- One counter bump reserves a sequence number for every new job; one command per
+-- hash or set serves the whole batch (jobs of a group go one by one).
+local seq = redis.call('HINCRBY', K.meta, 'seq', fresh) - fresh
+local records, payloads, waiting, delayed = {}, {}, {}, {}
 local out = {}
 local ready = 0
-for i = 0, tonumber(ARGV[3]) - 1 do
-  local base = 4 + i * 5
-  local id = ARGV[base]
-  local existing = load(id)
-  if existing then
+for i, id in ipairs(ids) do
+  local base = 4 + (i - 1) * 5
+  local earlier = created[id] or (existing[i] and cmsgpack.unpack(existing[i]))
+  if earlier then
     out[#out + 1] = id
     out[#out + 1] = 0
-    out[#out + 1] = existing.st
+    out[#out + 1] = earlier.st
   else
     local rec = cmsgpack.unpack(ARGV[base + 2])
-    rec.seq = redis.call('HINCRBY', K.meta, 'seq', 1)
+    seq = seq + 1
+    rec.seq = seq
     rec.et = now
     rec.att = 0
     rec.tok = ''
     rec.errs = {}
-    redis.call('HSET', K.payloads, id, ARGV[base + 1])
+    payloads[#payloads + 1] = id
+    payloads[#payloads + 1] = ARGV[base + 1]
     local due = math.max(now + tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4]))
     if due > now then
       rec.st = 'delayed'
       rec.due = due
-      redis.call('ZADD', K.delayed, due, id)
-    else
+      delayed[#delayed + 1] = due
+      delayed[#delayed + 1] = id
+    elseif rec.g ~= '' then
       make_ready(id, rec, rec.seq)
       ready = ready + 1
+    else
+      -- What make_ready does for a job without a group, with the ZADD batched.
+      rec.st = 'waiting'
+      rec.due = 0
+      waiting[#waiting + 1] = (1000 - rec.pr) * PRIORITY_SPAN + rec.seq
+      waiting[#waiting + 1] = id
+      ready = ready + 1
     end
-    save(id, rec)
+    created[id] = rec
+    records[#records + 1] = id
+    records[#records + 1] = cmsgpack.pack(rec)
     out[#out + 1] = id
     out[#out + 1] = 1
     out[#out + 1] = rec.st
   end
 end
+call_many('HSET', K.payloads, payloads)
+call_many('HSET', K.jobs, records)
+call_many('ZADD', K.waiting, waiting)
+call_many('ZADD', K.delayed, delayed)
 wake(ARGV[1], ARGV[2], ready)
 return out

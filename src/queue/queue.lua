@@ -33,6 +33,31 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(t[2])
 end
 
+-- Values per variadic command: a big batch is split so unpack() never overflows
+-- Lua's stack. Even, so field/value and score/member pairs stay together.
+local CHUNK = 1000
+
+-- `cmd key args...` for a flat list of arguments, in chunks. Batches pay one Redis
+-- command per chunk instead of one per job; each command call in a script costs
+-- about as much as the work it does for a job.
+local function call_many(cmd, key, args)
+  for i = 1, #args, CHUNK do
+    redis.call(cmd, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
+  end
+end
+
+-- HMGET for a list of fields of any length; missing fields are false.
+local function hmget_many(key, fields)
+  local values = {}
+  for i = 1, #fields, CHUNK do
+    local part = redis.call('HMGET', key, unpack(fields, i, math.min(i + CHUNK - 1, #fields)))
+    for j = 1, #part do
+      values[#values + 1] = part[j]
+    end
+  end
+  return values
+end
+
 local function load(id)
   local blob = redis.call('HGET', K.jobs, id)
   if not blob then
