@@ -117,6 +117,12 @@ struct Args {
     /// redis-server's pid, for CPU figures.
     #[arg(long)]
     redis_pid: Option<u32>,
+    /// Consume streams in the queue workloads; 0 means one per `--concurrency`.
+    #[arg(long, default_value_t = 0)]
+    consumer_streams: usize,
+    /// Jobs each Consume stream may hold at once.
+    #[arg(long, default_value_t = 32)]
+    max_in_flight: u32,
     /// A name prefix, so repeated runs do not share keys.
     #[arg(long, default_value = "bench")]
     prefix: String,
@@ -631,7 +637,12 @@ async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Repor
             .await
         })
     });
-    let consumers = (0..args.concurrency).map(|_| {
+    let streams_wanted = match args.consumer_streams {
+        0 => args.concurrency,
+        n => n,
+    };
+    let max_in_flight = args.max_in_flight;
+    let consumers = (0..streams_wanted).map(|_| {
         let (mut client, queue, hist, progress) = (
             client.clone(),
             queue.clone(),
@@ -643,7 +654,7 @@ async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Repor
             tx.send(ConsumeRequest {
                 message: Some(consume_request::Message::Subscribe(Subscribe {
                     queue,
-                    max_in_flight: 32,
+                    max_in_flight,
                     lease: None,
                 })),
             })
@@ -694,7 +705,7 @@ async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Repor
         ops: progress.done(),
         elapsed: progress.elapsed(),
         hist: e2e.then_some(hist),
-        extra: serde_json::json!({"max_in_flight": 32}),
+        extra: serde_json::json!({"consumer_streams": streams_wanted, "max_in_flight": max_in_flight}),
     }
 }
 
