@@ -2,7 +2,9 @@
 repeats), takes the median of each workload, and prints the ratio table that
 docs/BENCHMARKS.md records.
 
-Usage: python3 bench/report.py results.jsonl [--markdown]
+Usage: python3 bench/report.py results.jsonl
+       python3 bench/report.py results.jsonl --half-rate WORKLOAD
+           prints half of WORKLOAD's median ops/s (the rate of the half-load phase)
 """
 
 import json
@@ -47,9 +49,30 @@ def median(rows, key):
     return statistics.median(values) if values else None
 
 
+def added_latency(runs):
+    """Paced rows ("CacheGet at 9000/s") next to the direct GET at the same rate."""
+    print()
+    print("| added latency at a fixed rate | Redwire p50 / p99 µs | direct p50 / p99 µs | added p50 / p99 µs |")
+    print("|---|---|---|---|")
+    for name, rows in sorted(runs.items()):
+        if not name.startswith("CacheGet at "):
+            continue
+        rate = name.removeprefix("CacheGet at ")
+        direct = runs.get(f"DirectGet at {rate}", [])
+        ours = [median(rows, k) for k in ("p50_us", "p99_us")]
+        base = [median(direct, k) for k in ("p50_us", "p99_us")]
+        if None in ours or None in base:
+            continue
+        print(f"| Cache Get vs direct GET at {rate} (target +100 / +1,000) | {ours[0]:,.0f} / {ours[1]:,.0f} "
+              f"| {base[0]:,.0f} / {base[1]:,.0f} | {ours[0] - base[0]:+,.0f} / {ours[1] - base[1]:+,.0f} |")
+
+
 def main():
     runs = load(sys.argv[1])
-    markdown = "--markdown" in sys.argv
+    if "--half-rate" in sys.argv:
+        workload = sys.argv[sys.argv.index("--half-rate") + 1]
+        print(max(1, int(median(runs.get(workload, []), "ops_per_sec") or 2) // 2))
+        return
     print("| workload | runs | median ops/s | p50 µs | p99 µs | p99.9 µs | Redwire CPU s/1k | Redis CPU s/1k | load generator CPU s/1k |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, rows in sorted(runs.items()):
@@ -66,8 +89,7 @@ def main():
         a_text = f"{a:,.0f} {unit}" if a else "-"
         b_text = f"{b:,.0f} {unit}" if b else "-"
         print(f"| {label} | {a_text} | {b_text} | {ratio} |")
-    if not markdown:
-        return
+    added_latency(runs)
 
 
 if __name__ == "__main__":

@@ -172,31 +172,20 @@ fn histogram() -> Hist {
 }
 
 /// Runs `op(worker, i)` `ops` times from `concurrency` workers (closed loop), or at
-/// `rate`.
+/// `rate`; latency counts from each call's scheduled start.
 async fn drive<F, Fut>(args: &Args, hist: Hist, op: F) -> Duration
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let interval = (args.rate > 0).then(|| Duration::from_secs_f64(1.0 / args.rate as f64));
+    let tickets = Arc::new(tokio::sync::Mutex::new(Tickets::new(args, started)));
     let workers = (0..args.concurrency).map(|worker| {
-        let (next, hist, op) = (next.clone(), hist.clone(), op.clone());
-        let ops = args.ops;
+        let (tickets, hist, op) = (tickets.clone(), hist.clone(), op.clone());
         tokio::spawn(async move {
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= ops {
+                let Some((i, scheduled)) = tickets.lock().await.next().await else {
                     return;
-                }
-                let scheduled = match interval {
-                    Some(gap) => {
-                        let at = started + gap * u32::try_from(i).unwrap_or(u32::MAX);
-                        tokio::time::sleep_until(at.into()).await;
-                        at
-                    }
-                    None => Instant::now(),
                 };
                 op(worker, i).await;
                 let micros = u64::try_from(scheduled.elapsed().as_micros())
@@ -208,6 +197,52 @@ where
     });
     futures::future::join_all(workers).await;
     started.elapsed()
+}
+
+/// Hands out operation numbers with their scheduled start: at once in a closed loop,
+/// or at `--rate` from a pacing thread. Tokio's timers tick in milliseconds and would
+/// release each millisecond's calls in one burst; a thread sleeping to every slot
+/// spreads them (to the OS timer's slack, tens of µs). A late slot still counts
+/// from its scheduled time, so queueing is not hidden (coordinated omission).
+enum Tickets {
+    ClosedLoop { next: u64, ops: u64 },
+    Paced(tokio::sync::mpsc::UnboundedReceiver<(u64, Instant)>),
+}
+
+impl Tickets {
+    fn new(args: &Args, started: Instant) -> Self {
+        if args.rate == 0 {
+            return Self::ClosedLoop {
+                next: 0,
+                ops: args.ops,
+            };
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ops, rate) = (args.ops, args.rate as f64);
+        std::thread::spawn(move || {
+            for i in 0..ops {
+                let at = started + Duration::from_secs_f64(i as f64 / rate);
+                let now = Instant::now();
+                if at > now {
+                    std::thread::sleep(at - now);
+                }
+                if tx.send((i, at)).is_err() {
+                    return;
+                }
+            }
+        });
+        Self::Paced(rx)
+    }
+
+    async fn next(&mut self) -> Option<(u64, Instant)> {
+        match self {
+            Self::ClosedLoop { next, ops } => (*next < *ops).then(|| {
+                *next += 1;
+                (*next - 1, Instant::now())
+            }),
+            Self::Paced(rx) => rx.recv().await,
+        }
+    }
 }
 
 /// Counts completed operations of a consuming workload and notes when the last
@@ -1073,7 +1108,12 @@ async fn measure(args: Args) {
             .map(|(b, a)| (a - b) / (report.ops.max(1) as f64 / 1000.0))
     };
     let mut line = serde_json::json!({
-        "workload": format!("{:?}", args.workload),
+        // A paced run is its own row: "CacheGet at 12000/s".
+        "workload": if args.rate > 0 {
+            format!("{:?} at {}/s", args.workload, args.rate)
+        } else {
+            format!("{:?}", args.workload)
+        },
         "ops": report.ops,
         "seconds": secs,
         "ops_per_sec": report.ops as f64 / secs.max(1e-9),
