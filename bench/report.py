@@ -49,6 +49,16 @@ def median(rows, key):
     return statistics.median(values) if values else None
 
 
+def round_ratios(runs, ours, peer):
+    """Ratios of the runs of one round (the n-th run of each side), lowest to highest:
+    how far the noise between rounds moves the ratio."""
+    if not peer:
+        return "-"
+    pairs = zip(runs.get(ours, []), runs.get(peer, []))
+    ratios = sorted(a["ops_per_sec"] / b["ops_per_sec"] for a, b in pairs if a.get("ops_per_sec") and b.get("ops_per_sec"))
+    return " ".join(f"{r:.2f}" for r in ratios) or "-"
+
+
 def added_latency(runs):
     """Paced rows ("CacheGet at 9000/s") next to the direct GET at the same rate."""
     print()
@@ -80,15 +90,15 @@ def main():
         shown = ["-" if c is None else (f"{c:,.0f}" if i < 4 else f"{c:.4f}") for i, c in enumerate(cells)]
         print(f"| {name} | {len(rows)} | " + " | ".join(shown) + " |")
     print()
-    print("| comparison | Redwire | peer | ratio |")
-    print("|---|---|---|---|")
+    print("| comparison | Redwire | peer | ratio | per-round ratios |")
+    print("|---|---|---|---|---|")
     for label, ours, peer, unit in PAIRS:
         a = median(runs.get(ours, []), "ops_per_sec")
         b = median(runs.get(peer, []), "ops_per_sec") if peer else None
         ratio = f"{a / b:.2f}" if a and b else "-"
         a_text = f"{a:,.0f} {unit}" if a else "-"
         b_text = f"{b:,.0f} {unit}" if b else "-"
-        print(f"| {label} | {a_text} | {b_text} | {ratio} |")
+        print(f"| {label} | {a_text} | {b_text} | {ratio} | {round_ratios(runs, ours, peer)} |")
     added_latency(runs)
 
 
