@@ -4,11 +4,7 @@
 -- Returns: per item 1 when completed, 0 when the token was not the job's current
 -- lease (nothing changed).
 local now = now_ms()
-local n = tonumber(ARGV[3])
-local ids = {}
-for i = 0, n - 1 do
-  ids[#ids + 1] = ARGV[4 + i * 3]
-end
+local ids = batch_ids(3)
 local blobs = hmget_many(K.jobs, ids)
 local out = {}
 local ready = 0

@@ -4,11 +4,7 @@
 -- deliver-at ms since the epoch (0 for none)
 -- Returns: per job 3 values: id, 1 when created (0 when the id existed), state
 local now = now_ms()
-local n = tonumber(ARGV[3])
-local ids = {}
-for i = 0, n - 1 do
-  ids[#ids + 1] = ARGV[4 + i * 5]
-end
+local ids = batch_ids(5)
 local existing = hmget_many(K.jobs, ids)
 -- Jobs created by this call, so a repeated id finds the first one.
 local created = {}

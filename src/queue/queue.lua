@@ -58,6 +58,16 @@ local function hmget_many(key, fields)
   return values
 end
 
+-- The ids of a batch call's ARGV[3] items, `stride` values each from ARGV[4], the
+-- id first (enqueue and ack).
+local function batch_ids(stride)
+  local ids = {}
+  for i = 0, tonumber(ARGV[3]) - 1 do
+    ids[#ids + 1] = ARGV[4 + i * stride]
+  end
+  return ids
+end
+
 local function load(id)
   local blob = redis.call('HGET', K.jobs, id)
   if not blob then
