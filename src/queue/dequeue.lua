@@ -56,8 +56,10 @@ if #ids > 0 then
       records[#records + 1] = blob
       leases[#leases + 1] = due
       leases[#leases + 1] = id
-      rates[#rates + 1] = now
-      rates[#rates + 1] = rec.tok
+      if rate_max > 0 then
+        rates[#rates + 1] = now
+        rates[#rates + 1] = rec.tok
+      end
       out[#out + 1] = id
       out[#out + 1] = payloads[i] or ''
       out[#out + 1] = blob
@@ -65,9 +67,7 @@ if #ids > 0 then
   end
   call_many('HSET', K.jobs, records)
   call_many('ZADD', K.active, leases)
-  if rate_max > 0 then
-    call_many('ZADD', K.rate, rates)
-  end
+  call_many('ZADD', K.rate, rates)
 end
 if rate_limited and #out > 1 then
   local oldest = redis.call('ZRANGE', K.rate, 0, 0, 'WITHSCORES')

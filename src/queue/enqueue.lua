@@ -6,19 +6,19 @@
 local now = now_ms()
 local ids = batch_ids(5)
 local existing = hmget_many(K.jobs, ids)
--- Jobs created by this call, so a repeated id finds the first one.
-local created = {}
-local fresh = 0
+-- One counter bump reserves a sequence number for every new job (an id repeated in
+-- this call is one job); one command per hash or set serves the whole batch (jobs
+-- of a group go one by one).
+local fresh, counted = 0, {}
 for i, id in ipairs(ids) do
-  if not existing[i] and not created[id] then
-    created[id] = true
+  if not existing[i] and not counted[id] then
+    counted[id] = true
     fresh = fresh + 1
   end
 end
-created = {}
--- One counter bump reserves a sequence number for every new job; one command per
--- hash or set serves the whole batch (jobs of a group go one by one).
 local seq = redis.call('HINCRBY', K.meta, 'seq', fresh) - fresh
+-- Jobs created by this call, so a repeated id finds the first one.
+local created = {}
 local records, payloads, waiting, delayed = {}, {}, {}, {}
 local out = {}
 local ready = 0
