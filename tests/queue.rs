@@ -4,10 +4,13 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost_types::Duration as PbDuration;
 use redwire::proto::*;
+use redwire::queue::{JobRecord, NewJob, QueueStore, Taker};
+use redwire::redis::{Redis, RedisSettings};
 use support::{TestContext, eventually};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -169,6 +172,202 @@ impl Stream {
         }))
         .await;
     }
+}
+
+// ---------------------------------------------------------------- hand-off
+
+/// Jobs enqueued at once while a consumer has 2 credits: it gets 2, the rest waits
+/// for an ack (hand-offs, like dequeues, never go past a consumer's credits).
+async fn hand_offs_respect_credits(ctx: &TestContext) {
+    let q = "handoff-credits";
+    let mut consumer = Stream::open(ctx, q, 2, 30_000).await;
+    futures::future::join_all((0..5).map(|i| enqueue(ctx, q, job(&format!("c{i}"))))).await;
+    let first = consumer.delivery().await;
+    consumer.delivery().await;
+    let s = stats(ctx, q).await;
+    assert_eq!((s.active, s.waiting), (2, 3), "{s:?}");
+    consumer.ack(&first).await;
+    assert!(consumer.outcome().await.ok);
+    consumer.delivery().await;
+    let s = stats(ctx, q).await;
+    assert_eq!((s.active, s.waiting), (2, 2), "{s:?}");
+}
+
+/// A job enqueued while a consumer of its queue waits in the same process is
+/// leased by the enqueue's own script call: no dequeue script runs at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_consumer_gets_new_jobs_without_a_dequeue() {
+    let ctx = TestContext::standalone().await;
+    let q = "handoff";
+    let dequeue_script = redis::Script::new(concat!(
+        include_str!("../src/queue/queue.lua"),
+        include_str!("../src/queue/dequeue.lua")
+    ));
+    let dequeue_sha = dequeue_script.get_hash().as_bytes().to_vec();
+    let mut conn = ctx.redis_connection(&format!("rw:q:{{{q}}}:jobs"));
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("slowlog-log-slower-than")
+        .arg(0)
+        .query(&mut conn)
+        .expect("log every command");
+    let mut consumer = Stream::open(&ctx, q, 4, 30_000).await;
+    // The consumer offers its credits once it has found the queue empty; until then
+    // an enqueue wakes it to dequeue. Try until one round trip shows the hand-off.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut round = 0;
+    loop {
+        round += 1;
+        let _: () = redis::cmd("SLOWLOG")
+            .arg("RESET")
+            .query(&mut conn)
+            .expect("reset");
+        let payload = format!("job {round}");
+        enqueue(&ctx, q, job(&payload)).await;
+        let d = consumer.delivery().await;
+        assert_eq!(d.payload, payload.as_bytes());
+        assert_eq!(d.attempt, 1);
+        consumer.ack(&d).await;
+        assert!(consumer.outcome().await.ok);
+        type Entry = (i64, i64, i64, Vec<Vec<u8>>, String, String);
+        let log: Vec<Entry> = redis::cmd("SLOWLOG")
+            .arg("GET")
+            .arg(-1)
+            .query(&mut conn)
+            .expect("slowlog");
+        let dequeues = log
+            .iter()
+            .filter(|(_, _, _, args, _, _)| args.get(1) == Some(&dequeue_sha))
+            .count();
+        let scripts = log
+            .iter()
+            .filter(|(_, _, _, args, _, _)| {
+                args.first()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(b"evalsha"))
+            })
+            .count();
+        if dequeues == 0 {
+            // The enqueue and the ack: two script calls for the whole job.
+            assert_eq!(scripts, 2, "round {round}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every job still needed a dequeue after {round} rounds"
+        );
+    }
+}
+
+/// Redwire's queue store on the test's Redis: which script call leased a job is
+/// not visible over gRPC.
+fn direct_store(ctx: &mut TestContext) -> QueueStore {
+    let settings = RedisSettings {
+        blocking_pool_size: 1,
+        command_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(5),
+    };
+    let redis = Redis::standalone(&ctx.redis().url(), settings).expect("redis");
+    QueueStore::new(Arc::new(redis))
+}
+
+fn new_job(payload: &str) -> NewJob {
+    NewJob {
+        id: format!("id-{payload}"),
+        payload: payload.as_bytes().to_vec(),
+        record: JobRecord {
+            max_attempts: 3,
+            ..Default::default()
+        },
+        delay_ms: 0,
+        deliver_at_ms: 0,
+    }
+}
+
+/// An enqueue that hands off leases in queue order (an older job of higher
+/// priority first), each taker's jobs with its own lease; a job whose taker left
+/// goes back to its place with no attempt counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_hands_jobs_to_takers_in_queue_order() {
+    let mut ctx = TestContext::standalone().await;
+    let store = direct_store(&mut ctx);
+    let q = "handoff-order";
+    enqueue(
+        &ctx,
+        q,
+        JobSpec {
+            priority: 5,
+            ..job("old")
+        },
+    )
+    .await;
+    let jobs = ["new1", "new2", "new3"].map(new_job);
+    let takers = [
+        Taker {
+            most: 2,
+            lease_ms: 10_000,
+        },
+        Taker {
+            most: 1,
+            lease_ms: 20_000,
+        },
+    ];
+    let (enqueued, handed) = store
+        .enqueue_handing_off(q, &jobs, &takers)
+        .await
+        .expect("enqueue");
+    assert!(enqueued.iter().all(|e| e.created), "{enqueued:?}");
+    let order: Vec<&[u8]> = handed.jobs.iter().map(|j| j.payload.as_slice()).collect();
+    assert_eq!(order, [b"old" as &[u8], b"new1", b"new2"]);
+    let due: Vec<u64> = handed.jobs.iter().map(|j| j.record.due_ms).collect();
+    assert_eq!(due[0], due[1], "the first taker's two jobs");
+    assert_eq!(due[2] - due[1], 10_000, "the second taker's longer lease");
+    for j in &handed.jobs {
+        assert_eq!((j.record.state.as_str(), j.record.attempts), ("active", 1));
+    }
+    let s = stats(&ctx, q).await;
+    assert_eq!((s.active, s.waiting), (3, 1), "{s:?}");
+
+    let lost = &handed.jobs[2];
+    assert!(
+        store
+            .release_undelivered(q, &lost.id, &lost.record.token)
+            .await
+            .expect("release")
+    );
+    assert!(
+        !store
+            .release_undelivered(q, &lost.id, &lost.record.token)
+            .await
+            .expect("release again"),
+        "a released lease is stale"
+    );
+    let next = dequeue(&ctx, q, 2, 0, 30_000).await;
+    let order: Vec<&[u8]> = next.iter().map(|d| d.payload.as_slice()).collect();
+    assert_eq!(order, [b"new2" as &[u8], b"new3"], "new2 kept its place");
+    assert_eq!(next[0].attempt, 1, "the undelivered lease was not counted");
+}
+
+/// A paused queue hands nothing off: the jobs wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_queue_hands_nothing_off() {
+    let mut ctx = TestContext::standalone().await;
+    let store = direct_store(&mut ctx);
+    let q = "handoff-paused";
+    ctx.queue()
+        .pause(PauseRequest { queue: q.into() })
+        .await
+        .expect("pause");
+    let taker = Taker {
+        most: 5,
+        lease_ms: 10_000,
+    };
+    let (_, handed) = store
+        .enqueue_handing_off(q, &[new_job("p")], &[taker])
+        .await
+        .expect("enqueue");
+    assert!(handed.jobs.is_empty(), "{handed:?}");
+    let s = stats(&ctx, q).await;
+    assert_eq!((s.active, s.waiting), (0, 1), "{s:?}");
 }
 
 // ---------------------------------------------------------------- core checks
@@ -1019,6 +1218,7 @@ mod standalone {
         concurrent_enqueues_each_get_their_own_outcome,
         enqueue_stream_replies_in_order,
         one_wake_up_serves_several_small_consumers,
+        hand_offs_respect_credits,
         ordering_groups,
         pause_resume_and_rate_limit,
     );

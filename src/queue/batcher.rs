@@ -11,13 +11,16 @@
 //! The flush runs in its own task, so a caller that goes away (its client
 //! cancelled) never strands the others. A batch is one atomic script call, as
 //! `EnqueueBatch` is; each caller gets its own job's outcome, or the batch's error.
+//! The same call hands jobs to consumers of the queue waiting in this process
+//! (`handoff.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use super::store::{Enqueued, NewJob, QueueStore};
+use super::handoff::{Claim, Handed, IdleConsumers};
+use super::store::{Dequeued, Enqueued, NewJob, QueueStore, Taker};
 use crate::error::{Error, Result};
 
 /// Payload bytes one merged script call carries at most (a single larger job still
@@ -34,15 +37,19 @@ pub(super) struct EnqueueBatcher {
     /// its flush task runs.
     lanes: Mutex<HashMap<String, Vec<(NewJob, Reply)>>>,
     max_jobs: usize,
+    /// Consumers waiting for work, which take jobs straight from a batch.
+    idle: Arc<IdleConsumers>,
 }
 
 impl EnqueueBatcher {
-    /// A batcher over `store` merging at most `max_jobs` jobs per script call.
-    pub(super) fn new(store: QueueStore, max_jobs: usize) -> Self {
+    /// A batcher over `store` merging at most `max_jobs` jobs per script call and
+    /// handing jobs to the consumers waiting in `idle`.
+    pub(super) fn new(store: QueueStore, max_jobs: usize, idle: Arc<IdleConsumers>) -> Self {
         Self {
             store,
             lanes: Mutex::default(),
             max_jobs: max_jobs.max(1),
+            idle,
         }
     }
 
@@ -77,13 +84,15 @@ impl EnqueueBatcher {
                 return;
             };
             let (jobs, replies): (Vec<NewJob>, Vec<Reply>) = batch.into_iter().unzip();
-            let outcomes = self
+            let claims = self.idle.claim(&queue, jobs.len());
+            let takers: Vec<Taker> = claims.iter().map(|c| c.taker).collect();
+            let result = self
                 .store
-                .enqueue(&queue, &jobs)
+                .enqueue_handing_off(&queue, &jobs, &takers)
                 .await
-                .and_then(|outcomes| {
+                .and_then(|(outcomes, handed)| {
                     if outcomes.len() == replies.len() {
-                        Ok(outcomes)
+                        Ok((outcomes, handed))
                     } else {
                         Err(Error::Internal(format!(
                             "enqueue returned {} outcomes for {} jobs",
@@ -92,17 +101,60 @@ impl EnqueueBatcher {
                         )))
                     }
                 });
-            match outcomes {
-                Ok(outcomes) => {
+            let handed = match result {
+                Ok((outcomes, handed)) => {
                     for (outcome, reply) in outcomes.into_iter().zip(replies) {
                         let _ = reply.send(Ok(outcome));
                     }
+                    Ok(handed)
                 }
                 Err(e) => {
                     for reply in replies {
                         let _ = reply.send(Err(e.clone()));
                     }
+                    Err(e)
                 }
+            };
+            self.hand_over(&queue, claims, handed).await;
+        }
+    }
+
+    /// Settles every claim of a batch: each consumer gets its share of the leased
+    /// jobs, in claim order (or the call's error). Jobs of a consumer that left
+    /// meanwhile go back to the queue, their attempt not counted.
+    async fn hand_over(&self, queue: &str, claims: Vec<Claim>, handed: Result<Dequeued>) {
+        let (mut jobs, retry_in_ms, error) = match handed {
+            Ok(found) => (found.jobs.into_iter(), found.retry_in_ms, None),
+            Err(e) => (Vec::new().into_iter(), None, Some(e)),
+        };
+        let mut undelivered = Vec::new();
+        for Claim { taker, inbox } in claims {
+            let found = match &error {
+                Some(e) => Err(e.clone()),
+                None => Ok(Dequeued {
+                    jobs: jobs.by_ref().take(taker.most).collect(),
+                    retry_in_ms,
+                }),
+            };
+            let handed = Handed {
+                claimed: taker.most,
+                found,
+            };
+            if let Err(mpsc::error::SendError(Handed {
+                found: Ok(lost), ..
+            })) = inbox.send(handed)
+            {
+                undelivered.extend(lost.jobs);
+            }
+        }
+        for job in undelivered {
+            if let Err(e) = self
+                .store
+                .release_undelivered(queue, &job.id, &job.record.token)
+                .await
+            {
+                // The lease runs out and the reaper retries the job.
+                tracing::warn!(queue, job = %job.id, error = %e, "could not give back a job whose consumer left");
             }
         }
     }

@@ -6,7 +6,9 @@
 //!
 //! The task has three exits (client gone, request side closed, shutdown) and
 //! waits, when it has credits but the queue is empty, on the queue's [`Signal`]:
-//! no Redis connection and no polling while idle.
+//! no Redis connection and no polling while idle. While it waits it also offers
+//! its credits to enqueues in this process, which then lease jobs to it in their
+//! own script call (`handoff.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,11 +17,13 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::join_all;
 use tokio::sync::mpsc;
+
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
 use super::delivery;
-use super::store::QueueStore;
+use super::handoff::{Handed, IdleConsumers, Inbox};
+use super::store::{Dequeued, Leased, QueueStore, Taker};
 use crate::error::Error;
 use crate::proto::{ConsumeRequest, ConsumeResponse, Outcome, consume_request, consume_response};
 use crate::pubsub::waker::Signal;
@@ -42,16 +46,65 @@ pub(super) struct Consumer {
     pub(super) held: HashMap<String, String>,
     pub(super) tx: Outbound,
     pub(super) shutdown: tokio_util::sync::CancellationToken,
+    /// Where this consumer offers its free credits while it waits.
+    pub(super) idle: Arc<IdleConsumers>,
+    /// Hand-offs arrive here; `inbox_tx` is the address offers carry.
+    pub(super) inbox: mpsc::UnboundedReceiver<Handed>,
+    pub(super) inbox_tx: Inbox,
+    /// Credits offered now (0: no offer out).
+    pub(super) offered: usize,
+    /// Credits of a claimed offer whose jobs have not arrived yet.
+    pub(super) pending: usize,
+}
+
+/// What woke a waiting consumer.
+enum Event {
+    /// The client sent messages (the first, and everything else already there).
+    Requests(Vec<ConsumeRequest>),
+    /// The client is gone or its request side ended or broke.
+    ClientGone,
+    /// Jobs may be ready.
+    Woken,
+    /// Time to try Redis again.
+    Retry,
+    /// The batcher settled a claim on this consumer's offer.
+    Handed(Handed),
+    /// The server is shutting down.
+    Shutdown,
 }
 
 impl Consumer {
     /// Serves the stream, then gives back what it holds.
     pub(super) async fn run(mut self, mut inbound: Streaming<ConsumeRequest>) {
         let ending = self.serve(&mut inbound).await;
-        self.give_back().await;
+        // No more hand-offs: take those already sent, so they go back with the rest.
+        self.withdraw_offer();
+        self.inbox.close();
+        let mut undelivered = Vec::new();
+        while let Some(handed) = self.inbox.recv().await {
+            if let Ok(found) = handed.found {
+                undelivered.extend(found.jobs);
+            }
+        }
+        self.give_back(undelivered).await;
         if let Some(status) = ending {
             let _ = self.tx.send(Err(status)).await;
         }
+    }
+
+    /// Credits not used by held jobs or by a claimed offer.
+    fn credits(&self) -> usize {
+        self.max_in_flight
+            .saturating_sub(self.held.len() + self.pending)
+    }
+
+    /// Takes back this consumer's standing offer; when the batcher claimed it
+    /// already, its credits stay reserved until the [`Handed`] arrives.
+    fn withdraw_offer(&mut self) {
+        if self.offered > 0 && !self.idle.withdraw(&self.queue, &self.inbox_tx) {
+            self.pending += self.offered;
+        }
+        self.offered = 0;
     }
 
     /// Returns the status to end the stream with, or `None` when the client left.
@@ -62,7 +115,7 @@ impl Consumer {
         // An ack alone makes no job ready, so it does not cost a dequeue.
         let mut look = true;
         loop {
-            let credits = self.max_in_flight.saturating_sub(self.held.len());
+            let credits = self.credits();
             let signal = self.signal.clone();
             let woken = signal.notified();
             tokio::pin!(woken);
@@ -79,32 +132,17 @@ impl Consumer {
                     .dequeue(&self.queue, credits, millis(self.lease))
                     .await
                 {
-                    Ok(found) if !found.jobs.is_empty() => {
+                    Ok(found) => {
                         look = found.jobs.len() == credits;
                         if look {
                             // More may be ready than this stream can take.
                             self.signal.pass_on();
                         }
-                        if let Some(ms) = found.retry_in_ms {
-                            self.signal
-                                .wake_at(Instant::now() + Duration::from_millis(ms));
-                        }
-                        for job in found.jobs {
-                            self.held.insert(job.id.clone(), job.record.token.clone());
-                            let message =
-                                consume_response::Message::Delivery(delivery(&self.queue, job));
-                            if self.send(message).await.is_err() {
-                                return None;
-                            }
+                        if self.take(found).await.is_err() {
+                            return None;
                         }
                         if look {
                             continue;
-                        }
-                    }
-                    Ok(found) => {
-                        if let Some(ms) = found.retry_in_ms {
-                            self.signal
-                                .wake_at(Instant::now() + Duration::from_millis(ms));
                         }
                     }
                     Err(Error::Unavailable(e)) => {
@@ -115,7 +153,19 @@ impl Consumer {
                 }
             }
 
-            tokio::select! {
+            // Waiting with credits to spare: enqueues in this process may hand jobs
+            // straight to this consumer meanwhile.
+            let free = self.credits();
+            if free > 0 && !redis_trouble {
+                let taker = Taker {
+                    most: free,
+                    lease_ms: millis(self.lease),
+                };
+                self.idle.offer(&self.queue, taker, &self.inbox_tx);
+                self.offered = free;
+            }
+
+            let event = tokio::select! {
                 message = inbound.message() => match message {
                     Ok(Some(first)) => {
                         // Apply everything the client already sent in one go (acks batch).
@@ -123,27 +173,65 @@ impl Consumer {
                         while let Some(Ok(Some(next))) = inbound.message().now_or_never() {
                             batch.push(next);
                         }
-                        let was_full = self.held.len() >= self.max_in_flight;
-                        if let Err(status) = self.handle(batch).await {
-                            return Some(status);
-                        }
-                        look |= was_full && self.held.len() < self.max_in_flight;
+                        Event::Requests(batch)
                     }
-                    Ok(None) => return None,
+                    Ok(None) => Event::ClientGone,
                     Err(status) => {
                         tracing::debug!(queue = %self.queue, %status, "consumer stream broke");
-                        return None;
+                        Event::ClientGone
                     }
                 },
-                () = &mut woken, if credits > 0 => look = true,
-                () = tokio::time::sleep(REDIS_RETRY), if redis_trouble => {
+                Some(handed) = self.inbox.recv() => Event::Handed(handed),
+                () = &mut woken, if credits > 0 => Event::Woken,
+                () = tokio::time::sleep(REDIS_RETRY), if redis_trouble => Event::Retry,
+                () = self.tx.closed() => Event::ClientGone,
+                () = self.shutdown.cancelled() => Event::Shutdown,
+            };
+            self.withdraw_offer();
+            match event {
+                Event::Requests(batch) => {
+                    let was_full = self.credits() == 0;
+                    if let Err(status) = self.handle(batch).await {
+                        return Some(status);
+                    }
+                    look |= was_full && self.credits() > 0;
+                }
+                Event::Handed(handed) => {
+                    self.pending = self.pending.saturating_sub(handed.claimed);
+                    // The producers got a failed call's error; this consumer's own
+                    // next dequeue meets any lasting trouble.
+                    if let Ok(found) = handed.found {
+                        // As many as claimed: more may be ready.
+                        look |= found.jobs.len() == handed.claimed;
+                        if self.take(found).await.is_err() {
+                            return None;
+                        }
+                    }
+                }
+                Event::Woken => look = true,
+                Event::Retry => {
                     redis_trouble = false;
                     look = true;
                 }
-                () = self.tx.closed() => return None,
-                () = self.shutdown.cancelled() => return Some(Error::ShuttingDown.into()),
+                Event::ClientGone => return None,
+                Event::Shutdown => return Some(Error::ShuttingDown.into()),
             }
         }
+    }
+
+    /// Holds and delivers leased jobs, and arms the wake-up for when more may be
+    /// ready. Err when the client is gone.
+    async fn take(&mut self, found: Dequeued) -> Result<(), ()> {
+        if let Some(ms) = found.retry_in_ms {
+            self.signal
+                .wake_at(Instant::now() + Duration::from_millis(ms));
+        }
+        for job in found.jobs {
+            self.held.insert(job.id.clone(), job.record.token.clone());
+            let message = consume_response::Message::Delivery(delivery(&self.queue, job));
+            self.send(message).await?;
+        }
+        Ok(())
     }
 
     async fn send(&self, message: consume_response::Message) -> Result<(), ()> {
@@ -270,21 +358,34 @@ impl Consumer {
         let _ = self.send(consume_response::Message::Outcome(outcome)).await;
     }
 
-    /// Gives every held job back to the queue at once (counting the attempt).
-    async fn give_back(&mut self) {
+    /// Gives every held job back to the queue at once (counting the attempt), and
+    /// the `undelivered` hand-offs (not counting it).
+    async fn give_back(&mut self, undelivered: Vec<Leased>) {
         let held = std::mem::take(&mut self.held);
-        if held.is_empty() {
+        if held.is_empty() && undelivered.is_empty() {
             return;
         }
         let store = &self.store;
         let queue = &self.queue;
-        let results = join_all(held.iter().map(|(id, token)| async move {
+        let delivered = join_all(held.iter().map(|(id, token)| async move {
             store
                 .nack(queue, id, token, "consumer disconnected", false, Some(0))
                 .await
-        }))
-        .await;
-        let failed = results.iter().filter(|r| r.is_err()).count();
-        tracing::debug!(queue = %self.queue, returned = held.len() - failed, failed, "consumer gave its jobs back");
+                .map(|_| ())
+        }));
+        let not_delivered = join_all(undelivered.iter().map(|job| async move {
+            store
+                .release_undelivered(queue, &job.id, &job.record.token)
+                .await
+                .map(|_| ())
+        }));
+        let (delivered, not_delivered) = futures::join!(delivered, not_delivered);
+        let failed = delivered
+            .iter()
+            .chain(&not_delivered)
+            .filter(|r| r.is_err())
+            .count();
+        let returned = held.len() + undelivered.len() - failed;
+        tracing::debug!(queue = %self.queue, returned, failed, "consumer gave its jobs back");
     }
 }

@@ -2,7 +2,11 @@
 -- ARGV[1]: wake channel   ARGV[2]: queue name   ARGV[3]: n, the number of jobs
 -- then per job 5 values: id, payload, record (cmsgpack, options only), delay ms,
 -- deliver-at ms since the epoch (0 for none)
+-- then t, the number of takers (consumers of this queue waiting in the calling
+-- process), and per taker 2 values: most jobs, lease ms
 -- Returns: per job 3 values: id, 1 when created (0 when the id existed), state
+-- (before any hand-off); then, when t > 0, what lease() in queue.lua returns for
+-- the takers: the jobs go to them straight from this call, with no dequeue.
 local now = now_ms()
 local ids = batch_ids(5)
 local existing = hmget_many(K.jobs, ids)
@@ -19,12 +23,12 @@ end
 local seq = redis.call('HINCRBY', K.meta, 'seq', fresh) - fresh
 -- Jobs created by this call, so a repeated id finds the first one.
 local created = {}
-local records, payloads, waiting, delayed = {}, {}, {}, {}
+local payloads, waiting, delayed = {}, {}, {}
 local out = {}
 local ready = 0
 for i, id in ipairs(ids) do
   local base = 4 + (i - 1) * 5
-  local earlier = created[id] or (existing[i] and cmsgpack.unpack(existing[i]))
+  local earlier = (created[id] and created[id].rec) or (existing[i] and cmsgpack.unpack(existing[i]))
   if earlier then
     out[#out + 1] = id
     out[#out + 1] = 0
@@ -56,17 +60,37 @@ for i, id in ipairs(ids) do
       waiting[#waiting + 1] = id
       ready = ready + 1
     end
-    created[id] = rec
-    records[#records + 1] = id
-    records[#records + 1] = cmsgpack.pack(rec)
+    created[id] = { rec = rec, payload = ARGV[base + 1] }
     out[#out + 1] = id
     out[#out + 1] = 1
     out[#out + 1] = rec.st
   end
 end
 call_many('HSET', K.payloads, payloads)
-call_many('HSET', K.jobs, records)
 call_many('ZADD', K.waiting, waiting)
 call_many('ZADD', K.delayed, delayed)
+-- Hand-off: lease to the waiting takers now. lease() writes the records it leases.
+local takers_at = 4 + #ids * 5
+local wants = {}
+for i = 1, tonumber(ARGV[takers_at]) do
+  wants[i] = { tonumber(ARGV[takers_at + 2 * i - 1]), tonumber(ARGV[takers_at + 2 * i]) }
+end
+local handed = #wants > 0 and lease(now, wants, created)
+-- Only the new jobs still ready need a consumer woken.
+local records = {}
+for id, job in pairs(created) do
+  if job.rec.st == 'active' then
+    ready = ready - 1
+  else
+    records[#records + 1] = id
+    records[#records + 1] = cmsgpack.pack(job.rec)
+  end
+end
+call_many('HSET', K.jobs, records)
 wake(ARGV[1], ARGV[2], ready)
+if handed then
+  for _, value in ipairs(handed) do
+    out[#out + 1] = value
+  end
+end
 return out

@@ -3,6 +3,7 @@
 //! Layout: `store.rs` (one script call per operation), `record.rs` (the job record
 //! the scripts share with Rust), `batcher.rs` (group commit of concurrent single-job
 //! enqueues: unary Enqueue and EnqueueStream), `consumer.rs` (Consume streams),
+//! `handoff.rs` (batched enqueues lease jobs straight to waiting Consume streams),
 //! `reaper.rs` (background lease expiry and delayed promotion), and the scripts:
 //! `queue.lua` (shared prelude: key list, record format, group hand-over, backoff),
 //! `enqueue.lua`, `dequeue.lua`, `ack.lua`, `nack.lua`, `extend.lua`, `reap.lua`,
@@ -15,6 +16,7 @@
 
 mod batcher;
 mod consumer;
+mod handoff;
 mod reaper;
 mod record;
 mod store;
@@ -30,8 +32,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use batcher::EnqueueBatcher;
+use handoff::IdleConsumers;
 pub use record::JobRecord;
-pub use store::{Dequeued, Enqueued, Leased, NewJob, QueueStore, Stats, StoredJob};
+pub use store::{Dequeued, Enqueued, Leased, NewJob, QueueStore, Stats, StoredJob, Taker};
 
 use crate::deadline;
 use crate::error::{Error, Result};
@@ -70,6 +73,7 @@ pub struct QueueSettings {
 pub struct QueueService {
     store: QueueStore,
     batcher: Arc<EnqueueBatcher>,
+    idle: Arc<IdleConsumers>,
     waker: Arc<Waker>,
     limits: Limits,
     settings: QueueSettings,
@@ -84,8 +88,14 @@ impl QueueService {
         settings: QueueSettings,
         shutdown: CancellationToken,
     ) -> Self {
+        let idle = Arc::new(IdleConsumers::default());
         Self {
-            batcher: Arc::new(EnqueueBatcher::new(store.clone(), limits.max_batch)),
+            batcher: Arc::new(EnqueueBatcher::new(
+                store.clone(),
+                limits.max_batch,
+                idle.clone(),
+            )),
+            idle,
             store,
             waker: Arc::new(Waker::new(QUEUE_WAKE_CHANNEL)),
             limits,
@@ -386,6 +396,7 @@ impl Queue for QueueService {
                 .count("subscribe.max_in_flight", subscribe.max_in_flight, 1)?;
         let lease = self.lease("subscribe.lease", subscribe.lease.as_ref())?;
         let (tx, rx) = tokio::sync::mpsc::channel(max_in_flight + 16);
+        let (inbox_tx, inbox) = tokio::sync::mpsc::unbounded_channel();
         let consumer = consumer::Consumer {
             store: self.store.clone(),
             signal: self.waker.signal(&subscribe.queue),
@@ -395,6 +406,11 @@ impl Queue for QueueService {
             held: HashMap::new(),
             tx,
             shutdown: self.shutdown.clone(),
+            idle: self.idle.clone(),
+            inbox,
+            inbox_tx,
+            offered: 0,
+            pending: 0,
         };
         tokio::spawn(consumer.run(inbound));
         Ok(Response::new(ReceiverStream::new(rx)))

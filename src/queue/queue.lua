@@ -207,3 +207,109 @@ local function wake(channel, queue, count)
     redis.call('PUBLISH', channel, count .. ' ' .. queue)
   end
 end
+
+-- Leases ready jobs: the body of dequeue.lua, and of enqueue.lua when it hands new
+-- jobs straight to consumers waiting in the calling process.
+-- `wants`: a list of { most jobs, lease ms }, one per taker, served in order from
+-- one ZPOPMIN (the first taker's jobs come first in the reply).
+-- `known`: id -> { rec, payload } for jobs this call holds in memory, so a job the
+-- same call enqueued is not read back. Their records are written here like the rest.
+-- Returns { hint, id1, payload1, record1, id2, ... } where hint is the ms until
+-- more may be ready: when the rate limit cut the batch short, until it frees a
+-- slot; when no job was leased, until a delayed job falls due or a lease expires;
+-- otherwise -1.
+local function lease(now, wants, known)
+  local out = { -1 }
+  local meta = redis.call('HMGET', K.meta, 'paused', 'rate_max', 'rate_window')
+  if meta[1] == '1' then
+    return out
+  end
+  local want = 0
+  for _, w in ipairs(wants) do
+    want = want + w[1]
+  end
+  local rate_max = tonumber(meta[2] or '0') or 0
+  local window = 0
+  local rate_limited = false
+  if rate_max > 0 then
+    window = tonumber(meta[3])
+    redis.call('ZREMRANGEBYSCORE', K.rate, '-inf', now - window)
+    local allowed = rate_max - redis.call('ZCARD', K.rate)
+    if allowed <= 0 then
+      local oldest = redis.call('ZRANGE', K.rate, 0, 0, 'WITHSCORES')
+      out[1] = tonumber(oldest[2]) + window - now + 1
+      return out
+    end
+    rate_limited = allowed < want
+    want = math.min(want, allowed)
+  end
+  local popped = want > 0 and redis.call('ZPOPMIN', K.waiting, want) or {}
+  local ids, unknown = {}, {}
+  for i = 1, #popped, 2 do
+    ids[#ids + 1] = popped[i]
+    if not known[popped[i]] then
+      unknown[#unknown + 1] = popped[i]
+    end
+  end
+  if #ids > 0 then
+    -- One counter bump reserves a lease token for every popped job; one command per
+    -- hash or set serves the whole batch.
+    local token = redis.call('HINCRBY', K.meta, 'lease', #ids) - #ids
+    local blobs = hmget_many(K.jobs, unknown)
+    local payloads = hmget_many(K.payloads, unknown)
+    local stored = {}
+    for i, id in ipairs(unknown) do
+      stored[id] = blobs[i] and { rec = cmsgpack.unpack(blobs[i]), payload = payloads[i] or '' }
+    end
+    -- The taker whose lease the next job gets, and how many more jobs it takes.
+    local taker, room = 1, wants[1][1]
+    local records, leases, rates = {}, {}, {}
+    for _, id in ipairs(ids) do
+      token = token + 1
+      local job = known[id] or stored[id]
+      if job then
+        while room == 0 do
+          taker = taker + 1
+          room = wants[taker][1]
+        end
+        room = room - 1
+        local rec = job.rec
+        rec.att = rec.att + 1
+        rec.tok = tostring(token)
+        rec.st = 'active'
+        rec.due = now + wants[taker][2]
+        local blob = cmsgpack.pack(rec)
+        records[#records + 1] = id
+        records[#records + 1] = blob
+        leases[#leases + 1] = rec.due
+        leases[#leases + 1] = id
+        if rate_max > 0 then
+          rates[#rates + 1] = now
+          rates[#rates + 1] = rec.tok
+        end
+        out[#out + 1] = id
+        out[#out + 1] = job.payload
+        out[#out + 1] = blob
+      end
+    end
+    call_many('HSET', K.jobs, records)
+    call_many('ZADD', K.active, leases)
+    call_many('ZADD', K.rate, rates)
+  end
+  if rate_limited and #out > 1 then
+    local oldest = redis.call('ZRANGE', K.rate, 0, 0, 'WITHSCORES')
+    out[1] = tonumber(oldest[2]) + window - now + 1
+  elseif #out == 1 then
+    local soonest = nil
+    for _, set in ipairs({ K.delayed, K.active }) do
+      local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+      if first[2] and (soonest == nil or tonumber(first[2]) < soonest) then
+        soonest = tonumber(first[2])
+      end
+    end
+    if soonest then
+      out[1] = math.max(soonest - now, 1)
+    end
+  end
+  return out
+end

@@ -70,6 +70,16 @@ pub struct Leased {
     pub record: JobRecord,
 }
 
+/// A consumer waiting in this process that takes jobs straight from an enqueue
+/// (see `handoff.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taker {
+    /// Most jobs it takes.
+    pub most: usize,
+    /// Lease length for its jobs, ms.
+    pub lease_ms: u64,
+}
+
 /// What a dequeue found.
 #[derive(Debug, Clone, Default)]
 pub struct Dequeued {
@@ -170,6 +180,18 @@ impl QueueStore {
 
     /// Enqueues jobs atomically; an existing id is returned as it is.
     pub async fn enqueue(&self, queue: &str, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+        Ok(self.enqueue_handing_off(queue, jobs, &[]).await?.0)
+    }
+
+    /// Enqueues `jobs` and, in the same script call, leases ready jobs to `takers`
+    /// (consumers waiting in this process) as a dequeue would: the first taker's
+    /// jobs come first in the returned [`Dequeued`], up to its `most`.
+    pub async fn enqueue_handing_off(
+        &self,
+        queue: &str,
+        jobs: &[NewJob],
+        takers: &[Taker],
+    ) -> Result<(Vec<Enqueued>, Dequeued)> {
         self.register(queue).await?;
         let records = jobs
             .iter()
@@ -179,7 +201,11 @@ impl QueueStore {
             .iter()
             .map(|j| (j.delay_ms.to_string(), j.deliver_at_ms.to_string()))
             .collect();
-        let count = jobs.len().to_string();
+        let taker_numbers: Vec<(String, String)> = takers
+            .iter()
+            .map(|t| (t.most.to_string(), t.lease_ms.to_string()))
+            .collect();
+        let (count, taker_count) = (jobs.len().to_string(), takers.len().to_string());
         let mut args: Vec<&[u8]> = vec![
             QUEUE_WAKE_CHANNEL.as_bytes(),
             queue.as_bytes(),
@@ -194,8 +220,16 @@ impl QueueStore {
                 at.as_bytes(),
             ]);
         }
+        args.push(taker_count.as_bytes());
+        for (most, lease) in &taker_numbers {
+            args.extend([most.as_bytes(), lease.as_bytes()]);
+        }
         let reply: Vec<Value> = self.invoke(&ENQUEUE, queue, &args).await?;
-        reply
+        if reply.len() < jobs.len() * 3 {
+            return Err(unexpected("enqueue"));
+        }
+        let (enqueued, handed) = reply.split_at(jobs.len() * 3);
+        let enqueued = enqueued
             .chunks(3)
             .map(|c| match c {
                 [id, created, state] => Ok(Enqueued {
@@ -205,7 +239,13 @@ impl QueueStore {
                 }),
                 _ => Err(unexpected("enqueue")),
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        let handed = if takers.is_empty() {
+            Dequeued::default()
+        } else {
+            leased(handed, "enqueue")?
+        };
+        Ok((enqueued, handed))
     }
 
     /// Leases up to `max` jobs for `lease_ms`.
@@ -218,23 +258,7 @@ impl QueueStore {
             queue.as_bytes(),
         ];
         let reply: Vec<Value> = self.invoke(&DEQUEUE, queue, &args).await?;
-        let (hint, rest) = reply.split_first().ok_or_else(|| unexpected("dequeue"))?;
-        let jobs = rest
-            .chunks(3)
-            .map(|c| match c {
-                [id, payload, record] => Ok(Leased {
-                    id: text(id)?,
-                    payload: bytes(payload)?,
-                    record: JobRecord::decode(&bytes(record)?)?,
-                }),
-                _ => Err(unexpected("dequeue")),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let hint = int(hint)?;
-        Ok(Dequeued {
-            retry_in_ms: (hint > 0).then(|| u64::try_from(hint).unwrap_or(0)),
-            jobs,
-        })
+        leased(&reply, "dequeue")
     }
 
     /// Completes jobs: (id, lease token, result). True per accepted item.
@@ -264,14 +288,46 @@ impl QueueStore {
         retry_after_ms: Option<u64>,
     ) -> Result<Option<(String, u64)>> {
         let retry = retry_after_ms.map_or_else(|| "-1".to_owned(), |ms| ms.to_string());
-        let args: [&[u8]; 7] = [
+        let failure = Failure {
+            error,
+            permanent,
+            retry_after_ms: &retry,
+            undelivered: false,
+        };
+        self.fail(queue, id, token, failure).await
+    }
+
+    /// Gives back a leased job that never reached its client (its consumer left
+    /// before a hand-off arrived): back in its place in the queue, no attempt
+    /// counted. False when the lease is no longer current.
+    pub async fn release_undelivered(&self, queue: &str, id: &str, token: &str) -> Result<bool> {
+        let failure = Failure {
+            error: "",
+            permanent: false,
+            retry_after_ms: "0",
+            undelivered: true,
+        };
+        let outcome = self.fail(queue, id, token, failure).await?;
+        Ok(outcome.is_some())
+    }
+
+    /// Runs nack.lua on a leased job.
+    async fn fail(
+        &self,
+        queue: &str,
+        id: &str,
+        token: &str,
+        failure: Failure<'_>,
+    ) -> Result<Option<(String, u64)>> {
+        let args: [&[u8]; 8] = [
             QUEUE_WAKE_CHANNEL.as_bytes(),
             queue.as_bytes(),
             id.as_bytes(),
             token.as_bytes(),
-            error.as_bytes(),
-            if permanent { b"1" } else { b"0" },
-            retry.as_bytes(),
+            failure.error.as_bytes(),
+            if failure.permanent { b"1" } else { b"0" },
+            failure.retry_after_ms.as_bytes(),
+            if failure.undelivered { b"1" } else { b"0" },
         ];
         let reply: Vec<Value> = self.invoke(&NACK, queue, &args).await?;
         match reply.as_slice() {
@@ -510,6 +566,37 @@ impl QueueStore {
         queues.sort();
         Ok(queues)
     }
+}
+
+/// How nack.lua fails a job (its ARGV[5..8]).
+struct Failure<'a> {
+    error: &'a str,
+    permanent: bool,
+    /// Ms, or "-1" for the job's backoff.
+    retry_after_ms: &'a str,
+    /// The lease never reached a client: the attempt is not counted.
+    undelivered: bool,
+}
+
+/// Parses what `lease()` in queue.lua returns: the hint, then 3 values per job.
+fn leased(reply: &[Value], script: &str) -> Result<Dequeued> {
+    let (hint, rest) = reply.split_first().ok_or_else(|| unexpected(script))?;
+    let jobs = rest
+        .chunks(3)
+        .map(|c| match c {
+            [id, payload, record] => Ok(Leased {
+                id: text(id)?,
+                payload: bytes(payload)?,
+                record: JobRecord::decode(&bytes(record)?)?,
+            }),
+            _ => Err(unexpected(script)),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let hint = int(hint)?;
+    Ok(Dequeued {
+        retry_in_ms: (hint > 0).then(|| u64::try_from(hint).unwrap_or(0)),
+        jobs,
+    })
 }
 
 fn unexpected(what: &str) -> Error {
