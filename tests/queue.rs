@@ -316,6 +316,12 @@ async fn an_enqueue_hands_jobs_to_takers_in_queue_order() {
         .await
         .expect("enqueue");
     assert!(enqueued.iter().all(|e| e.created), "{enqueued:?}");
+    let states: Vec<&str> = enqueued.iter().map(|e| e.state.as_str()).collect();
+    assert_eq!(
+        states,
+        ["active", "active", "waiting"],
+        "states after the call"
+    );
     let order: Vec<&[u8]> = handed.jobs.iter().map(|j| j.payload.as_slice()).collect();
     assert_eq!(order, [b"old" as &[u8], b"new1", b"new2"]);
     let due: Vec<u64> = handed.jobs.iter().map(|j| j.record.due_ms).collect();

@@ -11,8 +11,8 @@
 //! The flush runs in its own task, so a caller that goes away (its client
 //! cancelled) never strands the others. A batch is one atomic script call, as
 //! `EnqueueBatch` is; each caller gets its own job's outcome, or the batch's error.
-//! The same call hands jobs to consumers of the queue waiting in this process
-//! (`handoff.rs`).
+//! Every enqueue call (these and `EnqueueBatch`, through [`EnqueueBatcher::enqueue_now`])
+//! also hands jobs to consumers of the queue waiting in this process (`handoff.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -84,38 +84,51 @@ impl EnqueueBatcher {
                 return;
             };
             let (jobs, replies): (Vec<NewJob>, Vec<Reply>) = batch.into_iter().unzip();
-            let claims = self.idle.claim(&queue, jobs.len());
-            let takers: Vec<Taker> = claims.iter().map(|c| c.taker).collect();
-            let result = self
-                .store
-                .enqueue_handing_off(&queue, &jobs, &takers)
-                .await
-                .and_then(|(outcomes, handed)| {
-                    if outcomes.len() == replies.len() {
-                        Ok((outcomes, handed))
-                    } else {
-                        Err(Error::Internal(format!(
-                            "enqueue returned {} outcomes for {} jobs",
-                            outcomes.len(),
-                            replies.len()
-                        )))
-                    }
-                });
-            let handed = match result {
-                Ok((outcomes, handed)) => {
+            match self.enqueue_now(&queue, &jobs).await {
+                Ok(outcomes) => {
                     for (outcome, reply) in outcomes.into_iter().zip(replies) {
                         let _ = reply.send(Ok(outcome));
                     }
-                    Ok(handed)
                 }
                 Err(e) => {
                     for reply in replies {
                         let _ = reply.send(Err(e.clone()));
                     }
-                    Err(e)
                 }
-            };
-            self.hand_over(&queue, claims, handed).await;
+            }
+        }
+    }
+
+    /// Enqueues `jobs` in one script call now (the lanes' calls, and
+    /// `EnqueueBatch`), handing jobs to consumers waiting in this process. One
+    /// outcome per job, in order.
+    pub(super) async fn enqueue_now(&self, queue: &str, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+        let claims = self.idle.claim(queue, jobs.len());
+        let takers: Vec<Taker> = claims.iter().map(|c| c.taker).collect();
+        let result = self
+            .store
+            .enqueue_handing_off(queue, jobs, &takers)
+            .await
+            .and_then(|(outcomes, handed)| {
+                if outcomes.len() == jobs.len() {
+                    Ok((outcomes, handed))
+                } else {
+                    Err(Error::Internal(format!(
+                        "enqueue returned {} outcomes for {} jobs",
+                        outcomes.len(),
+                        jobs.len()
+                    )))
+                }
+            });
+        match result {
+            Ok((outcomes, handed)) => {
+                self.hand_over(queue, claims, Ok(handed)).await;
+                Ok(outcomes)
+            }
+            Err(e) => {
+                self.hand_over(queue, claims, Err(e.clone())).await;
+                Err(e)
+            }
         }
     }
 

@@ -5,8 +5,9 @@
 -- then t, the number of takers (consumers of this queue waiting in the calling
 -- process), and per taker 2 values: most jobs, lease ms
 -- Returns: per job 3 values: id, 1 when created (0 when the id existed), state
--- (before any hand-off); then, when t > 0, what lease() in queue.lua returns for
--- the takers: the jobs go to them straight from this call, with no dequeue.
+-- after the call (active when handed off); then, when t > 0, what lease() in
+-- queue.lua returns for the takers: the jobs go to them straight from this call,
+-- with no dequeue.
 local now = now_ms()
 local ids = batch_ids(5)
 local existing = hmget_many(K.jobs, ids)
@@ -24,15 +25,15 @@ local seq = redis.call('HINCRBY', K.meta, 'seq', fresh) - fresh
 -- Jobs created by this call, so a repeated id finds the first one.
 local created = {}
 local payloads, waiting, delayed = {}, {}, {}
+-- The reply; a created job's state is its record until the hand-off is done.
 local out = {}
 local ready = 0
 for i, id in ipairs(ids) do
   local base = 4 + (i - 1) * 5
-  local earlier = (created[id] and created[id].rec) or (existing[i] and cmsgpack.unpack(existing[i]))
-  if earlier then
+  if created[id] or existing[i] then
     out[#out + 1] = id
     out[#out + 1] = 0
-    out[#out + 1] = earlier.st
+    out[#out + 1] = created[id] and created[id].rec or cmsgpack.unpack(existing[i]).st
   else
     local rec = cmsgpack.unpack(ARGV[base + 2])
     seq = seq + 1
@@ -63,7 +64,7 @@ for i, id in ipairs(ids) do
     created[id] = { rec = rec, payload = ARGV[base + 1] }
     out[#out + 1] = id
     out[#out + 1] = 1
-    out[#out + 1] = rec.st
+    out[#out + 1] = rec
   end
 end
 call_many('HSET', K.payloads, payloads)
@@ -88,6 +89,11 @@ for id, job in pairs(created) do
 end
 call_many('HSET', K.jobs, records)
 wake(ARGV[1], ARGV[2], ready)
+for i = 3, #out, 3 do
+  if type(out[i]) == 'table' then
+    out[i] = out[i].st
+  end
+end
 if handed then
   for _, value in ipairs(handed) do
     out[#out + 1] = value
