@@ -17,7 +17,6 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::join_all;
 use tokio::sync::mpsc;
-
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
