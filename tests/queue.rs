@@ -193,6 +193,37 @@ async fn hand_offs_respect_credits(ctx: &TestContext) {
     assert_eq!((s.active, s.waiting), (2, 2), "{s:?}");
 }
 
+/// An EnqueueBatch whose caller gives up while its script call runs still settles
+/// the hand-off it claimed: the waiting consumer gets a job (its credit does not
+/// stay reserved for a call that was dropped).
+async fn a_cancelled_enqueue_batch_still_hands_off(ctx: &TestContext) {
+    let q = "handoff-cancel";
+    let mut consumer = Stream::open(ctx, q, 1, 30_000).await;
+    // One round trip first, so the consumer is waiting with its credit on offer.
+    enqueue(ctx, q, job("first")).await;
+    let first = consumer.delivery().await;
+    consumer.ack(&first).await;
+    assert!(consumer.outcome().await.ok);
+    // A thousand jobs take Redis far longer than the 5 ms deadline.
+    let jobs: Vec<JobSpec> = (0..1000).map(|i| job(&format!("b{i}"))).collect();
+    let mut request = tonic::Request::new(EnqueueBatchRequest {
+        queue: q.into(),
+        jobs,
+    });
+    request.set_timeout(Duration::from_millis(5));
+    let cancelled = ctx
+        .queue()
+        .enqueue_batch(request)
+        .await
+        .expect_err("the deadline ends the call first");
+    assert!(
+        matches!(cancelled.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{cancelled:?}"
+    );
+    let d = consumer.delivery().await;
+    assert!(d.payload.starts_with(b"b"), "{d:?}");
+}
+
 /// A job enqueued while a consumer of its queue waits in the same process is
 /// leased by the enqueue's own script call: no dequeue script runs at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1229,6 +1260,7 @@ mod standalone {
         enqueue_stream_replies_in_order,
         one_wake_up_serves_several_small_consumers,
         hand_offs_respect_credits,
+        a_cancelled_enqueue_batch_still_hands_off,
         ordering_groups,
         pause_resume_and_rate_limit,
     );

@@ -11,8 +11,9 @@
 //! The flush runs in its own task, so a caller that goes away (its client
 //! cancelled) never strands the others. A batch is one atomic script call, as
 //! `EnqueueBatch` is; each caller gets its own job's outcome, or the batch's error.
-//! Every enqueue call (these and `EnqueueBatch`, through [`EnqueueBatcher::enqueue_now`])
-//! also hands jobs to consumers of the queue waiting in this process (`handoff.rs`).
+//! Every enqueue call (these, and `EnqueueBatch` through
+//! [`EnqueueBatcher::enqueue_detached`]) also hands jobs to consumers of the queue
+//! waiting in this process (`handoff.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -99,10 +100,25 @@ impl EnqueueBatcher {
         }
     }
 
-    /// Enqueues `jobs` in one script call now (the lanes' calls, and
-    /// `EnqueueBatch`), handing jobs to consumers waiting in this process. One
-    /// outcome per job, in order.
-    pub(super) async fn enqueue_now(&self, queue: &str, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
+    /// Enqueues `jobs` in one script call now, in a task of its own (for
+    /// `EnqueueBatch`): a caller whose client goes away drops this future, but a
+    /// claimed consumer must always get its [`Handed`], or its credits stay
+    /// reserved for good.
+    pub(super) async fn enqueue_detached(
+        self: &Arc<Self>,
+        queue: String,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Enqueued>> {
+        let batcher = self.clone();
+        tokio::spawn(async move { batcher.enqueue_now(&queue, &jobs).await })
+            .await
+            .map_err(|e| Error::Internal(format!("the enqueue task failed: {e}")))?
+    }
+
+    /// Enqueues `jobs` in one script call now, handing jobs to consumers waiting in
+    /// this process. One outcome per job, in order. Runs to the end in a task that
+    /// nobody cancels (a lane's flush task, or [`Self::enqueue_detached`]).
+    async fn enqueue_now(&self, queue: &str, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
         let claims = self.idle.claim(queue, jobs.len());
         let takers: Vec<Taker> = claims.iter().map(|c| c.taker).collect();
         let result = self

@@ -207,6 +207,9 @@ impl Consumer {
                         }
                     }
                 }
+                // A claim may have used the last credit while the wake-up was on
+                // its way: hand it to a consumer that can take the work.
+                Event::Woken if self.credits() == 0 => self.signal.pass_on(),
                 Event::Woken => look = true,
                 Event::Retry => {
                     redis_trouble = false;

@@ -367,7 +367,7 @@ impl Queue for QueueService {
             .enumerate()
             .map(|(i, spec)| self.new_job(&format!("jobs[{i}]"), spec))
             .collect::<Result<Vec<_>>>()?;
-        let result = self.batcher.enqueue_now(&req.queue, &jobs).await?;
+        let result = self.batcher.enqueue_detached(req.queue, jobs).await?;
         Ok(Response::new(EnqueueBatchResponse {
             jobs: result.into_iter().map(enqueued).collect(),
         }))
