@@ -230,15 +230,22 @@ async fn a_cancelled_enqueue_batch_still_hands_off(ctx: &TestContext) {
 async fn a_waiting_consumer_gets_new_jobs_without_a_dequeue() {
     let ctx = TestContext::standalone().await;
     let q = "handoff";
-    // A queue script's sha, as Redwire loads it: the prelude, then the operation.
-    let sha = |operation: &str| {
-        let code = format!("{}{operation}", include_str!("../src/queue/queue.lua"));
-        redis::Script::new(&code).get_hash().as_bytes().to_vec()
-    };
-    let enqueue_sha = sha(include_str!("../src/queue/enqueue.lua"));
-    let dequeue_sha = sha(include_str!("../src/queue/dequeue.lua"));
-    let ack_sha = sha(include_str!("../src/queue/ack.lua"));
     let mut conn = ctx.redis_connection(&format!("rw:q:{{{q}}}:jobs"));
+    // A queue script's sha, as Redwire loads it: the prelude, then the operation.
+    // Loaded here first: a script's first call otherwise logs a failed EVALSHA
+    // (NOSCRIPT) before redis-rs loads it and calls again.
+    let mut load = |operation: &str| {
+        let code = format!("{}{operation}", include_str!("../src/queue/queue.lua"));
+        let sha: String = redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(code)
+            .query(&mut conn)
+            .expect("script load");
+        sha.into_bytes()
+    };
+    let enqueue_sha = load(include_str!("../src/queue/enqueue.lua"));
+    let dequeue_sha = load(include_str!("../src/queue/dequeue.lua"));
+    let ack_sha = load(include_str!("../src/queue/ack.lua"));
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("slowlog-log-slower-than")

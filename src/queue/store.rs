@@ -251,12 +251,7 @@ impl QueueStore {
     /// Leases up to `max` jobs for `lease_ms`.
     pub async fn dequeue(&self, queue: &str, max: usize, lease_ms: u64) -> Result<Dequeued> {
         let (max, lease) = (max.to_string(), lease_ms.to_string());
-        let args: [&[u8]; 4] = [
-            max.as_bytes(),
-            lease.as_bytes(),
-            QUEUE_WAKE_CHANNEL.as_bytes(),
-            queue.as_bytes(),
-        ];
+        let args: [&[u8]; 2] = [max.as_bytes(), lease.as_bytes()];
         let reply: Vec<Value> = self.invoke(&DEQUEUE, queue, &args).await?;
         leased(&reply, "dequeue")
     }
