@@ -25,6 +25,8 @@ PAIRS = [
     ("Cache Get vs gRPC floor (Health/Check, no Redis)", "CacheGet", "GrpcFloor", "ops/s"),
     ("Stream AppendStream vs redis-benchmark XADD -P 1 (target >= 0.5)", "StreamAppendStream", "redis-benchmark XADD P1", "ops/s"),
     ("Stream AppendStream vs direct store XADD (target >= 0.5)", "StreamAppendStream", "DirectXadd", "ops/s"),
+    ("Producer-stream floor (AppendStream refused before Redis) vs redis-benchmark XADD -P 1", "ProducerStreamFloor", "redis-benchmark XADD P1", "ops/s"),
+    ("Stream AppendStream vs producer-stream floor (no Redis)", "StreamAppendStream", "ProducerStreamFloor", "ops/s"),
     ("Stream unary Append vs redis-benchmark XADD -P 1", "StreamAppend", "redis-benchmark XADD P1", "ops/s"),
     ("Stream unary Append vs direct store XADD", "StreamAppend", "DirectXadd", "ops/s"),
     ("Stream group consume + ack vs direct XREADGROUP/XACK loop (target >= 0.5)", "StreamGroup", "DirectStreamGroup", "entries/s"),
@@ -32,16 +34,69 @@ PAIRS = [
 ]
 
 
+# Queue end-to-end workloads, ours and the peers', which the bench also runs at other
+# concurrencies (QUEUE_C): those runs are rows of their own, "QueueE2eStream C=64".
+QUEUE_E2E = ["QueueE2eStream", "QueueE2e", "BullmqE2e", "BeeQueueE2e"]
+
+
 def load(path):
-    runs = {}
+    rows = []
     with open(path) as f:
         for line in f:
             line = line.strip()
-            if not line.startswith("{"):
-                continue
-            row = json.loads(line)
-            runs.setdefault(row["workload"], []).append(row)
+            if line.startswith("{"):
+                rows.append(json.loads(line))
+    # The run's own concurrency is Cache Get's (scripts/bench's C).
+    base = next((r.get("concurrency") for r in rows if r["workload"] == "CacheGet"), None)
+    runs = {}
+    for row in rows:
+        name = row["workload"]
+        if name in QUEUE_E2E and base is not None and row.get("concurrency") not in (None, base):
+            name = f"{name} C={row['concurrency']}"
+        runs.setdefault(name, []).append(row)
     return runs
+
+
+def queue_pairs(runs):
+    """The queue end-to-end comparisons at each extra concurrency in the run."""
+    suffixes = sorted({n.split(" ", 1)[1] for n in runs if n.split(" ", 1)[0] in QUEUE_E2E and " C=" in n},
+                      key=lambda s: int(s.removeprefix("C=")))
+    pairs = []
+    for suffix in suffixes:
+        for peer, label, target in (("BullmqE2e", "BullMQ", 2.0), ("BeeQueueE2e", "bee-queue", 1.3)):
+            pairs.append((f"Queue end-to-end at {suffix}, EnqueueStream producers, vs {label} (target >= {target})",
+                          f"QueueE2eStream {suffix}", f"{peer} {suffix}", "jobs/s"))
+    return pairs
+
+
+def cpu_per_job(rows):
+    """Median CPU seconds per 1,000 jobs of every process doing a run's work: Redwire,
+    Redis and the load generator for ours; the Node process and Redis for a peer."""
+    keys = ("redwire_cpu_s_per_1k", "redis_cpu_s_per_1k", "bench_cpu_s_per_1k", "peer_cpu_s_per_1k")
+    totals = []
+    for r in rows:
+        parts = [r[k] for k in keys if r.get(k) is not None]
+        if r.get("redis_cpu_s_per_1k") is not None and len(parts) >= 2:
+            totals.append(sum(parts))
+    return statistics.median(totals) if totals else None
+
+
+def cpu_comparisons(runs):
+    """Whole-system CPU per job, ours against each peer at each concurrency: on a
+    shared, noisy machine this moves much less between rounds than jobs/s."""
+    print()
+    print("| CPU per job, every process of the run | Redwire (Redwire + Redis + load generator) µs | peer (Node + Redis) µs | peer / Redwire |")
+    print("|---|---|---|---|")
+    for name in sorted(runs):
+        if not name.startswith("QueueE2eStream"):
+            continue
+        suffix = name.removeprefix("QueueE2eStream")
+        ours = cpu_per_job(runs[name])
+        for peer, label in (("BullmqE2e", "BullMQ"), ("BeeQueueE2e", "bee-queue")):
+            theirs = cpu_per_job(runs.get(peer + suffix, []))
+            if ours and theirs:
+                at = suffix.strip() or "run's C"
+                print(f"| Queue end-to-end ({at}) vs {label} | {ours * 1000:,.1f} | {theirs * 1000:,.1f} | {theirs / ours:.2f} |")
 
 
 def median(rows, key):
@@ -83,22 +138,23 @@ def main():
         workload = sys.argv[sys.argv.index("--half-rate") + 1]
         print(max(1, int(median(runs.get(workload, []), "ops_per_sec") or 2) // 2))
         return
-    print("| workload | runs | median ops/s | p50 µs | p99 µs | p99.9 µs | Redwire CPU s/1k | Redis CPU s/1k | load generator CPU s/1k |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| workload | runs | median ops/s | p50 µs | p99 µs | p99.9 µs | Redwire CPU s/1k | Redis CPU s/1k | load generator CPU s/1k | peer process CPU s/1k |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, rows in sorted(runs.items()):
-        cells = [median(rows, k) for k in ("ops_per_sec", "p50_us", "p99_us", "p999_us", "redwire_cpu_s_per_1k", "redis_cpu_s_per_1k", "bench_cpu_s_per_1k")]
+        cells = [median(rows, k) for k in ("ops_per_sec", "p50_us", "p99_us", "p999_us", "redwire_cpu_s_per_1k", "redis_cpu_s_per_1k", "bench_cpu_s_per_1k", "peer_cpu_s_per_1k")]
         shown = ["-" if c is None else (f"{c:,.0f}" if i < 4 else f"{c:.4f}") for i, c in enumerate(cells)]
         print(f"| {name} | {len(rows)} | " + " | ".join(shown) + " |")
     print()
     print("| comparison | Redwire | peer | ratio | per-round ratios |")
     print("|---|---|---|---|---|")
-    for label, ours, peer, unit in PAIRS:
+    for label, ours, peer, unit in PAIRS + queue_pairs(runs):
         a = median(runs.get(ours, []), "ops_per_sec")
         b = median(runs.get(peer, []), "ops_per_sec") if peer else None
         ratio = f"{a / b:.2f}" if a and b else "-"
         a_text = f"{a:,.0f} {unit}" if a else "-"
         b_text = f"{b:,.0f} {unit}" if b else "-"
         print(f"| {label} | {a_text} | {b_text} | {ratio} | {round_ratios(runs, ours, peer)} |")
+    cpu_comparisons(runs)
     added_latency(runs)
 
 

@@ -1,10 +1,11 @@
 // BullMQ peer: N no-op jobs, C producers adding one job at a time, a worker with
 // concurrency C; prints one JSON line like redwire-bench's queue-e2e.
-// Usage: node bullmq.js <redis port> <jobs> <concurrency>
+// Usage: node bullmq.js <redis port> <jobs> <concurrency> [redis-server pid]
 const { Queue, Worker } = require('bullmq');
+const { startCpu } = require('./cpu');
 
 async function main() {
-  const [port, jobs, concurrency] = process.argv.slice(2).map(Number);
+  const [port, jobs, concurrency, redisPid] = process.argv.slice(2).map(Number);
   const connection = { host: '127.0.0.1', port };
   const name = `bench-bullmq-${Date.now()}`;
   const queue = new Queue(name, { connection });
@@ -15,6 +16,7 @@ async function main() {
   worker.on('completed', () => { if (++done === jobs) finish(); });
   await worker.waitUntilReady();
   const started = process.hrtime.bigint();
+  const cpu = startCpu(redisPid);
   let next = 0;
   const producer = async () => {
     while (next < jobs) {
@@ -25,7 +27,8 @@ async function main() {
   await Promise.all(Array.from({ length: concurrency }, producer));
   await finished;
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  console.log(JSON.stringify({ workload: 'BullmqE2e', ops: jobs, seconds, ops_per_sec: jobs / seconds, concurrency }));
+  const cpuFields = cpu(jobs);
+  console.log(JSON.stringify({ workload: 'BullmqE2e', ops: jobs, seconds, ops_per_sec: jobs / seconds, concurrency, ...cpuFields }));
   await worker.close();
   await queue.obliterate({ force: true });
   await queue.close();

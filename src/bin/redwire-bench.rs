@@ -67,6 +67,10 @@ enum Workload {
     /// Unary grpc.health.v1.Health/Check: the same server and transport with no
     /// Redis behind it, the floor of any unary call's cost.
     GrpcFloor,
+    /// Stream.AppendStream as stream-append-stream, each entry refused by
+    /// validation (an empty stream name) before any Redis work: the floor of a
+    /// producer-stream message's round trip.
+    ProducerStreamFloor,
     /// Redwire's cache store directly on Redis: GET.
     DirectGet,
     /// Redwire's queue store directly on Redis: enqueue, then lease and ack.
@@ -530,9 +534,14 @@ async fn run(args: &Args, channel: Channel) -> Report {
             })
             .await
         }
-        Workload::StreamAppendStream => {
+        Workload::StreamAppendStream | Workload::ProducerStreamFloor => {
             let client = StreamClient::new(channel);
-            let stream = format!("{prefix}-ss");
+            let floor = args.workload == Workload::ProducerStreamFloor;
+            let stream = if floor {
+                String::new()
+            } else {
+                format!("{prefix}-ss")
+            };
             let streams = producer_streams(args.concurrency, |requests| {
                 let mut client = client.clone();
                 async move {
@@ -553,13 +562,12 @@ async fn run(args: &Args, channel: Channel) -> Report {
                         ..Default::default()
                     };
                     let reply = streams[worker].lock().await.call(request).await;
-                    assert!(
-                        matches!(
-                            reply.result,
-                            Some(append_stream_response::Result::Appended(_))
-                        ),
-                        "append failed: {reply:?}"
-                    );
+                    match (floor, &reply.result) {
+                        (false, Some(append_stream_response::Result::Appended(_))) => {}
+                        (true, Some(append_stream_response::Result::Failed(failure)))
+                            if failure.code == tonic::Code::InvalidArgument as i32 => {}
+                        _ => panic!("unexpected append reply: {reply:?}"),
+                    }
                 }
             })
             .await
