@@ -69,15 +69,15 @@ def queue_pairs(runs):
     return pairs
 
 
-def cpu_per_job(rows):
-    """Median CPU seconds per 1,000 jobs of every process doing a run's work: Redwire,
-    Redis and the load generator for ours; the Node process and Redis for a peer."""
-    keys = ("redwire_cpu_s_per_1k", "redis_cpu_s_per_1k", "bench_cpu_s_per_1k", "peer_cpu_s_per_1k")
-    totals = []
-    for r in rows:
-        parts = [r[k] for k in keys if r.get(k) is not None]
-        if r.get("redis_cpu_s_per_1k") is not None and len(parts) >= 2:
-            totals.append(sum(parts))
+# The processes doing a queue run's work: ours (Redwire, Redis, the load generator)
+# and a peer's (its Node process, Redis).
+OURS_CPU = ("redwire_cpu_s_per_1k", "redis_cpu_s_per_1k", "bench_cpu_s_per_1k")
+PEER_CPU = ("peer_cpu_s_per_1k", "redis_cpu_s_per_1k")
+
+
+def cpu_per_job(rows, keys):
+    """Median over runs of the CPU seconds per 1,000 jobs of the processes `keys`."""
+    totals = [sum(r[k] for k in keys) for r in rows if all(r.get(k) is not None for k in keys)]
     return statistics.median(totals) if totals else None
 
 
@@ -91,9 +91,9 @@ def cpu_comparisons(runs):
         if not name.startswith("QueueE2eStream"):
             continue
         suffix = name.removeprefix("QueueE2eStream")
-        ours = cpu_per_job(runs[name])
+        ours = cpu_per_job(runs[name], OURS_CPU)
         for peer, label in (("BullmqE2e", "BullMQ"), ("BeeQueueE2e", "bee-queue")):
-            theirs = cpu_per_job(runs.get(peer + suffix, []))
+            theirs = cpu_per_job(runs.get(peer + suffix, []), PEER_CPU)
             if ours and theirs:
                 at = suffix.strip() or "run's C"
                 print(f"| Queue end-to-end ({at}) vs {label} | {ours * 1000:,.1f} | {theirs * 1000:,.1f} | {theirs / ours:.2f} |")

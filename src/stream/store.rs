@@ -35,21 +35,18 @@ pub enum Trim {
 }
 
 impl Trim {
-    /// The trimming arguments of XADD / XTRIM.
-    fn args(&self) -> [String; 3] {
+    /// The trimming arguments of XADD / XTRIM: strategy, `=` or `~`, threshold.
+    fn args(&self) -> (&'static str, &'static str, String) {
         let (kind, threshold, exact) = match self {
             Trim::MaxLength(n, exact) => ("MAXLEN", n.to_string(), *exact),
             Trim::MinId(id, exact) => ("MINID", id.clone(), *exact),
         };
-        [
-            kind.to_owned(),
-            if exact { "=" } else { "~" }.to_owned(),
-            threshold,
-        ]
+        (kind, if exact { "=" } else { "~" }, threshold)
     }
 
     fn add_to(&self, cmd: &mut redis::Cmd) {
-        cmd.arg(&self.args());
+        let (kind, exactness, threshold) = self.args();
+        cmd.arg(kind).arg(exactness).arg(threshold);
     }
 }
 
@@ -209,9 +206,14 @@ impl StreamStore {
     ) -> Result<Vec<String>> {
         let mut invocation = APPEND_CHECKED.prepare_invoke();
         invocation.key(key);
-        let trim_args = trim.map(Trim::args);
-        let trim_args = trim_args.as_ref().map_or(&[][..], |args| &args[..]);
-        invocation.arg(trim_args.len()).arg(trim_args);
+        match trim.map(Trim::args) {
+            Some((kind, exactness, threshold)) => {
+                invocation.arg(3).arg(kind).arg(exactness).arg(threshold);
+            }
+            None => {
+                invocation.arg(0);
+            }
+        }
         for (id, fields) in entries {
             invocation
                 .arg(if id.is_empty() { "*" } else { id.as_str() })
