@@ -17,6 +17,8 @@
 //! - [`stream`]: the `redwire.v1.Stream` service (event logs, groups, dead letters).
 //! - [`lock`]: the `redwire.v1.Lock` service (fencing tokens, Hold, Redlock).
 //! - [`health`]: health reporting that follows Redis reachability.
+//! - [`group_commit`]: concurrent writes to one key share one Redis call (enqueues
+//!   of a queue, appends to a stream).
 //! - [`producer`]: producer streams (EnqueueStream, AppendStream): one reply per
 //!   message, in order, what has arrived handled as one batch.
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
@@ -28,6 +30,7 @@ pub mod cache;
 pub mod config;
 pub mod deadline;
 pub mod error;
+pub mod group_commit;
 pub mod health;
 pub mod lock;
 pub mod producer;

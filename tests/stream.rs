@@ -709,10 +709,146 @@ async fn append_batch_with_explicit_ids_is_all_or_nothing(ctx: &TestContext) {
     );
 }
 
+/// Calls of `command` Redis has run since the last `CONFIG RESETSTAT`.
+fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(conn)
+        .expect("info");
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| {
+            rest.split(',')
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .expect("calls")
+        })
+}
+
+/// Makes Redis hold every write command for `ms`.
+fn pause_writes(redis: &mut redis::Connection, ms: u64) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(ms)
+        .arg("WRITE")
+        .query(redis)
+        .expect("pause");
+}
+
+/// Appends to one stream that arrive while another is in flight share the next
+/// Redis call (one MULTI/EXEC), unary calls and AppendStream producers alike, each
+/// with its own trimming; every caller gets the id of its own entry, and each
+/// producer's entries land in the order sent.
+async fn concurrent_appends_share_calls_and_each_get_their_own_id(ctx: &TestContext) {
+    let s = "busy";
+    let mut redis = ctx.redis_connection("rw:s:{busy}");
+    // Even entries trim the stream to about 1,000 entries, odd ones do not trim.
+    fn entry(n: u32) -> AppendRequest {
+        AppendRequest {
+            stream: "busy".into(),
+            fields: fields(&[("n", &n.to_string())]),
+            trim: n.is_multiple_of(2).then_some(Trimming {
+                keep: Some(trimming::Keep::MaxLength(1000)),
+                exact: false,
+            }),
+            ..Default::default()
+        }
+    }
+    let unary = |numbers: std::ops::Range<u32>| {
+        futures::future::join_all(numbers.map(|n| {
+            let mut client = ctx.stream();
+            let request = entry(n);
+            async move {
+                let id = client
+                    .append(request)
+                    .await
+                    .expect("append")
+                    .into_inner()
+                    .id;
+                (n, id)
+            }
+        }))
+    };
+
+    // Unary appends alone: each would be a bare XADD without the group commit.
+    // Redis holds writes for a moment, so that they pile up behind the first.
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut redis)
+        .expect("reset stats");
+    pause_writes(&mut redis, 300);
+    let mut replied: HashMap<String, u32> = unary(0..40)
+        .await
+        .into_iter()
+        .map(|(n, id)| (id, n))
+        .collect();
+    assert_eq!(command_calls(&mut redis, "xadd"), 40);
+    let shared = command_calls(&mut redis, "exec");
+    assert!(
+        (1..=20).contains(&shared),
+        "40 concurrent appends took {shared} MULTI/EXECs"
+    );
+
+    // Unary calls and producers together, with different trimming.
+    let producers = futures::future::join_all((1..=4).map(|p| {
+        let mut client = ctx.stream();
+        let requests: Vec<AppendRequest> = (0..10).map(|k| entry(p * 100 + k)).collect();
+        async move {
+            let replies: Vec<AppendStreamResponse> = client
+                .append_stream(tokio_stream::iter(requests))
+                .await
+                .expect("append stream")
+                .into_inner()
+                .collect::<Result<_, _>>()
+                .await
+                .expect("replies");
+            assert_eq!(replies.len(), 10, "one reply per entry");
+            (0..10)
+                .zip(replies)
+                .map(|(k, reply)| match reply.result {
+                    Some(append_stream_response::Result::Appended(a)) => (p * 100 + k, a.id),
+                    other => panic!("entry {p}/{k}: {other:?}"),
+                })
+                .collect::<Vec<_>>()
+        }
+    }));
+    pause_writes(&mut redis, 300);
+    let (more, produced) = tokio::join!(unary(40..60), producers);
+    replied.extend(
+        more.into_iter()
+            .chain(produced.into_iter().flatten())
+            .map(|(n, id)| (id, n)),
+    );
+    assert_eq!(replied.len(), 100, "one distinct id per entry");
+
+    let stored = first_entries(ctx, s).await;
+    assert_eq!(stored.len(), 100, "every entry once");
+    for entry in &stored {
+        assert_eq!(
+            replied.get(&entry.id),
+            Some(&number(entry)),
+            "entry {}",
+            entry.id
+        );
+    }
+    for p in 1..=4 {
+        let order: Vec<u32> = stored.iter().map(number).filter(|n| n / 100 == p).collect();
+        assert_eq!(
+            order,
+            (0..10).map(|k| p * 100 + k).collect::<Vec<_>>(),
+            "producer {p}"
+        );
+    }
+}
+
 async fn run_core_checks_on(ctx: &TestContext) {
     append_and_range(ctx).await;
     append_stream_keeps_order(ctx).await;
     append_batch_with_explicit_ids_is_all_or_nothing(ctx).await;
+    concurrent_appends_share_calls_and_each_get_their_own_id(ctx).await;
     tail_resumes_without_gap_or_duplicate(ctx).await;
     groups_share_and_each_group_sees_all(ctx).await;
     dead_consumers_are_claimed_then_dead_lettered_once(ctx).await;
@@ -724,6 +860,7 @@ mod standalone {
         append_and_range,
         append_stream_keeps_order,
         append_batch_with_explicit_ids_is_all_or_nothing,
+        concurrent_appends_share_calls_and_each_get_their_own_id,
         tail_resumes_without_gap_or_duplicate,
         groups_share_and_each_group_sees_all,
         dead_consumers_are_claimed_then_dead_lettered_once,

@@ -31,7 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use batcher::EnqueueBatcher;
+use batcher::{EnqueueBatcher, Enqueuer};
 use handoff::IdleConsumers;
 pub use record::JobRecord;
 pub use store::{Dequeued, Enqueued, Leased, NewJob, QueueStore, Stats, StoredJob, Taker};
@@ -90,7 +90,7 @@ impl QueueService {
     ) -> Self {
         let idle = Arc::new(IdleConsumers::default());
         Self {
-            batcher: Arc::new(EnqueueBatcher::new(
+            batcher: Arc::new(Enqueuer::batcher(
                 store.clone(),
                 limits.max_batch,
                 idle.clone(),
@@ -214,7 +214,7 @@ impl QueueService {
     async fn enqueue_one(&self, req: EnqueueRequest) -> Result<Enqueued> {
         validate::name("queue", &req.queue)?;
         let job = self.new_job("job", req.job.unwrap_or_default())?;
-        self.batcher.enqueue(&req.queue, job).await
+        self.batcher.submit(&req.queue, job).await
     }
 
     /// Leases up to `max` jobs, waiting until `until` for the first one.
@@ -367,7 +367,7 @@ impl Queue for QueueService {
             .enumerate()
             .map(|(i, spec)| self.new_job(&format!("jobs[{i}]"), spec))
             .collect::<Result<Vec<_>>>()?;
-        let result = self.batcher.enqueue_detached(req.queue, jobs).await?;
+        let result = self.batcher.commit_detached(req.queue, jobs).await?;
         Ok(Response::new(EnqueueBatchResponse {
             jobs: result.into_iter().map(enqueued).collect(),
         }))

@@ -3,7 +3,9 @@
 //! Layout: `store.rs` (Redis calls), `readers.rs` (one shared `XREAD BLOCK` reader
 //! per tailed stream per process), `group.rs` (ReadGroup consumer streams),
 //! `claim.lua` (claiming with dead-lettering, exactly once), `append.lua` (batches
-//! with explicit ids, all or nothing).
+//! with explicit ids, all or nothing). Appends with Redis-chosen ids go through a
+//! group commit per stream (`crate::group_commit`): concurrent callers share one
+//! `MULTI`/`EXEC`.
 //!
 //! Keys: stream `orders` is `rw:s:{orders}`, its dead-letter stream (user name
 //! `orders:dead`) is `rw:s:{orders}:dead`, and the groups' dead-letter policies are
@@ -13,7 +15,6 @@ mod group;
 mod readers;
 mod store;
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,10 +25,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use store::{ClaimWhat, Claimed, StoredEntry, StreamStore, Trim};
+pub use store::{ClaimWhat, Claimed, Fields, NewEntries, StoredEntry, StreamStore, Trim};
 
 use self::readers::Readers;
 use crate::error::{Error, Result};
+use crate::group_commit::GroupCommit;
 use crate::producer::{self, Replies};
 use crate::proto::stream_server::Stream;
 use crate::proto::*;
@@ -46,6 +48,8 @@ const TAIL_BATCH: usize = 100;
 #[derive(Debug, Clone)]
 pub struct StreamService {
     store: StreamStore,
+    /// Appends whose ids Redis chooses, merged per stream across callers.
+    appends: Arc<GroupCommit<StreamStore>>,
     readers: Arc<Readers>,
     limits: Limits,
     heartbeat: Duration,
@@ -62,6 +66,7 @@ impl StreamService {
     ) -> Self {
         Self {
             readers: Arc::new(Readers::new(store.clone(), shutdown.clone())),
+            appends: Arc::new(GroupCommit::new(store.clone(), limits.max_batch)),
             store,
             limits,
             heartbeat,
@@ -69,7 +74,7 @@ impl StreamService {
         }
     }
 
-    fn fields(&self, field: &str, fields: &HashMap<String, Vec<u8>>) -> Result<()> {
+    fn fields(&self, field: &str, fields: &Fields) -> Result<()> {
         if fields.is_empty() {
             return Err(Error::invalid(field, "must contain at least one field"));
         }
@@ -94,7 +99,7 @@ struct AppendRun {
     stream: String,
     trimming: Option<Trimming>,
     trim: Option<Trim>,
-    entries: Vec<(String, HashMap<String, Vec<u8>>)>,
+    entries: Vec<(String, Fields)>,
 }
 
 impl AppendRun {
@@ -150,26 +155,40 @@ impl StreamService {
         replies
     }
 
+    /// Appends entries to `stream`, all or nothing: with ids chosen by Redis
+    /// through the stream's group commit (concurrent callers share a MULTI/EXEC),
+    /// otherwise on their own.
+    async fn append(
+        &self,
+        stream: &str,
+        trim: Option<Trim>,
+        entries: Vec<(String, Fields)>,
+    ) -> Result<Vec<String>> {
+        if entries.iter().any(|(id, _)| !id.is_empty()) {
+            return self.store.append(stream, &entries, trim.as_ref()).await;
+        }
+        let fields = entries.into_iter().map(|(_, fields)| fields).collect();
+        self.appends
+            .submit(stream, NewEntries { trim, fields })
+            .await
+    }
+
     async fn append_run(&self, run: Option<AppendRun>, replies: &mut Vec<AppendStreamResponse>) {
         let Some(run) = run else { return };
-        match self
-            .store
-            .append(&run.stream, &run.entries, run.trim.as_ref())
-            .await
-        {
+        let count = run.entries.len();
+        match self.append(&run.stream, run.trim, run.entries).await {
             // Exactly one reply per entry, or every later reply would answer the wrong one.
-            Ok(ids) if ids.len() == run.entries.len() => {
+            Ok(ids) if ids.len() == count => {
                 replies.extend(ids.into_iter().map(|id| appended(Ok(id))));
             }
             Ok(ids) => {
                 let e = Error::Internal(format!(
-                    "redis returned {} ids for {} entries",
-                    ids.len(),
-                    run.entries.len()
+                    "redis returned {} ids for {count} entries",
+                    ids.len()
                 ));
-                replies.extend(run.entries.iter().map(|_| appended(Err(e.clone()))));
+                replies.extend((0..count).map(|_| appended(Err(e.clone()))));
             }
-            Err(e) => replies.extend(run.entries.iter().map(|_| appended(Err(e.clone())))),
+            Err(e) => replies.extend((0..count).map(|_| appended(Err(e.clone())))),
         }
     }
 }
@@ -252,8 +271,7 @@ impl Stream for StreamService {
         let req = request.into_inner();
         let trim = self.check_append(&req)?;
         let mut ids = self
-            .store
-            .append(&req.stream, &[(req.id, req.fields)], trim.as_ref())
+            .append(&req.stream, trim, vec![(req.id, req.fields)])
             .await?;
         Ok(Response::new(AppendResponse {
             id: ids.pop().unwrap_or_default(),
@@ -293,12 +311,8 @@ impl Stream for StreamService {
             }
         }
         let trim = trim("trim", req.trim.as_ref())?;
-        let entries: Vec<(String, HashMap<String, Vec<u8>>)> =
-            req.entries.into_iter().map(|e| (e.id, e.fields)).collect();
-        let ids = self
-            .store
-            .append(&req.stream, &entries, trim.as_ref())
-            .await?;
+        let entries = req.entries.into_iter().map(|e| (e.id, e.fields)).collect();
+        let ids = self.append(&req.stream, trim, entries).await?;
         Ok(Response::new(AppendBatchResponse { ids }))
     }
 

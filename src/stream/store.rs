@@ -7,6 +7,7 @@ use std::time::Duration;
 use redis::{Script, Value};
 
 use crate::error::{Error, Result};
+use crate::group_commit::{Commit, Weight};
 use crate::redis::keys::stream_keys;
 use crate::redis::{Conn, Redis};
 use crate::time::millis;
@@ -23,6 +24,20 @@ pub struct StoredEntry {
     pub fields: HashMap<String, Vec<u8>>,
     /// Deliveries to the group (0 when not a group read).
     pub deliveries: u64,
+}
+
+/// An entry's fields: name → value.
+pub type Fields = HashMap<String, Vec<u8>>;
+
+/// Entries whose ids Redis chooses, appended with one trimming: what one caller
+/// puts in a stream's group commit (a unary Append, a run of AppendStream
+/// messages, an AppendBatch). Its entries stay together and in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntries {
+    /// How each entry's XADD trims the stream.
+    pub trim: Option<Trim>,
+    /// The entries' fields, in append order.
+    pub fields: Vec<Fields>,
 }
 
 /// How to trim.
@@ -48,6 +63,20 @@ impl Trim {
         let (kind, exactness, threshold) = self.args();
         cmd.arg(kind).arg(exactness).arg(threshold);
     }
+}
+
+/// `XADD key [trim] id name value ...`.
+fn xadd(key: &str, trim: Option<&Trim>, id: &str, fields: &Fields) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(key);
+    if let Some(trim) = trim {
+        trim.add_to(&mut cmd);
+    }
+    cmd.arg(id);
+    for (name, value) in fields {
+        cmd.arg(name).arg(value);
+    }
+    cmd
 }
 
 /// Pending summary: count, first id, last id, per consumer.
@@ -160,7 +189,7 @@ impl StreamStore {
     pub async fn append(
         &self,
         stream: &str,
-        entries: &[(String, HashMap<String, Vec<u8>>)],
+        entries: &[(String, Fields)],
         trim: Option<&Trim>,
     ) -> Result<Vec<String>> {
         let key = stream_keys(stream).0;
@@ -173,19 +202,44 @@ impl StreamStore {
             pipe.atomic();
         }
         for (id, fields) in entries {
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(&key);
-            if let Some(trim) = trim {
-                trim.add_to(&mut cmd);
-            }
-            cmd.arg(if id.is_empty() { "*" } else { id.as_str() });
-            for (name, value) in fields {
-                cmd.arg(name).arg(value);
-            }
-            pipe.add_command(cmd);
+            let id = if id.is_empty() { "*" } else { id.as_str() };
+            pipe.add_command(xadd(&key, trim, id, fields));
         }
-        let ids: Vec<String> = pipe
-            .query_async(&mut self.conn().await?)
+        self.query_ids(&pipe).await
+    }
+
+    /// XADDs runs of entries whose ids Redis chooses, each run with its own
+    /// trimming, all in one MULTI/EXEC (one entry alone needs none); returns each
+    /// run's ids. This is one group commit of appends to `stream`.
+    async fn append_runs(&self, stream: &str, runs: &[NewEntries]) -> Result<Vec<Vec<String>>> {
+        let key = stream_keys(stream).0;
+        let total: usize = runs.iter().map(|run| run.fields.len()).sum();
+        let mut pipe = redis::pipe();
+        if total > 1 {
+            pipe.atomic();
+        }
+        for run in runs {
+            for fields in &run.fields {
+                pipe.add_command(xadd(&key, run.trim.as_ref(), "*", fields));
+            }
+        }
+        let ids = self.query_ids(&pipe).await?;
+        if ids.len() != total {
+            return Err(Error::Internal(format!(
+                "redis returned {} ids for {total} entries",
+                ids.len()
+            )));
+        }
+        let mut ids = ids.into_iter();
+        Ok(runs
+            .iter()
+            .map(|run| ids.by_ref().take(run.fields.len()).collect())
+            .collect())
+    }
+
+    /// Runs a pipeline of XADDs; returns their ids.
+    async fn query_ids(&self, pipe: &redis::Pipeline) -> Result<Vec<String>> {
+        pipe.query_async(&mut self.conn().await?)
             .await
             .map_err(|e| {
                 if e.to_string().contains("equal or smaller") {
@@ -193,15 +247,14 @@ impl StreamStore {
                 } else {
                     e.into()
                 }
-            })?;
-        Ok(ids)
+            })
     }
 
     /// Appends a batch with explicit ids all or nothing (`append.lua`).
     async fn append_checked(
         &self,
         key: &str,
-        entries: &[(String, HashMap<String, Vec<u8>>)],
+        entries: &[(String, Fields)],
         trim: Option<&Trim>,
     ) -> Result<Vec<String>> {
         let mut invocation = APPEND_CHECKED.prepare_invoke();
@@ -652,6 +705,28 @@ pub enum ClaimWhat<'a> {
     },
     /// These entries.
     Ids(&'a [String]),
+}
+
+/// Appends to one stream from concurrent callers share one MULTI/EXEC.
+impl Commit for StreamStore {
+    type Item = NewEntries;
+    type Done = Vec<String>;
+
+    fn weight(entries: &NewEntries) -> Weight {
+        Weight {
+            items: entries.fields.len(),
+            bytes: entries
+                .fields
+                .iter()
+                .flat_map(|fields| fields.iter())
+                .map(|(name, value)| name.len() + value.len())
+                .sum(),
+        }
+    }
+
+    async fn commit(&self, stream: &str, runs: Vec<NewEntries>) -> Result<Vec<Vec<String>>> {
+        self.append_runs(stream, &runs).await
+    }
 }
 
 /// Parses `[[id, [f, v, ...]], ...]`.
