@@ -1,6 +1,7 @@
 //! Request validation shared by every service. Each check names the request field
 //! it rejects, e.g. `values[3].key: must not be empty`.
 
+use std::fmt::Display;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -18,13 +19,16 @@ pub struct Limits {
 
 impl Limits {
     /// A key (or field name): not empty, not too long.
-    pub fn key(&self, field: &str, key: &str) -> Result<()> {
+    ///
+    /// `field` is formatted only when the check fails (pass `format_args!` for a
+    /// field inside a list), so a valid request allocates nothing here.
+    pub fn key(&self, field: impl Display, key: &str) -> Result<()> {
         if key.is_empty() {
-            return Err(Error::invalid(field, "must not be empty"));
+            return Err(Error::invalid(field.to_string(), "must not be empty"));
         }
         if key.len() > self.max_key_bytes {
             return Err(Error::invalid(
-                field,
+                field.to_string(),
                 format!(
                     "is {} bytes; the limit is {} bytes",
                     key.len(),
@@ -36,10 +40,10 @@ impl Limits {
     }
 
     /// A value: not too long (empty values are fine).
-    pub fn value(&self, field: &str, value: &[u8]) -> Result<()> {
+    pub fn value(&self, field: impl Display, value: &[u8]) -> Result<()> {
         if value.len() > self.max_value_bytes {
             return Err(Error::invalid(
-                field,
+                field.to_string(),
                 format!(
                     "is {} bytes; the limit is {} bytes",
                     value.len(),
@@ -86,7 +90,7 @@ impl Limits {
         self.batch(field, keys)?;
         keys.iter()
             .enumerate()
-            .try_for_each(|(i, key)| self.key(&format!("{field}[{i}]"), key))
+            .try_for_each(|(i, key)| self.key(format_args!("{field}[{i}]"), key))
     }
 
     /// A non-empty batch of values, each within the size limit.
@@ -95,7 +99,7 @@ impl Limits {
         values
             .iter()
             .enumerate()
-            .try_for_each(|(i, value)| self.value(&format!("{field}[{i}]"), value))
+            .try_for_each(|(i, value)| self.value(format_args!("{field}[{i}]"), value))
     }
 }
 
@@ -104,13 +108,15 @@ pub const MAX_NAME_BYTES: usize = 200;
 
 /// A name (queue, job id, ordering group): 1 to 200 bytes of ASCII letters, digits
 /// and `-_.:`. The narrow alphabet keeps names safe in keys, logs and URLs.
-pub fn name(field: &str, value: &str) -> Result<()> {
+///
+/// Here too `field` is formatted only when the check fails.
+pub fn name(field: impl Display, value: &str) -> Result<()> {
     if value.is_empty() {
-        return Err(Error::invalid(field, "must not be empty"));
+        return Err(Error::invalid(field.to_string(), "must not be empty"));
     }
     if value.len() > MAX_NAME_BYTES {
         return Err(Error::invalid(
-            field,
+            field.to_string(),
             format!("is longer than {MAX_NAME_BYTES} bytes"),
         ));
     }
@@ -119,7 +125,7 @@ pub fn name(field: &str, value: &str) -> Result<()> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
     {
         return Err(Error::invalid(
-            field,
+            field.to_string(),
             format!("may only contain letters, digits and -_.: (found {bad:?})"),
         ));
     }
@@ -128,34 +134,49 @@ pub fn name(field: &str, value: &str) -> Result<()> {
 
 /// A protobuf duration that may be absent or zero (a wait). Negative or malformed
 /// durations are rejected.
-pub fn duration(field: &str, value: Option<&prost_types::Duration>) -> Result<Option<Duration>> {
+pub fn duration(
+    field: impl Display + Copy,
+    value: Option<&prost_types::Duration>,
+) -> Result<Option<Duration>> {
     let Some(d) = value else { return Ok(None) };
     if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
-        return Err(Error::invalid(field, "must be a non-negative duration"));
+        return Err(Error::invalid(
+            field.to_string(),
+            "must be a non-negative duration",
+        ));
     }
-    let seconds = u64::try_from(d.seconds).map_err(|_| Error::invalid(field, "is out of range"))?;
-    let nanos = u32::try_from(d.nanos).map_err(|_| Error::invalid(field, "is out of range"))?;
+    let seconds = u64::try_from(d.seconds)
+        .map_err(|_| Error::invalid(field.to_string(), "is out of range"))?;
+    let nanos =
+        u32::try_from(d.nanos).map_err(|_| Error::invalid(field.to_string(), "is out of range"))?;
     Ok(Some(Duration::new(seconds, nanos)))
 }
 
 /// A time to live: absent, or at least one millisecond (Redis counts in ms).
-pub fn ttl(field: &str, value: Option<&prost_types::Duration>) -> Result<Option<Duration>> {
+pub fn ttl(
+    field: impl Display + Copy,
+    value: Option<&prost_types::Duration>,
+) -> Result<Option<Duration>> {
     match duration(field, value)? {
         Some(d) if d < Duration::from_millis(1) => {
-            Err(Error::invalid(field, "must be at least 1ms"))
+            Err(Error::invalid(field.to_string(), "must be at least 1ms"))
         }
         // Redis keeps expiry instants in ms since the epoch; centuries are plenty.
-        Some(d) if d > Duration::from_secs(100 * 365 * 24 * 3600) => {
-            Err(Error::invalid(field, "must be at most 100 years"))
-        }
+        Some(d) if d > Duration::from_secs(100 * 365 * 24 * 3600) => Err(Error::invalid(
+            field.to_string(),
+            "must be at most 100 years",
+        )),
         other => Ok(other),
     }
 }
 
 /// A score: any number but NaN.
-pub fn score(field: &str, value: f64) -> Result<()> {
+pub fn score(field: impl Display, value: f64) -> Result<()> {
     if value.is_nan() {
-        return Err(Error::invalid(field, "must be a number, not NaN"));
+        return Err(Error::invalid(
+            field.to_string(),
+            "must be a number, not NaN",
+        ));
     }
     Ok(())
 }

@@ -54,7 +54,7 @@ impl CacheService {
     }
 
     /// Validates a user key and returns its Redis key.
-    fn key(&self, field: &str, name: &str) -> Result<String> {
+    fn key(&self, field: impl std::fmt::Display, name: &str) -> Result<String> {
         self.limits.key(field, name)?;
         Ok(user_key(Space::Cache, name))
     }
@@ -93,7 +93,7 @@ fn scored(members: Vec<(Vec<u8>, f64)>) -> SortedSetRangeResponse {
 fn score_bound(field: &str, bound: Option<&ScoreBound>) -> Result<Option<Bound>> {
     bound
         .map(|b| {
-            validate::score(&format!("{field}.score"), b.score)?;
+            validate::score(format_args!("{field}.score"), b.score)?;
             Ok(Bound {
                 score: b.score,
                 exclusive: b.exclusive,
@@ -189,9 +189,9 @@ impl Cache for CacheService {
             .into_iter()
             .enumerate()
             .map(|(i, kv)| {
-                let key = self.key(&format!("values[{i}].key"), &kv.key)?;
+                let key = self.key(format_args!("values[{i}].key"), &kv.key)?;
                 self.limits
-                    .value(&format!("values[{i}].value"), &kv.value)?;
+                    .value(format_args!("values[{i}].value"), &kv.value)?;
                 Ok((key, kv.value))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -271,8 +271,8 @@ impl Cache for CacheService {
             .into());
         }
         for (name, value) in &req.fields {
-            self.limits.key(&format!("fields[{name:?}]"), name)?;
-            self.limits.value(&format!("fields[{name:?}]"), value)?;
+            self.limits.key(format_args!("fields[{name:?}]"), name)?;
+            self.limits.value(format_args!("fields[{name:?}]"), value)?;
         }
         let added = self.store.hash_set(&key, &req.fields).await?;
         Ok(Response::new(HashSetResponse { added }))
@@ -381,8 +381,8 @@ impl Cache for CacheService {
             .enumerate()
             .map(|(i, m)| {
                 self.limits
-                    .value(&format!("members[{i}].member"), &m.member)?;
-                validate::score(&format!("members[{i}].score"), m.score)?;
+                    .value(format_args!("members[{i}].member"), &m.member)?;
+                validate::score(format_args!("members[{i}].score"), m.score)?;
                 Ok((m.member, m.score))
             })
             .collect::<Result<Vec<_>>>()?;

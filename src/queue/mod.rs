@@ -127,7 +127,8 @@ impl QueueService {
     /// Validates a job spec and turns it into a job to enqueue.
     fn new_job(&self, field: &str, spec: JobSpec) -> Result<NewJob> {
         let at = |name: &str| format!("{field}.{name}");
-        self.limits.value(&at("payload"), &spec.payload)?;
+        self.limits
+            .value(format_args!("{field}.payload"), &spec.payload)?;
         if spec.attributes.len() > MAX_ATTRIBUTES {
             return Err(Error::invalid(
                 at("attributes"),
@@ -135,21 +136,21 @@ impl QueueService {
             ));
         }
         for (name, value) in &spec.attributes {
-            self.limits
-                .key(&at(&format!("attributes[{name:?}]")), name)?;
-            self.limits
-                .value(&at(&format!("attributes[{name:?}]")), value.as_bytes())?;
+            let at_name = format_args!("{field}.attributes[{name:?}]");
+            self.limits.key(at_name, name)?;
+            self.limits.value(at_name, value.as_bytes())?;
         }
         let id = if spec.job_id.is_empty() {
             uuid::Uuid::now_v7().to_string()
         } else {
-            validate::name(&at("job_id"), &spec.job_id)?;
+            validate::name(format_args!("{field}.job_id"), &spec.job_id)?;
             spec.job_id
         };
         if !spec.group.is_empty() {
-            validate::name(&at("group"), &spec.group)?;
+            validate::name(format_args!("{field}.group"), &spec.group)?;
         }
-        let delay = validate::duration(&at("delay"), spec.delay.as_ref())?.unwrap_or_default();
+        let delay = validate::duration(format_args!("{field}.delay"), spec.delay.as_ref())?
+            .unwrap_or_default();
         let deliver_at_ms = match &spec.deliver_at {
             Some(_) if !delay.is_zero() => {
                 return Err(Error::invalid(
@@ -173,17 +174,26 @@ impl QueueService {
             ));
         }
         let backoff = spec.backoff.unwrap_or_default();
-        let base =
-            validate::ttl(&at("backoff.delay"), backoff.delay.as_ref())?.unwrap_or(DEFAULT_BACKOFF);
-        let cap = validate::ttl(&at("backoff.max_delay"), backoff.max_delay.as_ref())?
-            .unwrap_or(DEFAULT_BACKOFF_CAP);
+        let base = validate::ttl(
+            format_args!("{field}.backoff.delay"),
+            backoff.delay.as_ref(),
+        )?
+        .unwrap_or(DEFAULT_BACKOFF);
+        let cap = validate::ttl(
+            format_args!("{field}.backoff.max_delay"),
+            backoff.max_delay.as_ref(),
+        )?
+        .unwrap_or(DEFAULT_BACKOFF_CAP);
         if !(0.0..=1.0).contains(&backoff.jitter) {
             return Err(Error::invalid(
                 at("backoff.jitter"),
                 "must be between 0 and 1",
             ));
         }
-        let keep = validate::ttl(&at("keep_completed"), spec.keep_completed.as_ref())?;
+        let keep = validate::ttl(
+            format_args!("{field}.keep_completed"),
+            spec.keep_completed.as_ref(),
+        )?;
         let max_attempts = match spec.max_attempts {
             None => DEFAULT_MAX_ATTEMPTS,
             Some(0) => return Err(Error::invalid(at("max_attempts"), "must be at least 1")),
@@ -445,9 +455,9 @@ impl Queue for QueueService {
             .into_iter()
             .enumerate()
             .map(|(i, item)| {
-                validate::name(&format!("items[{i}].job_id"), &item.job_id)?;
+                validate::name(format_args!("items[{i}].job_id"), &item.job_id)?;
                 self.limits
-                    .value(&format!("items[{i}].result"), &item.result)?;
+                    .value(format_args!("items[{i}].result"), &item.result)?;
                 Ok((item.job_id, item.lease_token, item.result))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -575,7 +585,7 @@ impl Queue for QueueService {
             .into());
         }
         for (i, id) in req.job_ids.iter().enumerate() {
-            validate::name(&format!("job_ids[{i}]"), id)?;
+            validate::name(format_args!("job_ids[{i}]"), id)?;
         }
         let redriven = self
             .store

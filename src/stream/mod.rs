@@ -85,8 +85,9 @@ impl StreamService {
             ));
         }
         for (name, value) in fields {
-            self.limits.key(&format!("{field}[{name:?}]"), name)?;
-            self.limits.value(&format!("{field}[{name:?}]"), value)?;
+            self.limits.key(format_args!("{field}[{name:?}]"), name)?;
+            self.limits
+                .value(format_args!("{field}[{name:?}]"), value)?;
         }
         Ok(())
     }
@@ -350,7 +351,7 @@ impl Stream for StreamService {
             validate::ttl("heartbeat", req.heartbeat.as_ref())?.unwrap_or(self.heartbeat);
         let mut positions = Vec::with_capacity(req.streams.len());
         for (i, p) in req.streams.iter().enumerate() {
-            validate::name(&format!("streams[{i}].stream"), &p.stream)?;
+            validate::name(format_args!("streams[{i}].stream"), &p.stream)?;
             let after = match p.after.as_str() {
                 "" | "$" => self
                     .store
