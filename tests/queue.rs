@@ -11,7 +11,7 @@ use prost_types::Duration as PbDuration;
 use redwire::proto::*;
 use redwire::queue::{JobRecord, NewJob, QueueStore, Taker};
 use redwire::redis::{Redis, RedisSettings};
-use support::{TestContext, eventually};
+use support::{TestContext, command_calls, eventually};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -1331,22 +1331,8 @@ async fn a_thousand_idle_consumers_share_a_handful_of_connections() {
                 .ok()?
                 .get_connection()
                 .ok()?;
-            let calls: String = redis::cmd("INFO")
-                .arg("commandstats")
-                .query(&mut inspect)
-                .ok()?;
-            let evals = calls
-                .lines()
-                .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-                .filter_map(|l| {
-                    l.split("calls=")
-                        .nth(1)?
-                        .split(',')
-                        .next()?
-                        .parse::<u64>()
-                        .ok()
-                })
-                .sum::<u64>();
+            let evals =
+                command_calls(&mut inspect, "evalsha") + command_calls(&mut inspect, "eval");
             (evals >= 1000).then_some(())
         },
     )

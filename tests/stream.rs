@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use prost_types::Duration as PbDuration;
 use redwire::proto::*;
-use support::{TestContext, eventually};
+use support::{TestContext, command_calls, eventually};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -707,25 +707,6 @@ async fn append_batch_with_explicit_ids_is_all_or_nothing(ctx: &TestContext) {
         stored().await,
         [ids[3].clone(), newest[0].clone(), newest[1].clone()]
     );
-}
-
-/// Calls of `command` Redis has run since the last `CONFIG RESETSTAT`.
-fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(conn)
-        .expect("info");
-    let prefix = format!("cmdstat_{command}:calls=");
-    stats
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0, |rest| {
-            rest.split(',')
-                .next()
-                .unwrap_or("0")
-                .parse()
-                .expect("calls")
-        })
 }
 
 /// Makes Redis hold every write command for `ms`.

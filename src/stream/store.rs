@@ -65,6 +65,23 @@ impl Trim {
     }
 }
 
+/// XADDs of (trimming, id or `*`, fields) to `key` in one pipeline, all or nothing
+/// (MULTI/EXEC) when there are several: an id chosen by Redis cannot be refused,
+/// and callers send an explicit id alone.
+fn xadds<'a>(
+    key: &str,
+    entries: impl IntoIterator<Item = (Option<&'a Trim>, &'a str, &'a Fields)>,
+) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for (trim, id, fields) in entries {
+        pipe.add_command(xadd(key, trim, id, fields));
+    }
+    if pipe.len() > 1 {
+        pipe.atomic();
+    }
+    pipe
+}
+
 /// `XADD key [trim] id name value ...`.
 fn xadd(key: &str, trim: Option<&Trim>, id: &str, fields: &Fields) -> redis::Cmd {
     let mut cmd = redis::cmd("XADD");
@@ -196,15 +213,13 @@ impl StreamStore {
         if entries.len() > 1 && entries.iter().any(|(id, _)| !id.is_empty()) {
             return self.append_checked(&key, entries, trim).await;
         }
-        let mut pipe = redis::pipe();
-        if entries.len() > 1 {
-            // Ids chosen by Redis cannot be refused, so the batch is all or nothing.
-            pipe.atomic();
-        }
-        for (id, fields) in entries {
-            let id = if id.is_empty() { "*" } else { id.as_str() };
-            pipe.add_command(xadd(&key, trim, id, fields));
-        }
+        let pipe = xadds(
+            &key,
+            entries.iter().map(|(id, fields)| {
+                let id = if id.is_empty() { "*" } else { id.as_str() };
+                (trim, id, fields)
+            }),
+        );
         self.query_ids(&pipe).await
     }
 
@@ -214,15 +229,13 @@ impl StreamStore {
     async fn append_runs(&self, stream: &str, runs: &[NewEntries]) -> Result<Vec<Vec<String>>> {
         let key = stream_keys(stream).0;
         let total: usize = runs.iter().map(|run| run.fields.len()).sum();
-        let mut pipe = redis::pipe();
-        if total > 1 {
-            pipe.atomic();
-        }
-        for run in runs {
-            for fields in &run.fields {
-                pipe.add_command(xadd(&key, run.trim.as_ref(), "*", fields));
-            }
-        }
+        let pipe = xadds(
+            &key,
+            runs.iter().flat_map(|run| {
+                let trim = run.trim.as_ref();
+                run.fields.iter().map(move |fields| (trim, "*", fields))
+            }),
+        );
         let ids = self.query_ids(&pipe).await?;
         if ids.len() != total {
             return Err(Error::Internal(format!(

@@ -40,6 +40,26 @@ macro_rules! standalone_tests {
     )*};
 }
 
+/// Calls of `command` (lower case, e.g. `xadd`) the Redis behind `conn` has run
+/// since it started or last ran `CONFIG RESETSTAT`.
+pub fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(conn)
+        .expect("info");
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |rest| {
+            rest.split(',')
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .expect("calls")
+        })
+}
+
 /// How often polling loops look again (they always end at a deadline).
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
