@@ -21,7 +21,10 @@ PAIRS = [
     ("Queue enqueue: EnqueueStream vs unary Enqueue", "QueueEnqueueStream", "QueueEnqueue", "jobs/s"),
     ("Cache Get vs redis-benchmark GET -P 1 (target >= 0.5)", "CacheGet", "redis-benchmark GET P1", "ops/s"),
     ("Cache Get vs direct store GET", "CacheGet", "DirectGet", "ops/s"),
+    ("Cache Set vs redis-benchmark SET -P 1", "CacheSet", "redis-benchmark SET P1", "ops/s"),
+    ("Cache Set vs direct store SET", "CacheSet", "DirectSet", "ops/s"),
     ("GetMany keys vs redis-benchmark GET -P 16 (target >= 0.5)", "CacheGetMany", "redis-benchmark GET P16", "keys/s"),
+    ("GetMany keys vs direct store MGET (design limit)", "CacheGetMany", "DirectGetMany", "keys/s"),
     ("Cache Get vs gRPC floor (Health/Check, no Redis)", "CacheGet", "GrpcFloor", "ops/s"),
     ("Stream AppendStream vs redis-benchmark XADD -P 1 (target >= 0.5)", "StreamAppendStream", "redis-benchmark XADD P1", "ops/s"),
     ("Stream AppendStream vs direct store XADD (target >= 0.5)", "StreamAppendStream", "DirectXadd", "ops/s"),
@@ -30,7 +33,7 @@ PAIRS = [
     ("Stream unary Append vs redis-benchmark XADD -P 1", "StreamAppend", "redis-benchmark XADD P1", "ops/s"),
     ("Stream unary Append vs direct store XADD", "StreamAppend", "DirectXadd", "ops/s"),
     ("Stream group consume + ack vs direct XREADGROUP/XACK loop (target >= 0.5)", "StreamGroup", "DirectStreamGroup", "entries/s"),
-    ("PubSub deliveries (target >= 200,000/s at 1,000 subscribers)", "Pubsub", None, "deliveries/s"),
+    ("PubSub deliveries (target >= 200,000/s at 1,000 subscribers)", "Pubsub S=1000", None, "deliveries/s"),
 ]
 
 
@@ -53,6 +56,10 @@ def load(path):
         name = row["workload"]
         if name in QUEUE_E2E and base is not None and row.get("concurrency") not in (None, base):
             name = f"{name} C={row['concurrency']}"
+        # PubSub runs at several subscriber counts (PUBSUB_S), closed loop and at a
+        # fixed publish rate: a row for each ("Pubsub S=100", "Pubsub S=100 at 100/s").
+        if name.startswith("Pubsub"):
+            name = f"Pubsub S={row['extra']['subscribers']}" + (f" at {row['rate']}/s" if row.get("rate") else "")
         runs.setdefault(name, []).append(row)
     return runs
 
@@ -97,6 +104,54 @@ def cpu_comparisons(runs):
             if ours and theirs:
                 at = suffix.strip() or "run's C"
                 print(f"| Queue end-to-end ({at}) vs {label} | {ours * 1000:,.1f} | {theirs * 1000:,.1f} | {theirs / ours:.2f} |")
+
+
+def pubsub_fanout(runs):
+    """Each subscriber count's PubSub fan-out: deliveries/s and latency (closed loop),
+    Redwire's CPU per delivery, and Redis's CPU per published message (from its own
+    `INFO cpu`), closed loop and at one fixed publish rate for every count. Redis's
+    must not grow with the subscribers: Redwire holds one Redis subscription per
+    channel, however many streams listen. The fixed rate compares equals: a slower
+    closed-loop run carries more of Redis's idle background per message."""
+    counts = sorted({int(n.split()[1].removeprefix("S=")) for n in runs if n.startswith("Pubsub S=")})
+    if not counts:
+        return
+    paced = {n.split(" at ", 1)[1] for n in runs if n.startswith("Pubsub S=") and " at " in n}
+    rate = next(iter(paced), None)
+    print()
+    print("| PubSub fan-out: subscribers, one publisher | deliveries/s | p50 / p99 µs | Redwire CPU µs per delivery "
+          f"| Redis CPU µs per published message | same at {rate or '(no fixed-rate run)'} |")
+    print("|---|---|---|---|---|---|")
+    for count in counts:
+        rows = runs.get(f"Pubsub S={count}", [])
+        paced_rows = runs.get(f"Pubsub S={count} at {rate}", [])
+        cells = [median(rows, k) for k in ("ops_per_sec", "p50_us", "p99_us", "redwire_cpu_s_per_1k")]
+        per_publish = [median([r["extra"] for r in group], "redis_cpu_us_per_publish") for group in (rows, paced_rows)]
+        rate_text = "-" if cells[0] is None else f"{cells[0]:,.0f}"
+        latency = "-" if None in cells[1:3] else f"{cells[1]:,.0f} / {cells[2]:,.0f}"
+        redwire = "-" if cells[3] is None else f"{cells[3] * 1000:.1f}"
+        redis = ["-" if v is None else f"{v:.1f}" for v in per_publish]
+        print(f"| {count:,} | {rate_text} | {latency} | {redwire} | {redis[0]} | {redis[1]} |")
+
+
+def idle_streams(runs):
+    """Redwire's memory per idle stream and the Redis connections in use while they
+    are open (target: <= 16 KiB each, <= 4 connections)."""
+    kinds = (("Idle", "subscriptions (PubSub Subscribe)"), ("IdleConsumers", "consumers (Queue Consume)"))
+    present = [(name, label) for name, label in kinds if runs.get(name)]
+    if not present:
+        return
+    print()
+    print("| idle streams (target <= 16 KiB each, <= 4 Redis connections) | streams | Redwire RSS per stream | Redis connections |")
+    print("|---|---|---|---|")
+    for name, label in present:
+        rows = runs[name]
+        extras = [r["extra"] for r in rows]
+        per_stream = median(extras, "rss_bytes_per_stream")
+        connections = median(extras, "redis_connections")
+        rss = "-" if per_stream is None else f"{per_stream / 1024:.1f} KiB"
+        conns = "-" if connections is None else f"{connections:.0f}"
+        print(f"| {label} | {median(rows, 'ops'):,.0f} | {rss} | {conns} |")
 
 
 def median(rows, key):
@@ -155,6 +210,8 @@ def main():
         b_text = f"{b:,.0f} {unit}" if b else "-"
         print(f"| {label} | {a_text} | {b_text} | {ratio} | {round_ratios(runs, ours, peer)} |")
     cpu_comparisons(runs)
+    pubsub_fanout(runs)
+    idle_streams(runs)
     added_latency(runs)
 
 

@@ -64,6 +64,9 @@ enum Workload {
     Lock,
     /// Open `--subscribers` idle subscriptions and report memory and connections.
     Idle,
+    /// Open `--subscribers` idle Consume streams on empty queues and report memory
+    /// and connections.
+    IdleConsumers,
     /// Unary grpc.health.v1.Health/Check: the same server and transport with no
     /// Redis behind it, the floor of any unary call's cost.
     GrpcFloor,
@@ -73,6 +76,11 @@ enum Workload {
     ProducerStreamFloor,
     /// Redwire's cache store directly on Redis: GET.
     DirectGet,
+    /// Redwire's cache store directly on Redis: SET.
+    DirectSet,
+    /// Redwire's cache store directly on Redis: MGET of `--batch` keys (ops count
+    /// keys).
+    DirectGetMany,
     /// Redwire's queue store directly on Redis: enqueue, then lease and ack.
     DirectQueue,
     /// Redwire's stream store directly on Redis: XADD of one entry.
@@ -109,7 +117,7 @@ struct Args {
     /// Keys per GetMany call.
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    /// Subscribers for pubsub and idle.
+    /// Subscribers for pubsub; open streams for idle and idle-consumers.
     #[arg(long, default_value_t = 100)]
     subscribers: usize,
     /// Load generator threads; 0 means one per CPU core.
@@ -138,6 +146,43 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
     Some(ticks / 100.0)
+}
+
+/// A section of Redis's `INFO`, or None when Redis cannot be asked.
+fn redis_info(url: &str, section: &str) -> Option<String> {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .and_then(|mut c| redis::cmd("INFO").arg(section).query(&mut c))
+        .ok()
+}
+
+/// The number that follows `prefix` at the start of a line of `INFO` text
+/// ("used_cpu_sys:", "cmdstat_evalsha:calls=").
+fn info_number(info: &str, prefix: &str) -> Option<f64> {
+    info.lines().find_map(|line| {
+        let rest = line.strip_prefix(prefix)?;
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    })
+}
+
+/// Redis's own CPU seconds so far, from `INFO cpu` (getrusage: microseconds, where
+/// /proc's utime and stime tick at 10 ms), for per-message figures too small for
+/// ticks.
+fn redis_cpu_seconds(url: &str) -> Option<f64> {
+    let info = redis_info(url, "cpu")?;
+    Some(info_number(&info, "used_cpu_sys:")? + info_number(&info, "used_cpu_user:")?)
+}
+
+/// Script calls Redis has run so far (EVAL and EVALSHA).
+fn redis_script_calls(url: &str) -> u64 {
+    let info = redis_info(url, "commandstats").unwrap_or_default();
+    ["cmdstat_evalsha:calls=", "cmdstat_eval:calls="]
+        .iter()
+        .filter_map(|prefix| info_number(&info, prefix))
+        .sum::<f64>() as u64
 }
 
 /// Resident memory of a process in bytes, from /proc/<pid>/status.
@@ -309,6 +354,27 @@ where
     }
 }
 
+/// Runs one call per `--batch` operations (each call moves `--batch` keys), closed
+/// loop or at `--rate`, and reports operations as keys with each call's latency.
+async fn batched_loop<F, Fut>(args: &Args, op: F) -> Report
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let calls = Args {
+        ops: args.ops / args.batch.max(1) as u64,
+        ..args.clone()
+    };
+    let hist = histogram();
+    let elapsed = drive(&calls, hist.clone(), op).await;
+    Report {
+        ops: calls.ops * args.batch as u64,
+        elapsed,
+        hist: Some(hist),
+        extra: serde_json::json!({"batch": args.batch}),
+    }
+}
+
 struct Report {
     ops: u64,
     elapsed: Duration,
@@ -450,12 +516,7 @@ async fn run(args: &Args, channel: Channel) -> Report {
                 .set_many(SetManyRequest { values, ttl: None })
                 .await
                 .expect("set many");
-            let hist = histogram();
-            let calls = Args {
-                ops: args.ops / args.batch.max(1) as u64,
-                ..args.clone()
-            };
-            let elapsed = drive(&calls, hist.clone(), move |_, _| {
+            batched_loop(args, move |_, _| {
                 let (mut client, keys) = (client.clone(), keys.clone());
                 async move {
                     client
@@ -464,13 +525,7 @@ async fn run(args: &Args, channel: Channel) -> Report {
                         .expect("get many");
                 }
             })
-            .await;
-            Report {
-                ops: calls.ops * args.batch as u64,
-                elapsed,
-                hist: Some(hist),
-                extra: serde_json::json!({"batch": args.batch}),
-            }
+            .await
         }
         Workload::QueueEnqueue => {
             let client = QueueClient::new(channel);
@@ -600,8 +655,10 @@ async fn run(args: &Args, channel: Channel) -> Report {
             })
             .await
         }
-        Workload::Idle => idle(args, channel).await,
+        Workload::Idle | Workload::IdleConsumers => idle(args, channel).await,
         Workload::DirectGet
+        | Workload::DirectSet
+        | Workload::DirectGetMany
         | Workload::DirectQueue
         | Workload::DirectXadd
         | Workload::DirectStreamGroup => direct(args, payload).await,
@@ -792,6 +849,7 @@ async fn pubsub(args: &Args, channel: Channel, _payload: Vec<u8>) -> Report {
             }
         }));
     }
+    let redis_cpu_before = redis_cpu_seconds(&args.redis_url);
     let started = Instant::now();
     let publisher = Args {
         concurrency: 1,
@@ -812,11 +870,19 @@ async fn pubsub(args: &Args, channel: Channel, _payload: Vec<u8>) -> Report {
     })
     .await;
     futures::future::join_all(readers).await;
+    let elapsed = started.elapsed();
+    let redis_us_per_publish = redis_cpu_before
+        .zip(redis_cpu_seconds(&args.redis_url))
+        .map(|(before, after)| (after - before) * 1e6 / args.ops.max(1) as f64);
     Report {
         ops: delivered.load(Ordering::Relaxed),
-        elapsed: started.elapsed(),
+        elapsed,
         hist: Some(hist),
-        extra: serde_json::json!({"subscribers": args.subscribers, "published": args.ops}),
+        extra: serde_json::json!({
+            "subscribers": args.subscribers,
+            "published": args.ops,
+            "redis_cpu_us_per_publish": redis_us_per_publish,
+        }),
     }
 }
 
@@ -903,11 +969,38 @@ async fn stream_group(args: &Args, channel: Channel, payload: Vec<u8>) -> Report
     }
 }
 
+/// Opens `--subscribers` idle streams (subscriptions or Consume streams, spread
+/// over 100 channels or queues) and reports Redwire's memory per stream and the
+/// Redis connections in use while they are open.
 async fn idle(args: &Args, channel: Channel) -> Report {
-    let client = PubSubClient::new(channel);
     let before = rss_bytes(args.redwire_pid);
     let started = Instant::now();
-    let mut streams = Vec::with_capacity(args.subscribers);
+    let open = if args.workload == Workload::IdleConsumers {
+        idle_consumers(args, channel).await
+    } else {
+        idle_subscriptions(args, channel).await
+    };
+    let after = rss_bytes(args.redwire_pid);
+    let connections = redis_info(&args.redis_url, "clients")
+        .and_then(|info| info_number(&info, "connected_clients:"))
+        // Less the connection that asked.
+        .map(|n| (n as u64).saturating_sub(1));
+    let per_stream = before
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(b) / args.subscribers.max(1) as u64);
+    drop(open);
+    Report {
+        ops: args.subscribers as u64,
+        elapsed: started.elapsed(),
+        hist: None,
+        extra: serde_json::json!({"rss_bytes_per_stream": per_stream, "redis_connections": connections}),
+    }
+}
+
+/// Idle subscriptions, each confirmed by its first event.
+async fn idle_subscriptions(args: &Args, channel: Channel) -> Vec<Box<dyn Send>> {
+    let client = PubSubClient::new(channel);
+    let mut open: Vec<Box<dyn Send>> = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
         let mut stream = client
             .clone()
@@ -919,23 +1012,47 @@ async fn idle(args: &Args, channel: Channel) -> Report {
             .expect("subscribe")
             .into_inner();
         stream.next().await.expect("subscribed").expect("ok");
-        streams.push(stream);
+        open.push(Box::new(stream));
     }
-    let after = rss_bytes(args.redwire_pid);
-    let connections = redis::Client::open(args.redis_url.as_str())
-        .and_then(|c| c.get_connection())
-        .and_then(|mut c| redis::cmd("CLIENT").arg("LIST").query::<String>(&mut c))
-        .map(|list| list.lines().count().saturating_sub(1))
-        .ok();
-    let per_stream = before
-        .zip(after)
-        .map(|(b, a)| a.saturating_sub(b) / args.subscribers.max(1) as u64);
-    Report {
-        ops: args.subscribers as u64,
-        elapsed: started.elapsed(),
-        hist: None,
-        extra: serde_json::json!({"rss_bytes_per_stream": per_stream, "redis_connections": connections}),
+    open
+}
+
+/// Idle Consume streams on empty queues. A consumer looks for work once (one
+/// script call) when it opens, then waits without calling Redis; the streams
+/// count as open once Redis has run that many script calls.
+async fn idle_consumers(args: &Args, channel: Channel) -> Vec<Box<dyn Send>> {
+    let client = QueueClient::new(channel);
+    let calls_before = redis_script_calls(&args.redis_url);
+    let mut open: Vec<Box<dyn Send>> = Vec::with_capacity(args.subscribers);
+    for i in 0..args.subscribers {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(ConsumeRequest {
+            message: Some(consume_request::Message::Subscribe(Subscribe {
+                queue: format!("{}-idle-{}", args.prefix, i % 100),
+                max_in_flight: 1,
+                lease: None,
+            })),
+        })
+        .await
+        .expect("subscribe");
+        let stream = client
+            .clone()
+            .consume(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("consume")
+            .into_inner();
+        // The request side stays open too: closing it ends the consumer.
+        open.push(Box::new((tx, stream)));
     }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while redis_script_calls(&args.redis_url) < calls_before + args.subscribers as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "the consumers did not all look for work within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    open
 }
 
 /// The same Redis work as the gRPC workloads, through Redwire's store layer.
@@ -948,22 +1065,46 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
     let redis =
         Arc::new(redwire::redis::Redis::standalone(&args.redis_url, settings).expect("redis"));
     match args.workload {
-        Workload::DirectGet => {
+        Workload::DirectGet | Workload::DirectSet => {
             let store = redwire::cache::CacheStore::new(redis);
             let key = format!("rw:c:{}:k", args.prefix);
-            store
-                .set(
-                    &key,
-                    &payload,
-                    &redwire::cache::Condition::Always,
-                    redwire::cache::Expiry::Never,
-                )
-                .await
-                .expect("set");
+            let set = move |store: redwire::cache::CacheStore, key: String, payload: Vec<u8>| async move {
+                store
+                    .set(
+                        &key,
+                        &payload,
+                        &redwire::cache::Condition::Always,
+                        redwire::cache::Expiry::Never,
+                    )
+                    .await
+                    .expect("set");
+            };
+            set(store.clone(), key.clone(), payload.clone()).await;
+            let get = args.workload == Workload::DirectGet;
             closed_loop(args, serde_json::json!({}), move |_, _| {
-                let (store, key) = (store.clone(), key.clone());
+                let (store, key, payload) = (store.clone(), key.clone(), payload.clone());
                 async move {
-                    store.get(&key).await.expect("get");
+                    if get {
+                        store.get(&key).await.expect("get");
+                    } else {
+                        set(store, key, payload).await;
+                    }
+                }
+            })
+            .await
+        }
+        Workload::DirectGetMany => {
+            let store = redwire::cache::CacheStore::new(redis);
+            let keys: Vec<String> = (0..args.batch)
+                .map(|i| format!("rw:c:{}:m{i}", args.prefix))
+                .collect();
+            let values: Vec<(String, Vec<u8>)> =
+                keys.iter().map(|k| (k.clone(), payload.clone())).collect();
+            store.set_many(&values, None).await.expect("set many");
+            batched_loop(args, move |_, _| {
+                let (store, keys) = (store.clone(), keys.clone());
+                async move {
+                    store.get_many(&keys).await.expect("mget");
                 }
             })
             .await
