@@ -1055,6 +1055,19 @@ async fn idle_consumers(args: &Args, channel: Channel) -> Vec<Box<dyn Send>> {
     open
 }
 
+/// SET through the cache store as Cache.Set does it with no condition and no expiry.
+async fn store_set(store: &redwire::cache::CacheStore, key: &str, value: &[u8]) {
+    store
+        .set(
+            key,
+            value,
+            &redwire::cache::Condition::Always,
+            redwire::cache::Expiry::Never,
+        )
+        .await
+        .expect("set");
+}
+
 /// The same Redis work as the gRPC workloads, through Redwire's store layer.
 async fn direct(args: &Args, payload: Vec<u8>) -> Report {
     let settings = redwire::redis::RedisSettings {
@@ -1068,18 +1081,7 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
         Workload::DirectGet | Workload::DirectSet => {
             let store = redwire::cache::CacheStore::new(redis);
             let key = format!("rw:c:{}:k", args.prefix);
-            let set = move |store: redwire::cache::CacheStore, key: String, payload: Vec<u8>| async move {
-                store
-                    .set(
-                        &key,
-                        &payload,
-                        &redwire::cache::Condition::Always,
-                        redwire::cache::Expiry::Never,
-                    )
-                    .await
-                    .expect("set");
-            };
-            set(store.clone(), key.clone(), payload.clone()).await;
+            store_set(&store, &key, &payload).await;
             let get = args.workload == Workload::DirectGet;
             closed_loop(args, serde_json::json!({}), move |_, _| {
                 let (store, key, payload) = (store.clone(), key.clone(), payload.clone());
@@ -1087,7 +1089,7 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
                     if get {
                         store.get(&key).await.expect("get");
                     } else {
-                        set(store, key, payload).await;
+                        store_set(&store, &key, &payload).await;
                     }
                 }
             })
