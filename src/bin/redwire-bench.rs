@@ -176,13 +176,11 @@ fn redis_cpu_seconds(url: &str) -> Option<f64> {
     Some(info_number(&info, "used_cpu_sys:")? + info_number(&info, "used_cpu_user:")?)
 }
 
-/// Script calls Redis has run so far (EVAL and EVALSHA).
-fn redis_script_calls(url: &str) -> u64 {
-    let info = redis_info(url, "commandstats").unwrap_or_default();
-    ["cmdstat_evalsha:calls=", "cmdstat_eval:calls="]
-        .iter()
-        .filter_map(|prefix| info_number(&info, prefix))
-        .sum::<f64>() as u64
+/// How many times Redis has run `command` so far, scripts' calls included.
+fn redis_command_calls(url: &str, command: &str) -> u64 {
+    redis_info(url, "commandstats")
+        .and_then(|info| info_number(&info, &format!("cmdstat_{command}:calls=")))
+        .unwrap_or(0.0) as u64
 }
 
 /// Resident memory of a process in bytes, from /proc/<pid>/status.
@@ -1017,12 +1015,13 @@ async fn idle_subscriptions(args: &Args, channel: Channel) -> Vec<Box<dyn Send>>
     open
 }
 
-/// Idle Consume streams on empty queues. A consumer looks for work once (one
-/// script call) when it opens, then waits without calling Redis; the streams
-/// count as open once Redis has run that many script calls.
+/// Idle Consume streams on empty queues. A consumer looks for work once when it
+/// opens (one lease, whose ZPOPMIN no other script runs: the reaper's calls do
+/// not count), then waits without calling Redis; the streams count as open once
+/// Redis has run that many ZPOPMINs.
 async fn idle_consumers(args: &Args, channel: Channel) -> Vec<Box<dyn Send>> {
     let client = QueueClient::new(channel);
-    let calls_before = redis_script_calls(&args.redis_url);
+    let pops_before = redis_command_calls(&args.redis_url, "zpopmin");
     let mut open: Vec<Box<dyn Send>> = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -1045,7 +1044,7 @@ async fn idle_consumers(args: &Args, channel: Channel) -> Vec<Box<dyn Send>> {
         open.push(Box::new((tx, stream)));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while redis_script_calls(&args.redis_url) < calls_before + args.subscribers as u64 {
+    while redis_command_calls(&args.redis_url, "zpopmin") < pops_before + args.subscribers as u64 {
         assert!(
             Instant::now() < deadline,
             "the consumers did not all look for work within 60 s"
