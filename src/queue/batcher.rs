@@ -90,13 +90,12 @@ impl Enqueuer {
                     retry_in_ms,
                 }),
             };
-            let handed = Handed {
+            let handed = Box::new(Handed {
                 claimed: taker.most,
                 found,
-            };
-            if let Err(mpsc::error::SendError(Handed {
-                found: Ok(lost), ..
-            })) = inbox.send(handed)
+            });
+            if let Err(mpsc::error::SendError(handed)) = inbox.send(handed)
+                && let Ok(lost) = handed.found
             {
                 undelivered.extend(lost.jobs);
             }

@@ -34,8 +34,10 @@ pub(super) struct Handed {
     pub(super) found: Result<Dequeued>,
 }
 
-/// Where a consumer receives hand-offs.
-pub(super) type Inbox = mpsc::UnboundedSender<Handed>;
+/// Where a consumer receives hand-offs. Boxed for the same reason as a consumer's
+/// outbound messages: a channel allocates 32 slots when it is created, and every
+/// waiting consumer holds one.
+pub(super) type Inbox = mpsc::UnboundedSender<Box<Handed>>;
 
 /// A claimed offer: take jobs for `taker`, send them to `inbox`.
 #[derive(Debug)]

@@ -327,8 +327,10 @@ fn stale(id: &str) -> Error {
     ))
 }
 
-/// The stream type of Consume.
-pub type ConsumeStream = ReceiverStream<std::result::Result<ConsumeResponse, Status>>;
+/// The stream type of Consume: the consumer's outbound channel, unboxed.
+pub type ConsumeStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = std::result::Result<ConsumeResponse, Status>> + Send>,
+>;
 
 #[tonic::async_trait]
 impl Queue for QueueService {
@@ -423,7 +425,10 @@ impl Queue for QueueService {
             pending: 0,
         };
         tokio::spawn(consumer.run(inbound));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
+            ReceiverStream::new(rx),
+            |message| *message,
+        ))))
     }
 
     async fn dequeue(
