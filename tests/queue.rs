@@ -1290,6 +1290,177 @@ async fn core_checks_pass_on_a_three_master_cluster() {
     );
 }
 
+/// Acks that fail on a Redis error (writes paused past `--redis-timeout`) must not
+/// keep their credits forever: once the leases run out, the same stream delivers
+/// again. Before, a stream with all its credits on failed acks stalled silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consume_stream_keeps_delivering_after_acks_fail_on_a_redis_error() {
+    let mut ctx = TestContext::standalone_with(&["--redis-timeout", "300ms"]).await;
+    let q = "ack-fault";
+    for i in 0..2 {
+        enqueue(&ctx, q, job(&format!("before-{i}"))).await;
+    }
+    let lease_ms = 1_500;
+    let mut consumer = Stream::open(&ctx, q, 2, lease_ms).await;
+    let first = [consumer.delivery().await, consumer.delivery().await];
+
+    let mut redis = ctx.redis().connection();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_000)
+        .arg("WRITE")
+        .query(&mut redis)
+        .expect("pause writes");
+    for d in &first {
+        consumer.ack(d).await;
+    }
+    for _ in &first {
+        let outcome = consumer.outcome().await;
+        assert!(
+            !outcome.ok && outcome.error.contains("unavailable"),
+            "an ack during the pause fails: {outcome:?}"
+        );
+    }
+
+    // New work, enqueued once Redis takes writes again (ids make retries safe).
+    let wanted: HashSet<String> = (0..2).map(|i| format!("after-{i}")).collect();
+    for id in &wanted {
+        eventually(
+            Duration::from_secs(10),
+            "an enqueue after the pause",
+            || {
+                let mut client = ctx.queue();
+                let spec = JobSpec {
+                    job_id: id.clone(),
+                    ..job(id)
+                };
+                async move {
+                    client
+                        .enqueue(EnqueueRequest {
+                            queue: q.into(),
+                            job: Some(spec),
+                        })
+                        .await
+                        .ok()
+                }
+            },
+        )
+        .await;
+    }
+    let mut seen = HashSet::new();
+    while !wanted.is_subset(&seen) {
+        match consumer.next().await {
+            consume_response::Message::Delivery(d) => {
+                consumer.ack(&d).await;
+                seen.insert(d.job_id);
+            }
+            consume_response::Message::Outcome(_) => {}
+        }
+    }
+}
+
+/// Acks, nacks and extensions on the Consume stream are checked exactly like the
+/// unary calls (same rules, same field names after the item's prefix), and a
+/// stale lease is refused with the same message on both paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consume_stream_checks_settles_like_the_unary_calls() {
+    let ctx = TestContext::standalone_with(&["--max-value-bytes", "16"]).await;
+    let q = "settle-checks";
+    enqueue(&ctx, q, job("1")).await;
+    let mut consumer = Stream::open(&ctx, q, 1, 30_000).await;
+    let d = consumer.delivery().await;
+    let too_big = vec![b'x'; 17];
+
+    let refusals = [
+        (
+            consume_request::Message::Ack(AckItem {
+                job_id: "no spaces".into(),
+                lease_token: d.lease_token.clone(),
+                result: Vec::new(),
+            }),
+            "ack.job_id: ",
+        ),
+        (
+            consume_request::Message::Ack(AckItem {
+                job_id: d.job_id.clone(),
+                lease_token: d.lease_token.clone(),
+                result: too_big.clone(),
+            }),
+            "ack.result: ",
+        ),
+        (
+            consume_request::Message::Nack(NackItem {
+                job_id: d.job_id.clone(),
+                lease_token: d.lease_token.clone(),
+                error: "e".repeat(17),
+                ..Default::default()
+            }),
+            "nack.error: ",
+        ),
+        (
+            consume_request::Message::Extend(ExtendItem {
+                job_id: d.job_id.clone(),
+                lease_token: d.lease_token.clone(),
+                lease: Some(PbDuration {
+                    seconds: -1,
+                    nanos: 0,
+                }),
+            }),
+            "extend.lease: ",
+        ),
+    ];
+    for (message, field) in refusals {
+        consumer.send(message).await;
+        let outcome = consumer.outcome().await;
+        assert!(
+            !outcome.ok && outcome.error.starts_with(field),
+            "{field}: {outcome:?}"
+        );
+    }
+    // The refused items changed nothing: the job is still leased to this stream.
+    assert_eq!(stats(&ctx, q).await.active, 1);
+
+    let unary = ctx
+        .queue()
+        .ack(AckRequest {
+            queue: q.into(),
+            items: vec![AckItem {
+                job_id: d.job_id.clone(),
+                lease_token: d.lease_token.clone(),
+                result: too_big,
+            }],
+        })
+        .await
+        .expect_err("too big for the unary ack as well");
+    assert_eq!(unary.code(), Code::InvalidArgument);
+    assert!(
+        unary.message().starts_with("items[0].result: "),
+        "{unary:?}"
+    );
+
+    consumer
+        .send(consume_request::Message::Ack(AckItem {
+            job_id: d.job_id.clone(),
+            lease_token: "not-the-lease".into(),
+            result: Vec::new(),
+        }))
+        .await;
+    let stale_on_stream = consumer.outcome().await;
+    let stale_unary = ack(
+        &ctx,
+        q,
+        &Delivery {
+            lease_token: "not-the-lease".into(),
+            ..d.clone()
+        },
+        b"",
+    )
+    .await
+    .expect_err("a stale unary ack");
+    assert_eq!(stale_unary.code(), Code::FailedPrecondition);
+    assert_eq!(stale_on_stream.error, stale_unary.message());
+}
+
 // ---------------------------------------------------------------- faults and scale
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,11 @@
 //! ends, breaks or the server shuts down (policy: the jobs become ready at once,
 //! and the delivery counts as an attempt).
 //!
+//! A credit belongs to a lease: a held job whose lease has run out (an ack that
+//! failed on a Redis error, a client that never answered) stops counting once its
+//! lease deadline passes, since the reaper hands the job out again by then. So a
+//! failed settle can delay this stream by at most one lease, never stall it.
+//!
 //! The task has three exits (client gone, request side closed, shutdown) and
 //! waits, when it has credits but the queue is empty, on the queue's [`Signal`]:
 //! no Redis connection and no polling while idle. While it waits it also offers
@@ -20,14 +25,17 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
 
-use super::delivery;
 use super::handoff::{Handed, IdleConsumers, Inbox};
 use super::store::{Dequeued, Leased, QueueStore, Taker};
+use super::{delivery, settle};
 use crate::error::Error;
-use crate::proto::{ConsumeRequest, ConsumeResponse, Outcome, consume_request, consume_response};
+use crate::proto::{
+    AckItem, ConsumeRequest, ConsumeResponse, ExtendItem, NackItem, Outcome, consume_request,
+    consume_response,
+};
 use crate::pubsub::waker::Signal;
 use crate::time::{millis, proto_timestamp_ms as timestamp};
-use crate::validate;
+use crate::validate::Limits;
 
 /// How long to wait before trying Redis again after it failed.
 const REDIS_RETRY: Duration = Duration::from_millis(250);
@@ -37,26 +45,55 @@ const REDIS_RETRY: Duration = Duration::from_millis(250);
 /// an idle stream holds 256 bytes here instead of 6.4 KiB.
 pub(super) type Outbound = mpsc::Sender<Box<Result<ConsumeResponse, Status>>>;
 
+/// A job leased to this stream.
+struct Held {
+    /// The delivery's lease token.
+    token: String,
+    /// When the lease has run out at the latest (measured from when this stream
+    /// received the job, which is after Redis started the lease).
+    lapses: Instant,
+}
+
 /// The state of one Consume stream.
 pub(super) struct Consumer {
-    pub(super) store: QueueStore,
-    pub(super) signal: Arc<Signal>,
+    store: QueueStore,
+    limits: Limits,
+    signal: Arc<Signal>,
+    queue: String,
+    max_in_flight: usize,
+    lease: Duration,
+    /// Jobs leased to this stream, by id.
+    held: HashMap<String, Held>,
+    /// No held lease lapses before this (it may be earlier than the first one).
+    next_lapse: Instant,
+    tx: Outbound,
+    shutdown: tokio_util::sync::CancellationToken,
+    /// Where this consumer offers its free credits while it waits.
+    idle: Arc<IdleConsumers>,
+    /// Hand-offs arrive here; `inbox_tx` is the address offers carry.
+    inbox: mpsc::UnboundedReceiver<Box<Handed>>,
+    inbox_tx: Inbox,
+    /// Credits offered now (0: no offer out).
+    offered: usize,
+    /// Credits of a claimed offer whose jobs have not arrived yet.
+    pending: usize,
+}
+
+/// Where a new consumer takes its jobs from and how many.
+pub(super) struct Subscription {
     pub(super) queue: String,
     pub(super) max_in_flight: usize,
     pub(super) lease: Duration,
-    /// Jobs leased to this stream: id → lease token.
-    pub(super) held: HashMap<String, String>,
-    pub(super) tx: Outbound,
-    pub(super) shutdown: tokio_util::sync::CancellationToken,
-    /// Where this consumer offers its free credits while it waits.
-    pub(super) idle: Arc<IdleConsumers>,
-    /// Hand-offs arrive here; `inbox_tx` is the address offers carry.
-    pub(super) inbox: mpsc::UnboundedReceiver<Box<Handed>>,
-    pub(super) inbox_tx: Inbox,
-    /// Credits offered now (0: no offer out).
-    pub(super) offered: usize,
-    /// Credits of a claimed offer whose jobs have not arrived yet.
-    pub(super) pending: usize,
+}
+
+/// What became of one ack, nack or extend sent on the stream.
+enum Settled {
+    /// Done; for an extend, the new lease deadline (ms since the epoch).
+    Accepted(Option<u64>),
+    /// The lease token is not the job's current lease: nothing changed.
+    Stale,
+    /// Refused (bad item) or failed (Redis): the job keeps its lease.
+    Failed(Error),
 }
 
 /// What woke a waiting consumer.
@@ -67,6 +104,8 @@ enum Event {
     ClientGone,
     /// Jobs may be ready.
     Woken,
+    /// A held job's lease may have run out.
+    LeaseLapsed,
     /// Time to try Redis again.
     Retry,
     /// The batcher settled a claim on this consumer's offer.
@@ -76,6 +115,36 @@ enum Event {
 }
 
 impl Consumer {
+    /// A consumer of `subscription`, sending deliveries and outcomes on `tx`.
+    pub(super) fn new(
+        store: QueueStore,
+        limits: Limits,
+        signal: Arc<Signal>,
+        idle: Arc<IdleConsumers>,
+        subscription: Subscription,
+        tx: Outbound,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Self {
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        Self {
+            store,
+            limits,
+            signal,
+            queue: subscription.queue,
+            max_in_flight: subscription.max_in_flight,
+            lease: subscription.lease,
+            held: HashMap::new(),
+            next_lapse: Instant::now() + subscription.lease,
+            tx,
+            shutdown,
+            idle,
+            inbox,
+            inbox_tx,
+            offered: 0,
+            pending: 0,
+        }
+    }
+
     /// Serves the stream, then gives back what it holds.
     pub(super) async fn run(mut self, mut inbound: Streaming<ConsumeRequest>) {
         let ending = self.serve(&mut inbound).await;
@@ -98,6 +167,19 @@ impl Consumer {
     fn credits(&self) -> usize {
         self.max_in_flight
             .saturating_sub(self.held.len() + self.pending)
+    }
+
+    /// Stops counting held jobs whose lease has run out, and notes when the next
+    /// of the others runs out.
+    fn drop_lapsed(&mut self) {
+        let now = Instant::now();
+        self.held.retain(|_, held| held.lapses > now);
+        self.next_lapse = self
+            .held
+            .values()
+            .map(|held| held.lapses)
+            .min()
+            .unwrap_or(now + self.lease);
     }
 
     /// Takes back this consumer's standing offer; when the batcher claimed it
@@ -186,6 +268,9 @@ impl Consumer {
                 Some(handed) = self.inbox.recv() => Event::Handed(*handed),
                 () = &mut woken, if credits > 0 => Event::Woken,
                 () = tokio::time::sleep(REDIS_RETRY), if redis_trouble => Event::Retry,
+                () = tokio::time::sleep_until(self.next_lapse), if !self.held.is_empty() => {
+                    Event::LeaseLapsed
+                }
                 () = self.tx.closed() => Event::ClientGone,
                 () = self.shutdown.cancelled() => Event::Shutdown,
             };
@@ -214,6 +299,11 @@ impl Consumer {
                 // its way: hand it to a consumer that can take the work.
                 Event::Woken if self.credits() == 0 => self.signal.pass_on(),
                 Event::Woken => look = true,
+                Event::LeaseLapsed => {
+                    let was_full = self.credits() == 0;
+                    self.drop_lapsed();
+                    look |= was_full && self.credits() > 0;
+                }
                 Event::Retry => {
                     redis_trouble = false;
                     look = true;
@@ -231,8 +321,11 @@ impl Consumer {
             self.signal
                 .wake_at(Instant::now() + Duration::from_millis(ms));
         }
+        let lapses = Instant::now() + self.lease;
+        self.next_lapse = self.next_lapse.min(lapses);
         for job in found.jobs {
-            self.held.insert(job.id.clone(), job.record.token.clone());
+            let token = job.record.token.clone();
+            self.held.insert(job.id.clone(), Held { token, lapses });
             let message = consume_response::Message::Delivery(delivery(&self.queue, job));
             self.send(message).await?;
         }
@@ -267,98 +360,121 @@ impl Consumer {
             }
         }
         if !acks.is_empty() {
-            let items: Vec<(String, String, Vec<u8>)> = acks
-                .into_iter()
-                .map(|a| (a.job_id, a.lease_token, a.result))
-                .collect();
-            let results = match self.store.ack(&self.queue, &items).await {
-                Ok(accepted) => accepted.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e.to_string()); items.len()],
-            };
-            for ((id, token, _), result) in items.into_iter().zip(results) {
-                self.report("ack", id, token, result.map(|ok| ok.then_some(0)))
-                    .await;
-            }
+            self.ack(acks).await;
         }
         for message in others {
             match message {
-                consume_request::Message::Nack(nack) => {
-                    let retry_after =
-                        validate::duration("nack.retry_after", nack.retry_after.as_ref());
-                    let result = match retry_after {
-                        Ok(retry_after) => self
-                            .store
-                            .nack(
-                                &self.queue,
-                                &nack.job_id,
-                                &nack.lease_token,
-                                &nack.error,
-                                nack.permanent,
-                                retry_after.map(millis),
-                            )
-                            .await
-                            .map(|outcome| outcome.map(|_| 0))
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    self.report("nack", nack.job_id, nack.lease_token, result)
-                        .await;
-                }
-                consume_request::Message::Extend(extend) => {
-                    let lease = validate::ttl("extend.lease", extend.lease.as_ref())
-                        .map(|l| l.unwrap_or(self.lease));
-                    let result = match lease {
-                        Ok(lease) => self
-                            .store
-                            .extend(
-                                &self.queue,
-                                &extend.job_id,
-                                &extend.lease_token,
-                                millis(lease),
-                            )
-                            .await
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    self.report("extend", extend.job_id, extend.lease_token, result)
-                        .await;
-                }
+                consume_request::Message::Nack(item) => self.nack(item).await,
+                consume_request::Message::Extend(item) => self.extend(item).await,
                 consume_request::Message::Ack(_) | consume_request::Message::Subscribe(_) => {}
             }
         }
         Ok(())
     }
 
-    /// Sends an Outcome and frees the credit of a job this stream no longer holds.
-    /// `result`: Ok(Some(deadline ms or 0)) accepted, Ok(None) stale token, Err(text) failed.
-    async fn report(
-        &mut self,
-        action: &str,
-        job_id: String,
-        token: String,
-        result: Result<Option<u64>, String>,
-    ) {
-        let finished = action != "extend";
-        let stale = matches!(result, Ok(None));
-        let (ok, error, deadline) = match result {
-            Ok(Some(deadline)) => (true, String::new(), deadline),
-            Ok(None) => (
-                false,
-                "the lease token is not the job's current lease".to_owned(),
-                0,
-            ),
-            Err(e) => (false, e, 0),
+    /// Acks the valid items in one Redis call; refuses the others one by one.
+    async fn ack(&mut self, items: Vec<AckItem>) {
+        let mut checked = Vec::with_capacity(items.len());
+        for item in items {
+            match settle::ack(&self.limits, "ack", &item) {
+                Ok(()) => checked.push((item.job_id, item.lease_token, item.result)),
+                Err(e) => {
+                    self.report("ack", item.job_id, &item.lease_token, Settled::Failed(e))
+                        .await;
+                }
+            }
+        }
+        if checked.is_empty() {
+            return;
+        }
+        let accepted = self.store.ack(&self.queue, &checked).await;
+        for (i, (id, token, _)) in checked.into_iter().enumerate() {
+            let settled = match &accepted {
+                Ok(accepted) if accepted.get(i) == Some(&true) => Settled::Accepted(None),
+                Ok(_) => Settled::Stale,
+                Err(e) => Settled::Failed(e.clone()),
+            };
+            self.report("ack", id, &token, settled).await;
+        }
+    }
+
+    async fn nack(&mut self, item: NackItem) {
+        let settled = match settle::nack(&self.limits, "nack", &item) {
+            Ok(retry_after_ms) => match self
+                .store
+                .nack(
+                    &self.queue,
+                    &item.job_id,
+                    &item.lease_token,
+                    &item.error,
+                    item.permanent,
+                    retry_after_ms,
+                )
+                .await
+            {
+                Ok(Some(_)) => Settled::Accepted(None),
+                Ok(None) => Settled::Stale,
+                Err(e) => Settled::Failed(e),
+            },
+            Err(e) => Settled::Failed(e),
         };
-        // A job acked or nacked, or whose lease is no longer ours, frees its credit.
-        if ((ok && finished) || stale) && self.held.get(&job_id) == Some(&token) {
+        self.report("nack", item.job_id, &item.lease_token, settled)
+            .await;
+    }
+
+    async fn extend(&mut self, item: ExtendItem) {
+        let settled = match settle::extend("extend", &item, self.lease) {
+            Ok(lease) => match self
+                .store
+                .extend(&self.queue, &item.job_id, &item.lease_token, millis(lease))
+                .await
+            {
+                Ok(Some(deadline)) => {
+                    if let Some(held) = self
+                        .held
+                        .get_mut(&item.job_id)
+                        .filter(|held| held.token == item.lease_token)
+                    {
+                        held.lapses = Instant::now() + lease;
+                    }
+                    Settled::Accepted(Some(deadline))
+                }
+                Ok(None) => Settled::Stale,
+                Err(e) => Settled::Failed(e),
+            },
+            Err(e) => Settled::Failed(e),
+        };
+        self.report("extend", item.job_id, &item.lease_token, settled)
+            .await;
+    }
+
+    /// Sends an Outcome, and frees the credit of a job this stream no longer
+    /// holds: acked or nacked, or its lease no longer ours.
+    async fn report(&mut self, action: &str, job_id: String, token: &str, settled: Settled) {
+        let finished = match &settled {
+            Settled::Accepted(_) => action != "extend",
+            Settled::Stale => true,
+            Settled::Failed(_) => false,
+        };
+        if finished
+            && self
+                .held
+                .get(&job_id)
+                .is_some_and(|held| held.token == token)
+        {
             self.held.remove(&job_id);
         }
+        let (ok, error, lease_deadline) = match settled {
+            Settled::Accepted(deadline) => (true, String::new(), deadline.map(timestamp)),
+            Settled::Stale => (false, settle::stale(&job_id).to_string(), None),
+            Settled::Failed(e) => (false, e.to_string(), None),
+        };
         let outcome = Outcome {
             job_id,
             action: action.to_owned(),
             ok,
             error,
-            lease_deadline: (ok && !finished).then(|| timestamp(deadline)),
+            lease_deadline,
         };
         let _ = self.send(consume_response::Message::Outcome(outcome)).await;
     }
@@ -372,9 +488,16 @@ impl Consumer {
         }
         let store = &self.store;
         let queue = &self.queue;
-        let delivered = join_all(held.iter().map(|(id, token)| async move {
+        let delivered = join_all(held.iter().map(|(id, held)| async move {
             store
-                .nack(queue, id, token, "consumer disconnected", false, Some(0))
+                .nack(
+                    queue,
+                    id,
+                    &held.token,
+                    "consumer disconnected",
+                    false,
+                    Some(0),
+                )
                 .await
                 .map(|_| ())
         }));

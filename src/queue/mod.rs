@@ -19,9 +19,9 @@ mod consumer;
 mod handoff;
 mod reaper;
 mod record;
+mod settle;
 mod store;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -321,12 +321,6 @@ fn job_info(job: StoredJob) -> JobInfo {
     }
 }
 
-fn stale(id: &str) -> Error {
-    Error::FailedPrecondition(format!(
-        "job {id:?}: the lease token is not the job's current lease (it expired, was redelivered, or the job finished)"
-    ))
-}
-
 /// The stream type of Consume: the consumer's outbound channel, unboxed.
 pub type ConsumeStream = std::pin::Pin<
     Box<dyn tokio_stream::Stream<Item = std::result::Result<ConsumeResponse, Status>> + Send>,
@@ -408,22 +402,19 @@ impl Queue for QueueService {
                 .count("subscribe.max_in_flight", subscribe.max_in_flight, 1)?;
         let lease = self.lease("subscribe.lease", subscribe.lease.as_ref())?;
         let (tx, rx) = tokio::sync::mpsc::channel(max_in_flight + 16);
-        let (inbox_tx, inbox) = tokio::sync::mpsc::unbounded_channel();
-        let consumer = consumer::Consumer {
-            store: self.store.clone(),
-            signal: self.waker.signal(&subscribe.queue),
-            queue: subscribe.queue,
-            max_in_flight,
-            lease,
-            held: HashMap::new(),
+        let consumer = consumer::Consumer::new(
+            self.store.clone(),
+            self.limits,
+            self.waker.signal(&subscribe.queue),
+            self.idle.clone(),
+            consumer::Subscription {
+                queue: subscribe.queue,
+                max_in_flight,
+                lease,
+            },
             tx,
-            shutdown: self.shutdown.clone(),
-            idle: self.idle.clone(),
-            inbox,
-            inbox_tx,
-            offered: 0,
-            pending: 0,
-        };
+            self.shutdown.clone(),
+        );
         tokio::spawn(consumer.run(inbound));
         Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
             ReceiverStream::new(rx),
@@ -460,15 +451,13 @@ impl Queue for QueueService {
             .into_iter()
             .enumerate()
             .map(|(i, item)| {
-                validate::name(format_args!("items[{i}].job_id"), &item.job_id)?;
-                self.limits
-                    .value(format_args!("items[{i}].result"), &item.result)?;
+                settle::ack(&self.limits, format_args!("items[{i}]"), &item)?;
                 Ok((item.job_id, item.lease_token, item.result))
             })
             .collect::<Result<Vec<_>>>()?;
         let accepted = self.store.ack(&req.queue, &items).await?;
         if let ([(id, _, _)], [false]) = (items.as_slice(), accepted.as_slice()) {
-            return Err(stale(id).into());
+            return Err(settle::stale(id).into());
         }
         Ok(Response::new(AckResponse { accepted }))
     }
@@ -479,10 +468,7 @@ impl Queue for QueueService {
         let item = req
             .item
             .ok_or_else(|| Error::invalid("item", "is required"))?;
-        validate::name("item.job_id", &item.job_id)?;
-        self.limits.value("item.error", item.error.as_bytes())?;
-        let retry_after =
-            validate::duration("item.retry_after", item.retry_after.as_ref())?.map(millis);
+        let retry_after_ms = settle::nack(&self.limits, "item", &item)?;
         let outcome = self
             .store
             .nack(
@@ -491,10 +477,10 @@ impl Queue for QueueService {
                 &item.lease_token,
                 &item.error,
                 item.permanent,
-                retry_after,
+                retry_after_ms,
             )
             .await?;
-        let (new_state, due) = outcome.ok_or_else(|| stale(&item.job_id))?;
+        let (new_state, due) = outcome.ok_or_else(|| settle::stale(&item.job_id))?;
         Ok(Response::new(NackResponse {
             state: state(&new_state) as i32,
             retry_at: (due > 0).then(|| timestamp(due)),
@@ -510,13 +496,12 @@ impl Queue for QueueService {
         let item = req
             .item
             .ok_or_else(|| Error::invalid("item", "is required"))?;
-        validate::name("item.job_id", &item.job_id)?;
-        let lease = self.lease("item.lease", item.lease.as_ref())?;
+        let lease = settle::extend("item", &item, self.settings.default_lease)?;
         let deadline = self
             .store
             .extend(&req.queue, &item.job_id, &item.lease_token, millis(lease))
             .await?
-            .ok_or_else(|| stale(&item.job_id))?;
+            .ok_or_else(|| settle::stale(&item.job_id))?;
         Ok(Response::new(ExtendLeaseResponse {
             lease_deadline: Some(timestamp(deadline)),
         }))
