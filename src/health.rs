@@ -12,34 +12,50 @@ use tonic_health::server::HealthReporter;
 
 use crate::redis::Redis;
 
-/// The service names health reports on: "" (the whole server) and each service.
-pub const SERVICES: &[&str] = &[
-    "",
-    "redwire.v1.Cache",
-    "redwire.v1.Queue",
-    "redwire.v1.PubSub",
-];
+/// The health reporter and the names it reports on: "" (the whole server) and
+/// every service the server registers (see `server::Services`, which builds the
+/// list as it registers them, so no service can lack a health entry).
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    names: Arc<[&'static str]>,
+}
 
-/// Sets every service in [`SERVICES`] to `status`.
-pub async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
-    for service in SERVICES {
-        reporter.set_service_status(*service, status).await;
+impl Health {
+    /// Health for "" and each of `services`.
+    pub fn new(reporter: HealthReporter, services: &[&'static str]) -> Self {
+        let names = std::iter::once("")
+            .chain(services.iter().copied())
+            .collect();
+        Self { reporter, names }
+    }
+
+    /// The names reported on, "" first.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+
+    /// Sets every name to `status`.
+    pub async fn set_all(&self, status: ServingStatus) {
+        for name in self.names.iter() {
+            self.reporter.set_service_status(*name, status).await;
+        }
+    }
+
+    /// Ends every open `Watch` stream (after they were told NOT_SERVING), so that
+    /// health watchers do not hold the graceful shutdown open.
+    pub async fn close_watchers(&mut self) {
+        for name in self.names.iter() {
+            self.reporter.clear_service_status(name).await;
+        }
     }
 }
 
-/// Ends every open `Watch` stream (after they were told NOT_SERVING), so that
-/// health watchers do not hold the graceful shutdown open.
-pub async fn close_watchers(reporter: &mut HealthReporter) {
-    for service in SERVICES {
-        reporter.clear_service_status(service).await;
-    }
-}
-
-/// Pings Redis every `interval` and mirrors the result in `reporter` until
+/// Pings Redis every `interval` and mirrors the result in `health` until
 /// `shutdown` fires.
 pub async fn watch_redis(
     redis: Arc<Redis>,
-    reporter: HealthReporter,
+    health: Health,
     interval: Duration,
     shutdown: CancellationToken,
 ) {
@@ -61,7 +77,7 @@ pub async fn watch_redis(
             if status == ServingStatus::Serving {
                 tracing::info!("redis answers; reporting SERVING");
             }
-            set_all(&reporter, status).await;
+            health.set_all(status).await;
             current = Some(status);
         }
         tokio::select! {

@@ -6,19 +6,25 @@
 //! accepting and lets in-flight calls finish, and `--shutdown-grace` bounds the
 //! whole drain. The embedded redis-server, if any, is stopped last.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::codegen::{Service, http};
+use tonic::server::NamedService;
+use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::cache::{CacheService, CacheStore};
 use crate::config::{Config, RedisTarget};
+use crate::health::{self, Health};
 use crate::lock::{LockService, LockStore};
+use crate::proto;
 use crate::proto::cache_server::CacheServer;
 use crate::proto::lock_server::LockServer;
 use crate::proto::pub_sub_server::PubSubServer;
@@ -32,7 +38,43 @@ use crate::redis::keys::{PUBSUB_PREFIX, SHARDED_PUBSUB_PREFIX};
 use crate::redis::{Redis, RedisSettings};
 use crate::stream::{StreamService, StreamStore};
 use crate::validate::Limits;
-use crate::{health, proto};
+
+/// The Redwire services this server serves, registered together with the names
+/// health reports on: a service cannot be served without its health entry.
+#[derive(Default)]
+struct Services {
+    routes: RoutesBuilder,
+    names: Vec<&'static str>,
+}
+
+impl Services {
+    /// Serves `service` and reports its health under its gRPC name.
+    fn add<S>(&mut self, service: S)
+    where
+        S: Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes.add_service(service);
+    }
+}
+
+/// Applies the message size limit to a generated server, both ways.
+macro_rules! limited {
+    ($server:expr, $max:expr) => {
+        $server
+            .max_decoding_message_size($max)
+            .max_encoding_message_size($max)
+    };
+}
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -103,15 +145,6 @@ async fn serve(
     };
     let token = CancellationToken::new();
 
-    let (mut reporter, health_service) = tonic_health::server::health_reporter();
-    health::set_all(&reporter, ServingStatus::NotServing).await;
-    let mut watcher = tokio::spawn(health::watch_redis(
-        redis.clone(),
-        reporter.clone(),
-        config.health_interval,
-        token.clone(),
-    ));
-
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -164,7 +197,28 @@ async fn serve(
         config.heartbeat,
         token.clone(),
     );
-    let max_message = config.max_message_bytes;
+    let max = config.max_message_bytes;
+    let mut services = Services::default();
+    services.add(limited!(CacheServer::new(cache), max));
+    services.add(limited!(QueueServer::new(queue), max));
+    services.add(limited!(PubSubServer::new(pubsub), max));
+    services.add(limited!(LockServer::new(lock), max));
+    services.add(limited!(StreamServer::new(stream), max));
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let mut health = Health::new(reporter, &services.names);
+    health.set_all(ServingStatus::NotServing).await;
+    let mut watcher = tokio::spawn(health::watch_redis(
+        redis.clone(),
+        health.clone(),
+        config.health_interval,
+        token.clone(),
+    ));
+    let mut routes = services.routes;
+    routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
 
     let local_addr = listener.local_addr().ok();
     let server = Server::builder()
@@ -172,34 +226,7 @@ async fn serve(
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            CacheServer::new(cache)
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
-        )
-        .add_service(
-            QueueServer::new(queue)
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
-        )
-        .add_service(
-            PubSubServer::new(pubsub)
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
-        )
-        .add_service(
-            LockServer::new(lock)
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
-        )
-        .add_service(
-            StreamServer::new(stream)
-                .max_decoding_message_size(max_message)
-                .max_encoding_message_size(max_message),
-        )
+        .add_routes(routes.routes())
         // The builder's tcp_nodelay does not apply to a caller-supplied listener; set it
         // here, or small responses wait on delayed ACKs (~40 ms).
         .serve_with_incoming_shutdown(
@@ -215,9 +242,9 @@ async fn serve(
             tracing::info!(grace = ?config.shutdown_grace, "shutting down");
             // Stop the watcher first so it cannot flip the status back to SERVING.
             watcher.abort();
-            health::set_all(&reporter, ServingStatus::NotServing).await;
+            health.set_all(ServingStatus::NotServing).await;
             token.cancel();
-            health::close_watchers(&mut reporter).await;
+            health.close_watchers().await;
             match tokio::time::timeout(config.shutdown_grace, &mut server).await {
                 Ok(result) => result,
                 Err(_) => {

@@ -12,18 +12,62 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
+/// The services server reflection lists, taken from the descriptor set (not from
+/// the server's own list of what it registered).
+async fn reflected_services(ctx: &TestContext) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let mut client = ServerReflectionClient::new(ctx.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let reply = replies.next().await.expect("one reply").expect("ok reply");
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply {reply:?}");
+    };
+    list.service.into_iter().map(|s| s.name).collect()
+}
+
+/// Every Redwire service reflection lists (all but the `grpc.*` infrastructure),
+/// and "" for the whole server.
+async fn health_names(ctx: &TestContext) -> Vec<String> {
+    let mut names: Vec<String> = reflected_services(ctx)
+        .await
+        .into_iter()
+        .filter(|name| !name.starts_with("grpc."))
+        .collect();
+    names.push(String::new());
+    names
+}
+
+/// Health answers for every service reflection lists, and each flips to
+/// NOT_SERVING with Redis down and back to SERVING without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_redis_down_and_up_without_restart() {
     let mut ctx = TestContext::standalone().await;
-    assert_eq!(
-        ctx.health_status("redwire.v1.Cache").await,
-        Some(ServingStatus::Serving)
-    );
+    let names = health_names(&ctx).await;
+    assert_eq!(names.len(), 6, "five services and the server: {names:?}");
+    for name in &names {
+        assert_eq!(
+            ctx.health_status(name).await,
+            Some(ServingStatus::Serving),
+            "health of {name:?}"
+        );
+    }
 
     ctx.redis().kill();
-    ctx.wait_for_health("", ServingStatus::NotServing).await;
-    ctx.wait_for_health("redwire.v1.Cache", ServingStatus::NotServing)
-        .await;
+    for name in &names {
+        ctx.wait_for_health(name, ServingStatus::NotServing).await;
+    }
     let status = ctx
         .cache()
         .get(GetRequest { key: "k".into() })
@@ -32,9 +76,9 @@ async fn health_follows_redis_down_and_up_without_restart() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
     ctx.redis().restart();
-    ctx.wait_for_health("", ServingStatus::Serving).await;
-    ctx.wait_for_health("redwire.v1.Cache", ServingStatus::Serving)
-        .await;
+    for name in &names {
+        ctx.wait_for_health(name, ServingStatus::Serving).await;
+    }
     support::eventually(Duration::from_secs(10), "calls to work again", || async {
         let mut cache = ctx.cache();
         let set = cache
@@ -58,28 +102,16 @@ async fn health_follows_redis_down_and_up_without_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_the_services() {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-
     let ctx = TestContext::standalone().await;
-    let mut client = ServerReflectionClient::new(ctx.channel.clone());
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut replies = client
-        .server_reflection_info(tokio_stream::iter(vec![request]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    let reply = replies.next().await.expect("one reply").expect("ok reply");
-    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
-        panic!("unexpected reflection reply {reply:?}");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["redwire.v1.Cache", "grpc.health.v1.Health"] {
+    let names = reflected_services(&ctx).await;
+    for expected in [
+        "redwire.v1.Cache",
+        "redwire.v1.Queue",
+        "redwire.v1.PubSub",
+        "redwire.v1.Lock",
+        "redwire.v1.Stream",
+        "grpc.health.v1.Health",
+    ] {
         assert!(
             names.iter().any(|n| n == expected),
             "{expected} in {names:?}"
