@@ -858,11 +858,7 @@ async fn blocking_pop_respects_the_deadline(ctx: &TestContext) {
 
 /// Clients blocked in Redis (on the node that owns `redis_key`, on a cluster).
 fn blocked_clients(ctx: &TestContext, redis_key: &str) -> u64 {
-    let mut conn = match &ctx.backend {
-        support::Backend::Standalone(redis) => redis.connection(),
-        support::Backend::Cluster(cluster) => cluster.connection_for(redis_key),
-        support::Backend::Embedded(_) => panic!("not used with the embedded redis"),
-    };
+    let mut conn = ctx.redis_connection(redis_key);
     let info: String = redis::cmd("INFO")
         .arg("clients")
         .query(&mut conn)

@@ -260,7 +260,54 @@ async fn hold_keeps_and_releases(ctx: &TestContext) {
     assert!(next.acquired && next.fencing_token > granted.fencing_token);
 }
 
+/// Holds `resource` from `here`, lines up three waiters on `here` and two on
+/// `there`, and checks that Describe counts all five (local waiters queue behind
+/// the first, but each one waits), then none once each was granted in turn.
+async fn describe_counts_all_five_waiters(here: &TestContext, there: &TestContext, resource: &str) {
+    let holder = acquire(here, resource, 20_000, 0).await;
+    assert!(holder.acquired);
+    let mut waiters = Vec::new();
+    for i in 0..5 {
+        let mut client = if i < 3 { here.lock() } else { there.lock() };
+        let resource = resource.to_owned();
+        waiters.push(tokio::spawn(async move {
+            let granted = client
+                .acquire(acquire_req(&resource, 5_000, 8_000))
+                .await
+                .expect("acquire")
+                .into_inner();
+            assert!(granted.acquired, "each waiter gets its turn");
+            client
+                .release(ReleaseRequest {
+                    resource,
+                    token: granted.token,
+                })
+                .await
+                .expect("release");
+        }));
+    }
+    eventually(
+        Duration::from_secs(5),
+        "Describe to count 5 waiters",
+        || async { (describe(here, resource).await.waiters == 5).then_some(()) },
+    )
+    .await;
+    release(here, resource, &holder.token)
+        .await
+        .expect("release");
+    for waiter in waiters {
+        waiter.await.expect("waiter");
+    }
+    assert_eq!(describe(there, resource).await.waiters, 0);
+}
+
+async fn describe_counts_every_waiter_on_every_instance(ctx: &TestContext) {
+    let other = ctx.beside().await;
+    describe_counts_all_five_waiters(ctx, &other, "busy-desk").await;
+}
+
 async fn run_core_checks_on(ctx: &TestContext) {
+    describe_counts_every_waiter_on_every_instance(ctx).await;
     contention_never_overlaps_and_fences_increase(ctx).await;
     expired_holders_are_fenced_off(ctx).await;
     waiters_are_woken_by_release_and_give_up_in_time(ctx).await;
@@ -275,6 +322,7 @@ mod standalone {
         waiters_are_woken_by_release_and_give_up_in_time,
         retried_acquire_with_a_lease_id_is_idempotent,
         hold_keeps_and_releases,
+        describe_counts_every_waiter_on_every_instance,
     );
 }
 
@@ -317,6 +365,18 @@ async fn killing_redis_under_a_hold_reports_lost() {
     };
     assert!(lost.contains("renewal failed"), "{lost}");
     assert!(hold.next().await.is_none(), "the stream ends after LOST");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_describe_counts_every_waiter() {
+    let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls = nodes
+        .iter()
+        .map(RedisServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let ctx = TestContext::standalone_with(&["--lock-redlock", &urls]).await;
+    describe_counts_all_five_waiters(&ctx, &ctx, "quorum-desk").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

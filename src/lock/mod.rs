@@ -16,6 +16,7 @@
 mod store;
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use store::WAITER_REFRESH;
 pub use store::{Attempt, LockState, LockStore};
 
 use crate::deadline;
@@ -99,6 +101,9 @@ impl LockService {
     }
 
     /// Acquires `resource` for `token`, waiting until `until`; None when it stayed held.
+    ///
+    /// A caller that waits counts as a waiter in Redis (for Describe, on every
+    /// instance) from its first try until it is granted or gives up.
     async fn obtain(
         &self,
         resource: &str,
@@ -106,21 +111,37 @@ impl LockService {
         ttl: Duration,
         until: Instant,
     ) -> Result<Option<Grant>> {
-        let granted = |fence, valid_for| {
-            Some(Grant {
-                token: token.to_owned(),
-                fence,
-                valid_for,
-            })
-        };
-        if let Attempt::Granted { fence, valid_for } =
-            self.store.acquire(resource, token, ttl, None).await?
+        let waits = Instant::now() < until;
+        match self
+            .store
+            .acquire(resource, token, ttl, waits.then_some(token))
+            .await?
         {
-            return Ok(granted(fence, valid_for));
+            Attempt::Granted { fence, valid_for } => {
+                return Ok(Some(grant(token, fence, valid_for)));
+            }
+            Attempt::Held(_) if !waits => return Ok(None),
+            Attempt::Held(_) => {}
         }
-        if Instant::now() >= until {
-            return Ok(None);
+        let result = tokio::select! {
+            result = self.wait_for(resource, token, ttl, until) => result,
+            never = self.stay_counted(resource, token) => match never {},
+        };
+        if !matches!(result, Ok(Some(_))) {
+            self.store.forget_waiter(resource, token).await;
         }
+        result
+    }
+
+    /// Waits for `resource` behind earlier local waiters, then tries again each
+    /// time it may have become free, until `until`.
+    async fn wait_for(
+        &self,
+        resource: &str,
+        token: &str,
+        ttl: Duration,
+        until: Instant,
+    ) -> Result<Option<Grant>> {
         // Line up behind earlier local waiters (tokio's mutex is fair).
         let line = self.line(resource);
         let _turn = tokio::select! {
@@ -131,31 +152,48 @@ impl LockService {
             () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
         };
         let signal = self.waker.signal(resource);
-        let result = loop {
+        loop {
             let woken = signal.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            match self.store.acquire(resource, token, ttl, Some(token)).await {
-                Ok(Attempt::Granted { fence, valid_for }) => break Ok(granted(fence, valid_for)),
-                Ok(Attempt::Held(left)) => {
+            match self
+                .store
+                .acquire(resource, token, ttl, Some(token))
+                .await?
+            {
+                Attempt::Granted { fence, valid_for } => {
+                    return Ok(Some(grant(token, fence, valid_for)));
+                }
+                Attempt::Held(left) => {
                     if Instant::now() >= until {
-                        break Ok(None);
+                        return Ok(None);
                     }
                     // Woken by a release, or when the holder's lease runs out.
                     let expiry = (Instant::now() + left + Duration::from_millis(1)).min(until);
                     tokio::select! {
                         () = &mut woken => {}
                         () = tokio::time::sleep_until(expiry) => {}
-                        () = self.shutdown.cancelled() => break Err(Error::ShuttingDown),
+                        () = self.shutdown.cancelled() => return Err(Error::ShuttingDown),
                     }
                 }
-                Err(e) => break Err(e),
             }
-        };
-        if !matches!(result, Ok(Some(_))) {
-            self.store.forget_waiter(resource, token).await;
         }
-        result
+    }
+
+    /// Keeps `ticket` counted as a waiter; runs until dropped.
+    async fn stay_counted(&self, resource: &str, ticket: &str) -> Infallible {
+        loop {
+            tokio::time::sleep(WAITER_REFRESH).await;
+            self.store.keep_waiting(resource, ticket).await;
+        }
+    }
+}
+
+fn grant(token: &str, fence: u64, valid_for: Duration) -> Grant {
+    Grant {
+        token: token.to_owned(),
+        fence,
+        valid_for,
     }
 }
 

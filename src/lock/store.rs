@@ -23,11 +23,15 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("ac
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
 static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("extend.lua")));
 static DESCRIBE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("describe.lua")));
+static WAIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("wait.lua")));
 static RAISE_FENCE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("raise_fence.lua")));
 
 /// How long a waiter counts as waiting (for Describe) before it must show up again.
 const WAITER_PRESENCE: Duration = Duration::from_secs(10);
+
+/// How often a waiter shows up again: well within [`WAITER_PRESENCE`].
+pub(super) const WAITER_REFRESH: Duration = Duration::from_secs(3);
 
 /// The outcome of one acquire attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +200,14 @@ impl LockStore {
         Ok(Attempt::Held(Duration::from_millis(
             u64::try_from(held_for.max(1)).unwrap_or(1),
         )))
+    }
+
+    /// Keeps `ticket` counted as a waiter for another [`WAITER_PRESENCE`], on every
+    /// node where it still waits. Best effort: a node that fails misses one refresh.
+    pub async fn keep_waiting(&self, resource: &str, ticket: &str) {
+        let waiters = &lock_keys(resource)[2];
+        let presence = ms(WAITER_PRESENCE).to_string();
+        let _: Vec<Result<i64>> = self.on_all(&WAIT, &[waiters], &[ticket, &presence]).await;
     }
 
     /// Stops counting `ticket` as a waiter.

@@ -320,6 +320,8 @@ pub enum Backend {
     Cluster(RedisCluster),
     /// Redwire's own embedded redis-server, in this temp dir.
     Embedded(tempfile::TempDir),
+    /// The Redis of another context (see [`TestContext::beside`]), owned there.
+    Shared,
 }
 
 /// Redwire running in-process over a real Redis, with clients.
@@ -351,6 +353,7 @@ impl TestContext {
             Backend::Standalone(redis) => redis.connection(),
             Backend::Cluster(cluster) => cluster.connection_for(redis_key),
             Backend::Embedded(_) => panic!("no direct connection to the embedded redis"),
+            Backend::Shared => panic!("use the context that owns the redis"),
         }
     }
 
@@ -361,6 +364,20 @@ impl TestContext {
             .expect("cluster start");
         let seeds = cluster.seeds();
         Self::start(Backend::Cluster(cluster), &["--redis-cluster", &seeds], &[]).await
+    }
+
+    /// A second Redwire over the same Redis as `self`, as another instance behind
+    /// a load balancer would be. Keep `self` alive while it runs.
+    pub async fn beside(&self) -> Self {
+        let redis_args = match &self.backend {
+            Backend::Standalone(redis) => ["--redis-url".to_owned(), redis.url()],
+            Backend::Cluster(cluster) => ["--redis-cluster".to_owned(), cluster.seeds()],
+            Backend::Embedded(_) | Backend::Shared => {
+                panic!("beside needs a context that owns a test redis")
+            }
+        };
+        let redis_args = redis_args.each_ref().map(String::as_str);
+        Self::start(Backend::Shared, &redis_args, &[]).await
     }
 
     /// Redwire with its embedded redis-server in a temp data dir.
