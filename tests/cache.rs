@@ -986,7 +986,64 @@ async fn wrong_type_is_failed_precondition(ctx: &TestContext) {
     assert_eq!(code(sadd), Code::FailedPrecondition);
 }
 
+/// An increment that would make one member's score NaN (inf + -inf) is refused
+/// naming that member, and writes none of the others; a member given twice in one
+/// call adds up.
+async fn a_rejected_increment_writes_nothing(ctx: &TestContext) {
+    let mut cache = ctx.cache();
+    let member = |name: &str, score: f64| ScoredMember {
+        member: name.as_bytes().to_vec(),
+        score,
+    };
+    let put = |members: Vec<ScoredMember>, increment: bool| SortedSetPutRequest {
+        key: "z:atomic".into(),
+        members,
+        increment,
+    };
+    cache
+        .sorted_set_put(put(vec![member("top", f64::INFINITY)], false))
+        .await
+        .expect("zadd +inf");
+    let refused = cache
+        .sorted_set_put(put(
+            vec![
+                member("new", 5.0),
+                member("top", f64::NEG_INFINITY),
+                member("next", 7.0),
+            ],
+            true,
+        ))
+        .await
+        .expect_err("inf + -inf is not a number");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().starts_with("members[1].score: "),
+        "{refused:?}"
+    );
+    let all = cache
+        .sorted_set_range(SortedSetRangeRequest {
+            key: "z:atomic".into(),
+            start: 0,
+            stop: -1,
+            descending: false,
+        })
+        .await
+        .expect("range")
+        .into_inner()
+        .members;
+    assert_eq!(all.len(), 1, "only the first put is stored: {all:?}");
+    assert_eq!(all[0].score, f64::INFINITY);
+
+    let twice = cache
+        .sorted_set_put(put(vec![member("a", 1.0), member("a", 2.0)], true))
+        .await
+        .expect("increment twice")
+        .into_inner();
+    assert_eq!((twice.added, twice.scores), (1, vec![1.0, 3.0]));
+}
+
 async fn run_core_checks_on(ctx: &TestContext) {
+    a_rejected_increment_writes_nothing(ctx).await;
     strings_and_conditions(ctx).await;
     ttls_expire_and_update(ctx).await;
     counters(ctx).await;
@@ -1014,6 +1071,7 @@ mod standalone {
         hashes,
         sets,
         leaderboard,
+        a_rejected_increment_writes_nothing,
         lists,
         blocking_pop_is_woken_by_a_push,
         blocking_pop_respects_the_deadline,

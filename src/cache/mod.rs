@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-pub use store::{Bound, CacheStore, Condition, End, Expiry, Popped, Ttl, bloom_size};
+pub use store::{Bound, CacheStore, Condition, End, Expiry, Popped, SortedSetPut, Ttl, bloom_size};
 
 use crate::deadline;
 use crate::error::{Error, Result};
@@ -386,11 +386,20 @@ impl Cache for CacheService {
                 Ok((m.member, m.score))
             })
             .collect::<Result<Vec<_>>>()?;
-        let (added, scores) = self
+        match self
             .store
             .sorted_set_put(&key, &members, req.increment)
-            .await?;
-        Ok(Response::new(SortedSetPutResponse { added, scores }))
+            .await?
+        {
+            SortedSetPut::Written { added, scores } => {
+                Ok(Response::new(SortedSetPutResponse { added, scores }))
+            }
+            SortedSetPut::NotANumber(i) => Err(Error::invalid(
+                format!("members[{i}].score"),
+                "adding it to the stored score gives NaN (inf plus -inf); nothing was written",
+            )
+            .into()),
+        }
     }
 
     async fn sorted_set_range(

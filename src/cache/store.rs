@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use redis::Script;
+use redis::{Script, Value};
 
 use crate::error::{Error, Result};
 use crate::redis::keys::hash_slot;
@@ -17,6 +17,8 @@ use crate::time::millis;
 
 static CAS_SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cas_set.lua")));
 static INCREMENT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("increment.lua")));
+static SORTED_SET_INCREMENT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("sorted_set_increment.lua")));
 // Scripts cannot call each other, so the Bloom scripts share bloom.lua by prefix.
 static BLOOM_ADD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(concat!(
@@ -100,6 +102,20 @@ pub struct Popped {
     pub key: String,
     /// The values, in pop order.
     pub values: Vec<Vec<u8>>,
+}
+
+/// What `sorted_set_put` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortedSetPut {
+    /// Written: how many members are new, and each member's resulting score.
+    Written {
+        /// Members that were not in the set before.
+        added: i64,
+        /// The resulting scores, in request order.
+        scores: Vec<f64>,
+    },
+    /// Nothing written: adding the member at this index would make its score NaN.
+    NotANumber(usize),
 }
 
 /// Cache operations over a [`Redis`] handle.
@@ -426,28 +442,27 @@ impl CacheStore {
 
     // ------------------------------------------------------------ sorted sets
 
-    /// ZADD or ZINCRBY in one MULTI/EXEC, with ZMSCORE before and after to report
-    /// how many members are new and every member's resulting score.
+    /// Sets (ZADD) or adds to (`increment`) members' scores in one atomic step;
+    /// returns how many members are new and every member's resulting score. An
+    /// increment that would make a score NaN (inf + -inf) writes nothing and names
+    /// the member's index.
     pub async fn sorted_set_put(
         &self,
         key: &str,
         members: &[(Vec<u8>, f64)],
         increment: bool,
-    ) -> Result<(i64, Vec<f64>)> {
+    ) -> Result<SortedSetPut> {
+        if increment {
+            return self.sorted_set_increment(key, members).await;
+        }
         let names: Vec<&Vec<u8>> = members.iter().map(|(m, _)| m).collect();
         let mut pipe = redis::pipe();
         pipe.atomic().cmd("ZMSCORE").arg(key).arg(&names);
-        if increment {
-            for (member, score) in members {
-                pipe.cmd("ZINCRBY").arg(key).arg(score).arg(member).ignore();
-            }
-        } else {
-            let zadd = pipe.cmd("ZADD").arg(key);
-            for (member, score) in members {
-                zadd.arg(score).arg(member);
-            }
-            zadd.ignore();
+        let zadd = pipe.cmd("ZADD").arg(key);
+        for (member, score) in members {
+            zadd.arg(score).arg(member);
         }
+        zadd.ignore();
         pipe.cmd("ZMSCORE").arg(key).arg(&names);
         let (before, after): (Vec<Option<f64>>, Vec<Option<f64>>) =
             pipe.query_async(&mut self.conn().await?).await?;
@@ -456,8 +471,37 @@ impl CacheStore {
             .into_iter()
             .filter(|&new| new)
             .count();
-        let scores = after.into_iter().map(|s| s.unwrap_or(f64::NAN)).collect();
-        Ok((i64::try_from(added).unwrap_or(i64::MAX), scores))
+        Ok(SortedSetPut::Written {
+            added: i64::try_from(added).unwrap_or(i64::MAX),
+            scores: after.into_iter().map(|s| s.unwrap_or(f64::NAN)).collect(),
+        })
+    }
+
+    async fn sorted_set_increment(
+        &self,
+        key: &str,
+        members: &[(Vec<u8>, f64)],
+    ) -> Result<SortedSetPut> {
+        let mut invocation = SORTED_SET_INCREMENT.prepare_invoke();
+        invocation.key(key);
+        for (member, increment) in members {
+            invocation.arg(member).arg(increment);
+        }
+        let reply: Vec<Value> = invocation.invoke_async(&mut self.conn().await?).await?;
+        let unexpected =
+            || Error::Internal("unexpected reply from sorted_set_increment.lua".into());
+        let number =
+            |value: &Value| redis::from_redis_value_ref::<f64>(value).map_err(|_| unexpected());
+        match reply.as_slice() {
+            [Value::Int(-1), added, scores @ ..] => Ok(SortedSetPut::Written {
+                added: redis::from_redis_value_ref(added).map_err(|_| unexpected())?,
+                scores: scores.iter().map(number).collect::<Result<_>>()?,
+            }),
+            [Value::Int(index)] => Ok(SortedSetPut::NotANumber(
+                usize::try_from(*index).map_err(|_| unexpected())?,
+            )),
+            _ => Err(unexpected()),
+        }
     }
 
     /// ZRANGE by rank WITHSCORES.
