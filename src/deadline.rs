@@ -28,16 +28,33 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// How long before the caller's deadline a blocking wait ends. Redis checks
-/// blocked clients' timeouts from its cron (every 100 ms at the default `hz 10`),
-/// so a wait can overrun by that much; the margin leaves room for it and the reply.
-pub const REPLY_MARGIN: Duration = Duration::from_millis(150);
+/// How long before the caller's deadline Redwire's own waits end (Dequeue, Lock
+/// Acquire: wake-ups, no Redis blocking command): room for the last Redis call
+/// and the reply.
+pub const OWN_WAIT_MARGIN: Duration = Duration::from_millis(10);
 
-/// How long a blocking command may wait: the requested wait, cut so it ends
-/// [`REPLY_MARGIN`] before the caller's deadline.
-pub fn bounded_wait(requested: Duration, deadline: Option<Duration>) -> Duration {
+/// How long before the caller's deadline a Redis blocking command's timeout ends
+/// (ListPop's BLMPOP). Redis 7.0 checks blocked clients' timeouts when its event
+/// loop wakes, on an idle server only at its cron tick (every 100 ms at the
+/// default `hz 10`): measured on an idle server, a BLPOP ended 35 to 91 ms after
+/// its timeout. One tick plus room for the reply.
+pub const REDIS_BLOCK_MARGIN: Duration = Duration::from_millis(110);
+
+/// How long one of Redwire's own waits may last: the requested wait, cut so it
+/// ends [`OWN_WAIT_MARGIN`] before the caller's deadline.
+pub fn own_wait(requested: Duration, deadline: Option<Duration>) -> Duration {
+    bounded(requested, deadline, OWN_WAIT_MARGIN)
+}
+
+/// How long a Redis blocking command may wait: the requested wait, cut so it
+/// ends [`REDIS_BLOCK_MARGIN`] before the caller's deadline.
+pub fn redis_block(requested: Duration, deadline: Option<Duration>) -> Duration {
+    bounded(requested, deadline, REDIS_BLOCK_MARGIN)
+}
+
+fn bounded(requested: Duration, deadline: Option<Duration>, margin: Duration) -> Duration {
     match deadline {
-        Some(left) => requested.min(left.saturating_sub(REPLY_MARGIN)),
+        Some(left) => requested.min(left.saturating_sub(margin)),
         None => requested,
     }
 }
@@ -63,15 +80,17 @@ mod tests {
     }
 
     #[test]
-    fn waits_end_before_the_deadline() {
-        let wait = bounded_wait(Duration::from_secs(10), Some(Duration::from_millis(500)));
-        assert_eq!(wait, Duration::from_millis(350));
+    fn waits_end_their_margin_before_the_deadline() {
+        let deadline = Some(Duration::from_millis(500));
+        let long = Duration::from_secs(10);
+        assert_eq!(own_wait(long, deadline), Duration::from_millis(490));
+        assert_eq!(redis_block(long, deadline), Duration::from_millis(390));
         assert_eq!(
-            bounded_wait(Duration::from_secs(1), None),
+            own_wait(Duration::from_secs(1), None),
             Duration::from_secs(1)
         );
         assert_eq!(
-            bounded_wait(Duration::from_secs(1), Some(Duration::from_millis(5))),
+            redis_block(Duration::from_secs(1), Some(Duration::from_millis(5))),
             Duration::ZERO
         );
     }

@@ -367,6 +367,36 @@ async fn killing_redis_under_a_hold_reports_lost() {
     assert!(hold.next().await.is_none(), "the stream ends after LOST");
 }
 
+/// How far into a short-deadline Acquire the lock is released (scenario timing,
+/// not a wait for a condition).
+const RELEASED_AFTER: Duration = Duration::from_millis(40);
+
+/// An Acquire whose gRPC deadline (150 ms) is shorter than its wait still gets a
+/// lock released 40 ms into the call, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_with_a_short_deadline_gets_a_lock_released_in_time() {
+    let ctx = TestContext::standalone().await;
+    for attempt in 0..5 {
+        let resource = format!("short-deadline-{attempt}");
+        let holder = acquire(&ctx, &resource, 30_000, 0).await;
+        assert!(holder.acquired);
+        let mut request = Request::new(acquire_req(&resource, 5_000, 30_000));
+        request.set_timeout(Duration::from_millis(150));
+        let mut client = ctx.lock();
+        let call = tokio::spawn(async move { client.acquire(request).await });
+        tokio::time::sleep(RELEASED_AFTER).await;
+        release(&ctx, &resource, &holder.token)
+            .await
+            .expect("release");
+        let reply = call
+            .await
+            .expect("acquire task")
+            .expect("acquire within its deadline")
+            .into_inner();
+        assert!(reply.acquired, "attempt {attempt}: {reply:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redlock_describe_counts_every_waiter() {
     let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();

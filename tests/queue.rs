@@ -1461,6 +1461,43 @@ async fn the_consume_stream_checks_settles_like_the_unary_calls() {
     assert_eq!(stale_on_stream.error, stale_unary.message());
 }
 
+/// How far into a short-deadline call the job arrives (scenario timing, not a
+/// wait for a condition).
+const ARRIVES_AFTER: Duration = Duration::from_millis(40);
+
+/// A Dequeue whose gRPC deadline (150 ms) is shorter than its wait still hands
+/// over a job enqueued 40 ms into the call, every time: Redwire's own wait ends
+/// just before the deadline, not 150 ms before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dequeue_with_a_short_deadline_gets_a_job_that_arrives_in_time() {
+    let ctx = TestContext::standalone().await;
+    for attempt in 0..5 {
+        let q = format!("short-deadline-{attempt}");
+        let mut request = tonic::Request::new(DequeueRequest {
+            queue: q.clone(),
+            max_jobs: 1,
+            wait: ms(30_000),
+            lease: ms(30_000),
+        });
+        request.set_timeout(Duration::from_millis(150));
+        let mut client = ctx.queue();
+        let call = tokio::spawn(async move { client.dequeue(request).await });
+        tokio::time::sleep(ARRIVES_AFTER).await;
+        let sent = enqueue(&ctx, &q, job("in time")).await;
+        let jobs = call
+            .await
+            .expect("dequeue task")
+            .expect("dequeue within its deadline")
+            .into_inner()
+            .jobs;
+        assert_eq!(
+            jobs.iter().map(|j| &j.job_id).collect::<Vec<_>>(),
+            [&sent.job_id],
+            "attempt {attempt}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- faults and scale
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

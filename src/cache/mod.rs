@@ -497,7 +497,7 @@ impl Cache for CacheService {
         let end = list_end("end", req.end, End::Front)?;
         let count = self.limits.count("count", req.count, 1)?;
         let wait = validate::duration("wait", req.wait.as_ref())?.unwrap_or_default();
-        let wait = deadline::bounded_wait(wait, deadline);
+        let wait = deadline::redis_block(wait, deadline);
         let popped = if wait >= Duration::from_millis(1) {
             self.store
                 .require_one_slot("keys", &keys.iter().collect::<Vec<_>>())?;

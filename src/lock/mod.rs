@@ -231,7 +231,7 @@ impl Lock for LockService {
         let ttl = required_ttl("ttl", req.ttl.as_ref())?;
         let wait = validate::duration("wait", req.wait.as_ref())?.unwrap_or_default();
         let token = token(&req.lease_id)?;
-        let until = Instant::now() + deadline::bounded_wait(wait, deadline);
+        let until = Instant::now() + deadline::own_wait(wait, deadline);
         let grant = self.obtain(&req.resource, &token, ttl, until).await?;
         Ok(Response::new(
             grant.map_or_else(AcquireResponse::default, |g| g.response()),

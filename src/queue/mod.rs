@@ -432,7 +432,7 @@ impl Queue for QueueService {
         let max = self.limits.count("max_jobs", req.max_jobs, 1)?;
         let lease = self.lease("lease", req.lease.as_ref())?;
         let wait = validate::duration("wait", req.wait.as_ref())?.unwrap_or_default();
-        let until = Instant::now() + deadline::bounded_wait(wait, deadline);
+        let until = Instant::now() + deadline::own_wait(wait, deadline);
         let jobs = self.take(&req.queue, max, lease, until).await?;
         Ok(Response::new(DequeueResponse {
             jobs: jobs
