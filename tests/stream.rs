@@ -236,6 +236,52 @@ async fn append_and_range(ctx: &TestContext) {
     );
 }
 
+/// The first event of a Tail from `$` is `started`, naming the concrete id the
+/// stream starts after; an entry appended once it arrived is always delivered
+/// (30 tries, half of them on streams that already hold an entry).
+async fn tail_from_now_confirms_its_start_and_misses_nothing(ctx: &TestContext) {
+    for attempt in 0..30 {
+        let stream = format!("live-{attempt}");
+        let existing = if attempt % 2 == 0 {
+            append(ctx, &stream, 0).await
+        } else {
+            "0-0".to_owned()
+        };
+        let mut tail = ctx
+            .stream()
+            .tail(TailRequest {
+                streams: vec![TailPosition {
+                    stream: stream.clone(),
+                    after: "$".into(),
+                }],
+                heartbeat: None,
+            })
+            .await
+            .expect("tail")
+            .into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), tail.next())
+            .await
+            .expect("a first event within 10s")
+            .expect("open")
+            .expect("ok")
+            .event;
+        let Some(tail_event::Event::Started(started)) = first else {
+            panic!("attempt {attempt}: the first event is not `started`: {first:?}");
+        };
+        assert_eq!(
+            started.streams,
+            vec![TailPosition {
+                stream: stream.clone(),
+                after: existing,
+            }],
+            "attempt {attempt}"
+        );
+        let id = append(ctx, &stream, 1).await;
+        let entry = next_entry(&mut tail).await;
+        assert_eq!((number(&entry), entry.id), (1, id), "attempt {attempt}");
+    }
+}
+
 async fn tail_resumes_without_gap_or_duplicate(ctx: &TestContext) {
     let mut tail = ctx
         .stream()
@@ -831,6 +877,7 @@ async fn run_core_checks_on(ctx: &TestContext) {
     append_batch_with_explicit_ids_is_all_or_nothing(ctx).await;
     concurrent_appends_share_calls_and_each_get_their_own_id(ctx).await;
     tail_resumes_without_gap_or_duplicate(ctx).await;
+    tail_from_now_confirms_its_start_and_misses_nothing(ctx).await;
     groups_share_and_each_group_sees_all(ctx).await;
     dead_consumers_are_claimed_then_dead_lettered_once(ctx).await;
     resuming_consumers_get_their_pending_entries_first(ctx).await;
@@ -843,6 +890,7 @@ mod standalone {
         append_batch_with_explicit_ids_is_all_or_nothing,
         concurrent_appends_share_calls_and_each_get_their_own_id,
         tail_resumes_without_gap_or_duplicate,
+        tail_from_now_confirms_its_start_and_misses_nothing,
         groups_share_and_each_group_sees_all,
         dead_consumers_are_claimed_then_dead_lettered_once,
         resuming_consumers_get_their_pending_entries_first,

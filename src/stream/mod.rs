@@ -371,6 +371,19 @@ impl Stream for StreamService {
             .map(|(s, _)| self.readers.signal(s))
             .collect();
         let (tx, rx) = mpsc::channel(TAIL_BATCH);
+        let started = TailStarted {
+            streams: positions
+                .iter()
+                .map(|(stream, after)| TailPosition {
+                    stream: stream.clone(),
+                    after: after.clone(),
+                })
+                .collect(),
+        };
+        // The channel is new and has room: the first event is always `started`.
+        let _ = tx.try_send(Ok(TailEvent {
+            event: Some(tail_event::Event::Started(started)),
+        }));
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
