@@ -133,14 +133,41 @@ impl From<Error> for Status {
             Error::Unavailable(_) | Error::ShuttingDown => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         };
+        // `error`, not `message`: a field named `message` would be a second
+        // "message" key next to the event's own in JSON logs.
+        let name = code_name(code);
         match code {
-            Code::Internal => tracing::error!(%message, "request failed"),
+            Code::Internal => tracing::error!(code = name, error = %message, "request failed"),
             Code::Unavailable | Code::ResourceExhausted => {
-                tracing::warn!(%message, "request failed")
+                tracing::warn!(code = name, error = %message, "request failed")
             }
-            _ => tracing::debug!(?code, %message, "request rejected"),
+            _ => tracing::debug!(code = name, error = %message, "request rejected"),
         }
         Status::new(code, message)
+    }
+}
+
+/// The canonical name of a gRPC status code, as the gRPC spec writes it
+/// (`INVALID_ARGUMENT`), for logs.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

@@ -220,7 +220,9 @@ async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
 
-    let local_addr = listener.local_addr().ok();
+    let local_addr = listener
+        .local_addr()
+        .map_or_else(|e| format!("unknown ({e})"), |addr| addr.to_string());
     let server = Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
@@ -233,13 +235,13 @@ async fn serve(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             token.clone().cancelled_owned(),
         );
-    tracing::info!(addr = ?local_addr, cluster = redis.is_cluster(), "redwire listening");
+    tracing::info!(addr = %local_addr, cluster = redis.is_cluster(), "redwire listening");
 
     tokio::pin!(server);
     let result = tokio::select! {
         result = &mut server => result,
         () = shutdown => {
-            tracing::info!(grace = ?config.shutdown_grace, "shutting down");
+            tracing::info!(grace = %humantime::format_duration(config.shutdown_grace), "shutting down");
             // Stop the watcher first so it cannot flip the status back to SERVING.
             watcher.abort();
             health.set_all(ServingStatus::NotServing).await;

@@ -52,6 +52,16 @@ pub enum Target {
     Sharded(String),
 }
 
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Channel(name) => write!(f, "channel {name}"),
+            Self::Pattern(name) => write!(f, "pattern {name}"),
+            Self::Sharded(name) => write!(f, "sharded channel {name}"),
+        }
+    }
+}
+
 /// How a message on a target is presented to one listener.
 #[derive(Debug, Clone)]
 pub enum Label {
@@ -399,7 +409,7 @@ impl HubTask {
                 _ => Ok(()),
             };
             if let Err(e) = result {
-                tracing::debug!(error = %e, ?target, "unsubscribe failed");
+                tracing::debug!(error = %e, %target, "unsubscribe failed");
             }
         }
     }

@@ -173,7 +173,8 @@ async fn supervise(launch: Launch, mut child: Child, stop: CancellationToken) {
     loop {
         tokio::select! {
             status = child.wait() => {
-                tracing::error!(?status, log = %launch.log_file().display(), "embedded redis-server exited; restarting");
+                let status = status.map_or_else(|e| format!("unknown ({e})"), |s| s.to_string());
+                tracing::error!(%status, log = %launch.log_file().display(), "embedded redis-server exited; restarting");
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return,

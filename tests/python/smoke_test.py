@@ -5,6 +5,7 @@ Usage: smoke_test.py PATH_TO_REDWIRE_BINARY
 """
 
 import importlib
+import json
 import os
 import pathlib
 import signal
@@ -46,6 +47,32 @@ def free_port():
         return s.getsockname()[1]
 
 
+def launch(tmp_dir, addr, log, *extra):
+    """Starts the redwire binary on addr with its embedded redis in tmp_dir/data."""
+    return subprocess.Popen(
+        [BINARY, "--listen", addr, "--data-dir", os.path.join(tmp_dir, "data"),
+         "--health-interval", "100ms", *extra],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until_serving(channel, proc, log):
+    """Polls health until SERVING; fails with the server's log if it never is."""
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            reply = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return health
+        except grpc.RpcError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.flush()
+            raise RuntimeError("redwire did not become SERVING:\n" + open(log.name).read())
+        time.sleep(0.05)
+
+
 class RedwireSmokeTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -56,26 +83,10 @@ class RedwireSmokeTest(unittest.TestCase):
         sys.path.insert(0, str(ROOT / "examples" / "python"))
         cls.addr = f"127.0.0.1:{free_port()}"
         cls.log = open(os.path.join(cls.tmp.name, "redwire.log"), "w")
-        cls.proc = subprocess.Popen(
-            [BINARY, "--listen", cls.addr, "--data-dir", os.path.join(cls.tmp.name, "data"),
-             "--health-interval", "100ms"],
-            stdout=cls.log, stderr=subprocess.STDOUT,
-        )
+        cls.proc = launch(cls.tmp.name, cls.addr, cls.log)
         cls.channel = grpc.insecure_channel(cls.addr)
-        cls.health = health_pb2_grpc.HealthStub(cls.channel)
         cls.cache = cls.grpc_pb.CacheStub(cls.channel)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                reply = cls.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    break
-            except grpc.RpcError:
-                pass
-            if cls.proc.poll() is not None or time.monotonic() > deadline:
-                cls.log.flush()
-                raise RuntimeError("redwire did not become SERVING:\n" + open(cls.log.name).read())
-            time.sleep(0.05)
+        cls.health = wait_until_serving(cls.channel, cls.proc, cls.log)
 
     @classmethod
     def tearDownClass(cls):
@@ -100,6 +111,14 @@ class RedwireSmokeTest(unittest.TestCase):
     def test_health_reports_the_cache_service(self):
         reply = self.health.Check(health_pb2.HealthCheckRequest(service="redwire.v1.Cache"))
         self.assertEqual(reply.status, health_pb2.HealthCheckResponse.SERVING)
+
+    def test_text_logs_on_a_pipe_are_plain(self):
+        """stderr is a file here: no colour codes, and values print as values."""
+        with open(self.log.name) as log:
+            text = log.read()
+        self.assertIn(f"addr={self.addr}", text)
+        self.assertNotIn("\x1b[", text)
+        self.assertNotIn("Some(", text)
 
     def test_bad_input_names_the_field(self):
         with self.assertRaises(grpc.RpcError) as caught:
@@ -185,6 +204,49 @@ class RedwireSmokeTest(unittest.TestCase):
         first, second = report["leaders"]
         self.assertGreater(second, first)
         self.assertEqual(report["seat"], (True, False))
+
+
+def unique_keys(pairs):
+    """json.loads hook that refuses an object with a key twice."""
+    keys = [key for key, _ in pairs]
+    duplicated = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicated:
+        raise ValueError(f"duplicate keys {duplicated}")
+    return dict(pairs)
+
+
+class JsonLogTest(unittest.TestCase):
+    """--log-format json: every line is one JSON object with each key once, as a
+    log shipper needs, and request failures carry code and error as fields."""
+
+    def test_every_line_is_json_with_unique_keys(self):
+        with tempfile.TemporaryDirectory(prefix="rw-json-") as tmp:
+            generate_stubs(tmp)
+            pb = importlib.import_module("redwire.v1.cache_pb2")
+            grpc_pb = importlib.import_module("redwire.v1.cache_pb2_grpc")
+            addr = f"127.0.0.1:{free_port()}"
+            with open(os.path.join(tmp, "redwire.log"), "w") as log:
+                proc = launch(tmp, addr, log, "--log-format", "json", "--log", "debug")
+                try:
+                    with grpc.insecure_channel(addr) as channel:
+                        wait_until_serving(channel, proc, log)
+                        with self.assertRaises(grpc.RpcError):
+                            grpc_pb.CacheStub(channel).Set(pb.SetRequest(key="", value=b"x"))
+                finally:
+                    proc.send_signal(signal.SIGTERM)
+                    self.assertEqual(proc.wait(timeout=20), 0)
+            with open(log.name) as written:
+                lines = [line for line in written.read().splitlines() if line.strip()]
+        self.assertTrue(lines)
+        events = [json.loads(line, object_pairs_hook=unique_keys) for line in lines]
+        rejected = [e["fields"] for e in events
+                    if e.get("fields", {}).get("message") == "request rejected"]
+        self.assertEqual(len(rejected), 1, lines)
+        self.assertEqual(rejected[0]["code"], "INVALID_ARGUMENT")
+        self.assertTrue(rejected[0]["error"].startswith("key:"), rejected[0])
+        listening = [e["fields"] for e in events
+                     if e.get("fields", {}).get("message") == "redwire listening"]
+        self.assertEqual(listening[0]["addr"], addr)
 
 
 if __name__ == "__main__":
