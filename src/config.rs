@@ -33,6 +33,28 @@ pub struct Config {
     #[arg(long, env = "REDWIRE_LOCK_REDLOCK", value_delimiter = ',')]
     pub lock_redlock: Vec<String>,
 
+    /// TLS to Redis (`rediss://` URLs, standalone, cluster and Redlock nodes): a PEM
+    /// file of CA certificates to trust instead of the system's.
+    #[arg(long, env = "REDWIRE_REDIS_TLS_CA_FILE")]
+    pub redis_tls_ca_file: Option<PathBuf>,
+
+    /// TLS to Redis: a PEM client certificate for Redis servers that require one
+    /// (`tls-auth-clients yes`); needs --redis-tls-key-file.
+    #[arg(
+        long,
+        env = "REDWIRE_REDIS_TLS_CERT_FILE",
+        requires = "redis_tls_key_file"
+    )]
+    pub redis_tls_cert_file: Option<PathBuf>,
+
+    /// TLS to Redis: the PEM private key of --redis-tls-cert-file.
+    #[arg(
+        long,
+        env = "REDWIRE_REDIS_TLS_KEY_FILE",
+        requires = "redis_tls_cert_file"
+    )]
+    pub redis_tls_key_file: Option<PathBuf>,
+
     /// Data directory of the embedded redis-server (used when no Redis is configured).
     #[arg(long, env = "REDWIRE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,

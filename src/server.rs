@@ -100,6 +100,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    // TLS to Redis uses rustls with ring; an already installed provider stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let embedded = match config.redis_target() {
         RedisTarget::Embedded => {
             Some(EmbeddedRedis::start(&config.redis_server_bin, &config.data_dir).await?)
@@ -129,6 +131,13 @@ async fn serve(
         blocking_pool_size: config.blocking_pool_size,
         command_timeout: config.redis_timeout,
         connect_timeout: config.connect_timeout,
+        tls: crate::redis::tls_certificates(
+            config.redis_tls_ca_file.as_deref(),
+            config
+                .redis_tls_cert_file
+                .as_deref()
+                .zip(config.redis_tls_key_file.as_deref()),
+        )?,
     };
     let redis = Arc::new(match (config.redis_target(), embedded_url) {
         (RedisTarget::Cluster(seeds), _) => Redis::cluster(&seeds, settings.clone())?,

@@ -305,6 +305,7 @@ fn direct_store(ctx: &mut TestContext) -> QueueStore {
         blocking_pool_size: 1,
         command_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
+        tls: None,
     };
     let redis = Redis::standalone(&ctx.redis().url(), settings).expect("redis");
     QueueStore::new(Arc::new(redis))

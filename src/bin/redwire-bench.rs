@@ -1073,6 +1073,7 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
         blocking_pool_size: 4,
         command_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
+        tls: None,
     };
     let redis =
         Arc::new(redwire::redis::Redis::standalone(&args.redis_url, settings).expect("redis"));

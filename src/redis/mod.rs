@@ -17,6 +17,7 @@ mod conn;
 pub mod embedded;
 pub mod keys;
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -24,7 +25,10 @@ use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleResult};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::io::tcp::TcpSettings;
-use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, IntoConnectionInfo, RedisError};
+use redis::{
+    AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, FromRedisValue, IntoConnectionInfo,
+    RedisError, TlsCertificates,
+};
 use tokio::sync::OnceCell;
 
 pub use conn::Conn;
@@ -42,13 +46,49 @@ fn tcp_settings() -> TcpSettings {
     TcpSettings::default().set_nodelay(true)
 }
 
-/// A client for `url` with [`tcp_settings`].
-fn client(url: &str, field: &str) -> Result<Client> {
+/// A client for `url` with [`tcp_settings`], and the configured certificates when
+/// there are any (they need a `rediss://` URL).
+fn client(url: &str, field: &str, tls: Option<&TlsCertificates>) -> Result<Client> {
     let info = url
         .into_connection_info()
         .map_err(|e| Error::invalid(field, e.to_string()))?
         .set_tcp_settings(tcp_settings());
-    Client::open(info).map_err(|e| Error::invalid(field, e.to_string()))
+    match tls {
+        Some(certificates) => Client::build_with_tls(info, certificates.clone()),
+        None => Client::open(info),
+    }
+    .map_err(|e| Error::invalid(field, e.to_string()))
+}
+
+/// The certificates for TLS to Redis, read from PEM files: a CA bundle to trust
+/// instead of the system's, and a client certificate with its key. None when no
+/// file is given (a `rediss://` URL then trusts the system's CAs).
+pub fn tls_certificates(
+    ca_file: Option<&Path>,
+    client_cert_and_key: Option<(&Path, &Path)>,
+) -> Result<Option<TlsCertificates>> {
+    if ca_file.is_none() && client_cert_and_key.is_none() {
+        return Ok(None);
+    }
+    let read = |field: &str, path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| Error::invalid(field, format!("cannot read {}: {e}", path.display())))
+    };
+    let root_cert = ca_file
+        .map(|path| read("redis_tls_ca_file", path))
+        .transpose()?;
+    let client_tls = client_cert_and_key
+        .map(|(cert, key)| {
+            Ok::<_, Error>(ClientTlsConfig {
+                client_cert: read("redis_tls_cert_file", cert)?,
+                client_key: read("redis_tls_key_file", key)?,
+            })
+        })
+        .transpose()?;
+    Ok(Some(TlsCertificates {
+        client_tls,
+        root_cert,
+    }))
 }
 
 /// Connection settings taken from the config.
@@ -60,6 +100,9 @@ pub struct RedisSettings {
     pub command_timeout: Duration,
     /// How long connecting (or waiting for a pooled connection) may take.
     pub connect_timeout: Duration,
+    /// Certificates for `rediss://` connections ([`tls_certificates`]); None trusts
+    /// the system's CAs and sends no client certificate.
+    pub tls: Option<TlsCertificates>,
 }
 
 /// Where the shared connections go.
@@ -98,7 +141,7 @@ impl Redis {
     /// Prepares connections to a standalone Redis at `url`. Connecting happens
     /// lazily, so Redwire starts (NOT_SERVING) even while Redis is down.
     pub fn standalone(url: &str, settings: RedisSettings) -> Result<Self> {
-        let client = client(url, "redis_url")?;
+        let client = client(url, "redis_url", settings.tls.as_ref())?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(settings.command_timeout))
             .set_connection_timeout(Some(settings.connect_timeout))
@@ -126,9 +169,7 @@ impl Redis {
     /// Prepares connections to a Redis Cluster through its seed nodes.
     pub fn cluster(seeds: &[String], settings: RedisSettings) -> Result<Self> {
         let build = |response_timeout: Duration| {
-            ClusterClientBuilder::new(seeds.iter().map(String::as_str))
-                .tcp_settings(tcp_settings())
-                .connection_timeout(settings.connect_timeout)
+            cluster_builder(seeds, &settings)
                 .response_timeout(response_timeout)
                 .build()
                 .map_err(|e| Error::invalid("redis_cluster", e.to_string()))
@@ -202,7 +243,7 @@ impl Redis {
 
     /// A new connection in pub/sub mode (the caller subscribes and owns it).
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
-        let client = client(&self.pubsub_url, "redis_url")?;
+        let client = client(&self.pubsub_url, "redis_url", self.settings.tls.as_ref())?;
         tokio::time::timeout(self.settings.connect_timeout, client.get_async_pubsub())
             .await
             .map_err(|_| Error::Unavailable("timed out opening a pub/sub connection".into()))?
@@ -224,10 +265,8 @@ impl Redis {
             ));
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
-            .tcp_settings(tcp_settings())
+        let client = cluster_builder(seeds, &self.settings)
             .use_protocol(redis::ProtocolVersion::RESP3)
-            .connection_timeout(self.settings.connect_timeout)
             .response_timeout(self.settings.command_timeout)
             .push_sender(tx)
             .build()?;
@@ -259,6 +298,18 @@ impl Redis {
     /// How long one ordinary command may take.
     pub fn command_timeout(&self) -> Duration {
         self.settings.command_timeout
+    }
+}
+
+/// A cluster client builder for `seeds` with [`tcp_settings`], the connect timeout
+/// and the configured certificates.
+fn cluster_builder(seeds: &[String], settings: &RedisSettings) -> ClusterClientBuilder {
+    let builder = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+        .tcp_settings(tcp_settings())
+        .connection_timeout(settings.connect_timeout);
+    match &settings.tls {
+        Some(certificates) => builder.certs(certificates.clone()),
+        None => builder,
     }
 }
 

@@ -9,6 +9,8 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod tls;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -98,6 +100,8 @@ fn free_port() -> u16 {
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// The TLS port, when started with [`RedisServer::start_tls`].
+    tls_port: Option<u16>,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
 }
@@ -117,6 +121,7 @@ impl RedisServer {
         let mut server = Self {
             child: None,
             port: 0,
+            tls_port: None,
             dir,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
         };
@@ -129,6 +134,25 @@ impl RedisServer {
         }
         server.dump_log();
         panic!("redis-server did not start");
+    }
+
+    /// Starts a redis-server that also listens with TLS, requiring client
+    /// certificates signed by `certs`' CA; the plain port stays for the test's own
+    /// inspection.
+    pub fn start_tls(certs: &tls::TestCerts, extra_args: &[&str]) -> Self {
+        let tls_port = free_port();
+        let mut args = certs.redis_args(tls_port);
+        args.extend(extra_args.iter().map(|s| (*s).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut server = Self::start_with(&args);
+        server.tls_port = Some(tls_port);
+        server
+    }
+
+    /// The `rediss://` URL of the TLS port (see [`RedisServer::start_tls`]).
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with start_tls");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     fn log_path(&self) -> PathBuf {
@@ -239,20 +263,41 @@ pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
+/// Cluster-mode flags of every node.
+const CLUSTER_ARGS: [&str; 6] = [
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "2000",
+];
+
 impl RedisCluster {
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
-            .map(|_| {
-                RedisServer::start_with(&[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                ])
-            })
+        let nodes = (0..3)
+            .map(|_| RedisServer::start_with(&CLUSTER_ARGS))
             .collect();
+        Self::join(nodes, RedisServer::port)
+    }
+
+    /// A cluster whose nodes talk TLS to clients and to each other
+    /// (`tls-cluster yes`); TLS clients learn the nodes' TLS ports. Seeds:
+    /// [`RedisCluster::tls_seeds`].
+    pub fn start_tls(certs: &tls::TestCerts) -> Self {
+        let mut args = CLUSTER_ARGS.to_vec();
+        args.extend(["--tls-cluster", "yes"]);
+        let nodes = (0..3)
+            .map(|_| RedisServer::start_tls(certs, &args))
+            .collect();
+        // With tls-cluster the TLS port is the node's cluster port (its bus port
+        // derives from it), so nodes meet on it.
+        Self::join(nodes, |node| node.tls_port.expect("a tls node"))
+    }
+
+    /// Assigns a third of the slots to each node and introduces them, the second
+    /// and third on `meet_port`; waits for `cluster_state:ok`.
+    fn join(nodes: Vec<RedisServer>, meet_port: impl Fn(&RedisServer) -> u16) -> Self {
         let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
         for (node, (first, last)) in nodes.iter().zip(ranges) {
             let _: () = redis::cmd("CLUSTER")
@@ -267,7 +312,7 @@ impl RedisCluster {
             let _: () = redis::cmd("CLUSTER")
                 .arg("MEET")
                 .arg("127.0.0.1")
-                .arg(node.port())
+                .arg(meet_port(node))
                 .query(&mut first)
                 .expect("cluster meet");
         }
@@ -298,6 +343,15 @@ impl RedisCluster {
         self.nodes
             .iter()
             .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The `rediss://` seeds of a cluster made by [`RedisCluster::start_tls`].
+    pub fn tls_seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::tls_url)
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -337,6 +391,23 @@ impl TestContext {
     /// Redwire over its own fresh standalone Redis.
     pub async fn standalone() -> Self {
         Self::standalone_with(&[]).await
+    }
+
+    /// Redwire over `cluster`, reached with `redis_args` (e.g. `rediss://` seeds
+    /// and TLS flags).
+    pub async fn over_cluster(cluster: RedisCluster, redis_args: &[&str]) -> Self {
+        Self::start(Backend::Cluster(cluster), redis_args, &[]).await
+    }
+
+    /// Redwire over `redis`, reached with `redis_args` (e.g. a `rediss://` URL and
+    /// TLS flags). With `ready`, waits until health is SERVING.
+    pub async fn over(redis: RedisServer, redis_args: &[&str], ready: bool) -> Self {
+        let backend = Backend::Standalone(redis);
+        if ready {
+            Self::start(backend, redis_args, &[]).await
+        } else {
+            Self::start_unready(backend, redis_args, &[]).await
+        }
     }
 
     /// Like [`standalone`](Self::standalone), with extra Redwire flags.
@@ -396,6 +467,12 @@ impl TestContext {
     }
 
     async fn start(backend: Backend, redis_args: &[&str], extra: &[&str]) -> Self {
+        let ctx = Self::start_unready(backend, redis_args, extra).await;
+        ctx.wait_for_health("", ServingStatus::Serving).await;
+        ctx
+    }
+
+    async fn start_unready(backend: Backend, redis_args: &[&str], extra: &[&str]) -> Self {
         let mut args = vec![
             "redwire",
             "--health-interval",
@@ -420,15 +497,13 @@ impl TestContext {
         let channel = Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
             .connect_lazy();
-        let ctx = Self {
+        Self {
             backend,
             addr,
             channel,
             shutdown: Some(tx),
             server: Some(server),
-        };
-        ctx.wait_for_health("", ServingStatus::Serving).await;
-        ctx
+        }
     }
 
     pub fn cache(&self) -> CacheClient<Channel> {
