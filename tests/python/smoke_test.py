@@ -146,6 +146,8 @@ class RedwireSmokeTest(unittest.TestCase):
                 getattr(stub, method)(request, timeout=10)
         popped = self.cache.Get(self.pb.GetRequest(key="greeting"))
         self.assertEqual(popped.value, b"bye", "the README's compare-and-set wrote")
+        ttl = self.cache.GetTtl(self.pb.GetTtlRequest(key="greeting"))
+        self.assertTrue(ttl.HasField("ttl"), "the compare-and-set kept the 60 s TTL")
 
     def test_producer_stream(self):
         """Queue.EnqueueStream fed by a Python generator: one reply per job, in order;
