@@ -18,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let includes = [proto_dir.clone(), protoc_bin_vendored::include_path()?];
     tonic_prost_build::configure()
+        // Malformed requests are INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
+        .codec_path("crate::codec::Codec")
         .file_descriptor_set_path(out_dir.join("redwire_descriptor.bin"))
         .compile_with_config(prost_config, &protos, &includes)?;
 

@@ -66,6 +66,11 @@ impl From<RedisError> for Error {
             return Self::Unavailable(err.to_string());
         }
         match err.kind() {
+            // Redwire's Redis credentials are wrong: the operator's to fix, not
+            // the caller's, and no request of any caller can succeed meanwhile.
+            ErrorKind::AuthenticationFailed => Self::Unavailable(format!(
+                "redis refused Redwire's credentials (check the password in the Redis URL): {err}"
+            )),
             ErrorKind::Server(ServerErrorKind::ExecAbort) => Self::Aborted(err.to_string()),
             ErrorKind::Server(ServerErrorKind::CrossSlot) => Self::invalid(
                 "keys",
@@ -106,6 +111,13 @@ fn classify_by_code(err: RedisError) -> Error {
         SCRIPT_PRECONDITION => Error::FailedPrecondition(detail),
         "NOSCRIPT" | "LOADING" | "READONLY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" => {
             Error::Unavailable(text)
+        }
+        "NOAUTH" | "WRONGPASS" | "NOPERM" => Error::Unavailable(format!(
+            "redis refused Redwire's credentials (check the user and password in the Redis URL): {text}"
+        )),
+        // XGROUP and XINFO on a key that does not exist.
+        _ if detail.contains("requires the key to exist") || detail.contains("no such key") => {
+            Error::NotFound("the stream does not exist".into())
         }
         _ if detail.contains("not an integer")
             || detail.contains("overflow")
@@ -232,6 +244,30 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         let err = Error::from(RedisError::from(io));
         assert_eq!(Status::from(err).code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn wrong_credentials_are_unavailable() {
+        for (code, detail) in [
+            (
+                "WRONGPASS",
+                "invalid username-password pair or user is disabled.",
+            ),
+            ("NOAUTH", "Authentication required."),
+        ] {
+            let status = Status::from(Error::from(server_error(code, detail)));
+            assert_eq!(status.code(), Code::Unavailable, "{code}");
+            assert!(status.message().contains("credentials"), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_stream_is_not_found() {
+        let err = Error::from(server_error(
+            "ERR",
+            "The XGROUP subcommand requires the key to exist.",
+        ));
+        assert_eq!(Status::from(err).code(), Code::NotFound);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `127.0.0.1:0`.
 //!
 //! # Layout
+//! - [`codec`]: the protobuf codec (malformed requests are INVALID_ARGUMENT).
 //! - [`config`]: every knob, as CLI flags with `REDWIRE_*` environment fallbacks.
 //! - [`error`]: the one error type and its one mapping to gRPC status codes.
 //! - [`validate`]: request checks that name the offending field.
@@ -27,6 +28,7 @@
 //! - [`proto`]: generated protobuf/gRPC code and the reflection descriptors.
 
 pub mod cache;
+pub mod codec;
 pub mod config;
 pub mod deadline;
 pub mod error;

@@ -179,14 +179,17 @@ pub struct StreamStore {
     redis: Arc<Redis>,
 }
 
-/// Maps NOGROUP to NOT_FOUND naming the group and stream.
+/// Maps NOGROUP to NOT_FOUND naming the group and stream, and any other
+/// NOT_FOUND (the stream itself is missing) to one naming the stream.
 fn no_group(stream: &str, group: &str) -> impl Fn(redis::RedisError) -> Error {
     let (stream, group) = (stream.to_owned(), group.to_owned());
     move |e| {
         if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP") {
-            Error::NotFound(format!("stream {stream:?} has no group {group:?}"))
-        } else {
-            e.into()
+            return Error::NotFound(format!("stream {stream:?} has no group {group:?}"));
+        }
+        match Error::from(e) {
+            Error::NotFound(_) => Error::NotFound(format!("there is no stream {stream:?}")),
+            other => other,
         }
     }
 }
