@@ -4,6 +4,7 @@
 //! task restarts it if it dies, and [`EmbeddedRedis::stop`] shuts it down cleanly
 //! (`SHUTDOWN`, which flushes the AOF) when Redwire exits.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -67,6 +68,10 @@ impl EmbeddedRedis {
             source,
         };
         std::fs::create_dir_all(data_dir).map_err(data_dir_err)?;
+        // Only Redwire's user may enter: the AOF and RDB files hold every stored
+        // value, and redis-server creates them with the umask's (often 0644) mode.
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(data_dir_err)?;
         let data_dir = std::fs::canonicalize(data_dir).map_err(data_dir_err)?;
         let socket = data_dir.join("redis.sock");
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
