@@ -12,6 +12,8 @@ use clap::{Parser, ValueEnum};
 #[command(
     name = "redwire",
     version,
+    // A flag given twice takes its last value (scripts append overrides).
+    args_override_self = true,
     about = "gRPC Cache, Lock, Queue, PubSub and Stream services on Redis"
 )]
 pub struct Config {

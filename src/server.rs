@@ -217,7 +217,7 @@ async fn serve(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let mut health = Health::new(reporter, &services.names);
     health.set_all(ServingStatus::NotServing).await;
-    let mut watcher = tokio::spawn(health::watch_redis(
+    let watcher = tokio::spawn(health::watch_redis(
         redis.clone(),
         health.clone(),
         config.health_interval,
@@ -247,28 +247,37 @@ async fn serve(
     tracing::info!(addr = %local_addr, cluster = redis.is_cluster(), "redwire listening");
 
     tokio::pin!(server);
-    let result = tokio::select! {
-        result = &mut server => result,
+    let (result, grace_ends) = tokio::select! {
+        result = &mut server => (result, tokio::time::Instant::now() + config.shutdown_grace),
         () = shutdown => {
+            let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
             tracing::info!(grace = %humantime::format_duration(config.shutdown_grace), "shutting down");
             // Stop the watcher first so it cannot flip the status back to SERVING.
             watcher.abort();
             health.set_all(ServingStatus::NotServing).await;
             token.cancel();
             health.close_watchers().await;
-            match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+            let result = match tokio::time::timeout_at(grace_ends, &mut server).await {
                 Ok(result) => result,
                 Err(_) => {
                     tracing::warn!("shutdown grace elapsed; closing the remaining connections");
                     Ok(())
                 }
-            }
+            };
+            (result, grace_ends)
         }
     };
     token.cancel();
-    let _ = (&mut watcher).await;
-    for task in background {
-        let _ = task.await;
+    // Background tasks stop with the token; one waiting on a Redis that does not
+    // answer is cut off when the grace ends, so the grace bounds the whole exit.
+    let mut tasks = background;
+    tasks.push(watcher);
+    let joined = futures::future::join_all(tasks.iter_mut());
+    if tokio::time::timeout_at(grace_ends, joined).await.is_err() {
+        tracing::warn!("background tasks still busy when the grace ended; stopping them");
+        for task in &tasks {
+            task.abort();
+        }
     }
     tracing::info!("redwire stopped");
     Ok(result?)

@@ -268,6 +268,28 @@ async fn embedded_redis_persists_to_the_data_dir_and_stops_with_the_server() {
     assert!(!still_up, "the embedded redis-server stopped with Redwire");
 }
 
+/// The embedded redis-server's data directory (AOF, RDB: every stored value) is
+/// open to Redwire's user only, even when it existed with a wider mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_data_dir_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::Builder::new()
+        .prefix("rw-")
+        .tempdir()
+        .expect("temp dir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let ctx = TestContext::embedded_in(dir).await;
+    let mode = std::fs::metadata(&data)
+        .expect("metadata")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "data dir mode {mode:o}");
+    drop(ctx);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_left_behind_by_a_killed_run_is_shut_down_first_and_loses_nothing() {
     // A redis-server on the data dir's socket, as a Redwire killed with -9 leaves it.
@@ -365,4 +387,127 @@ async fn missing_redis_server_gets_one_clear_line() {
         "{message}"
     );
     assert!(message.contains("--redis-url"), "{message}");
+}
+
+/// Passes request bytes through unchanged, to send what no generated client
+/// would: truncated messages, invalid UTF-8 in a string field.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawBytes;
+
+impl tonic::codec::Codec for RawBytes {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawBytes
+    }
+}
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// Request bytes that are not a valid message of the method's type are the
+/// client's mistake: INVALID_ARGUMENT (before: INTERNAL), and the server stays
+/// healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_request_bodies_are_invalid_argument() {
+    let ctx = TestContext::standalone().await;
+    let bodies: [(&str, Vec<u8>); 3] = [
+        // Field 1 (key) says 5 bytes follow; one does.
+        ("truncated", vec![0x0a, 0x05, b'k']),
+        // Field 1 (key, a string) holds bytes that are not UTF-8.
+        ("invalid UTF-8", vec![0x0a, 0x02, 0xff, 0xfe]),
+        // A tag with wire type 7, which does not exist.
+        ("bad wire type", vec![0x0f]),
+    ];
+    for (what, body) in bodies {
+        let mut grpc = tonic::client::Grpc::new(ctx.channel.clone());
+        grpc.ready().await.expect("ready");
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/redwire.v1.Cache/Get");
+        let status = grpc
+            .unary(tonic::Request::new(body), path, RawBytes)
+            .await
+            .expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+    }
+    assert_eq!(ctx.health_status("").await, Some(ServingStatus::Serving));
+}
+
+/// DeleteConsumer on a stream that does not exist is NOT_FOUND naming the
+/// stream (before: INTERNAL and an error log line per call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_consumer_on_a_missing_stream_is_not_found() {
+    let ctx = TestContext::standalone().await;
+    let status = ctx
+        .stream()
+        .delete_consumer(DeleteConsumerRequest {
+            stream: "never-made".into(),
+            group: "g".into(),
+            consumer: "c".into(),
+        })
+        .await
+        .expect_err("no such stream");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    assert!(status.message().contains("never-made"), "{status:?}");
+}
+
+/// Redis refusing Redwire's credentials (none given, or a wrong password) is
+/// UNAVAILABLE saying so: the operator's to fix, not INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_redis_credentials_are_unavailable() {
+    for password in [None, Some("not-the-password")] {
+        let redis = support::RedisServer::start();
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg("s3cret")
+            .query(&mut redis.connection())
+            .expect("require a password");
+        let url = match password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", redis.port()),
+            None => format!("redis://127.0.0.1:{}", redis.port()),
+        };
+        let ctx = TestContext::over(redis, &["--redis-url", &url], false).await;
+        let status = ctx
+            .cache()
+            .get(GetRequest { key: "k".into() })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::Unavailable, "{password:?}: {status:?}");
+        assert!(
+            status.message().contains("credentials"),
+            "{password:?}: {status:?}"
+        );
+    }
 }

@@ -16,6 +16,7 @@
 //! messages may have been lost ([`Listener::lost`]).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -237,11 +238,12 @@ impl HubTask {
         let result = async {
             let (mut sink, stream) = self.redis.pubsub().await?.split();
             let (channels, patterns) = self.classic_targets();
+            let timeout = self.redis.command_timeout();
             if !channels.is_empty() {
-                sink.subscribe(&channels).await?;
+                bounded(timeout, sink.subscribe(&channels)).await?;
             }
             if !patterns.is_empty() {
-                sink.psubscribe(&patterns).await?;
+                bounded(timeout, sink.psubscribe(&patterns)).await?;
             }
             Ok::<_, Error>(Classic { sink, stream })
         }
@@ -359,19 +361,22 @@ impl HubTask {
                 }
             })
             .collect();
+        let timeout = self.redis.command_timeout();
         let classic_result = async {
             if !channels.is_empty() {
-                classic.sink.subscribe(&channels).await?;
+                bounded(timeout, classic.sink.subscribe(&channels)).await?;
             }
             if !patterns.is_empty() {
-                classic.sink.psubscribe(&patterns).await?;
+                bounded(timeout, classic.sink.psubscribe(&patterns)).await?;
             }
-            Ok::<_, redis::RedisError>(())
+            Ok::<_, Error>(())
         }
         .await;
         if let Err(e) = classic_result {
+            // Unanswered or failed: the connection is not to be trusted; the hub
+            // reconnects and re-subscribes every target (with a gap event).
             self.classic = None;
-            return Err(e.into());
+            return Err(e);
         }
         if !sharded.is_empty() {
             if self.sharded.is_none() {
@@ -392,6 +397,7 @@ impl HubTask {
         let Some(targets) = self.owned.remove(&id) else {
             return;
         };
+        let timeout = self.redis.command_timeout();
         for target in targets {
             let Some(registered) = self.interests.get_mut(&target) else {
                 continue;
@@ -402,14 +408,24 @@ impl HubTask {
             }
             self.interests.remove(&target);
             let result = match (&target, self.classic.as_mut(), self.sharded.as_mut()) {
-                (Target::Channel(c), Some(classic), _) => classic.sink.unsubscribe(c).await,
-                (Target::Pattern(p), Some(classic), _) => classic.sink.punsubscribe(p).await,
-                (Target::Sharded(s), _, Some(shard)) => shard.conn.sunsubscribe(s).await,
+                (Target::Channel(c), Some(classic), _) => {
+                    bounded(timeout, classic.sink.unsubscribe(c)).await
+                }
+                (Target::Pattern(p), Some(classic), _) => {
+                    bounded(timeout, classic.sink.punsubscribe(p)).await
+                }
+                (Target::Sharded(s), _, Some(shard)) => {
+                    shard.conn.sunsubscribe(s).await.map_err(Error::from)
+                }
                 // Not connected: nothing to undo in Redis.
                 _ => Ok(()),
             };
             if let Err(e) = result {
                 tracing::debug!(error = %e, %target, "unsubscribe failed");
+                if !matches!(target, Target::Sharded(_)) {
+                    // Unanswered: reconnect rather than trust the connection.
+                    self.classic = None;
+                }
             }
         }
     }
@@ -500,4 +516,17 @@ async fn next_push(sharded: &mut Option<Sharded>) -> Option<PushInfo> {
         Some(s) => s.pushes.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// A command on the classic pub/sub connection, bounded by the Redis timeout:
+/// that connection has no response timeout of its own, and the hub is one task,
+/// so one unanswered SUBSCRIBE would stall every subscriber and wake-up.
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| Error::Unavailable("redis did not answer a pub/sub command in time".into()))?
+        .map_err(Error::from)
 }

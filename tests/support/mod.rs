@@ -229,6 +229,26 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: a black hole. The kernel still accepts connections and takes
+    /// bytes, but nothing answers until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts redis-server again on the same port and data dir (AOF replayed).
     pub fn restart(&mut self) {
         self.kill();
