@@ -409,6 +409,48 @@ async fn redlock_describe_counts_every_waiter() {
     describe_counts_all_five_waiters(&ctx, &ctx, "quorum-desk").await;
 }
 
+fn to_system_time(t: &Option<prost_types::Timestamp>) -> std::time::SystemTime {
+    let t = t.as_ref().expect("timestamp");
+    std::time::UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(t.seconds).expect("after 1970"),
+            u32::try_from(t.nanos).expect("nanos"),
+        )
+}
+
+/// With one of three Redlock nodes hung (black-holed: it accepts but never
+/// answers), a 1 s lock is still granted by the other two (before: each round
+/// waited the whole Redis timeout on the hung node, longer than the lease), and
+/// the reported expiry is never later than the call's start plus the ttl, so a
+/// holder never believes in a lease that is already gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_with_a_hung_node_grants_in_time_and_never_overstates_the_lease() {
+    let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let urls = nodes
+        .iter()
+        .map(RedisServer::url)
+        .collect::<Vec<_>>()
+        .join(",");
+    let ctx = TestContext::standalone_with(&["--lock-redlock", &urls]).await;
+    nodes[2].pause();
+    for attempt in 0..3 {
+        let resource = format!("hung-{attempt}");
+        let called = std::time::SystemTime::now();
+        let granted = acquire(&ctx, &resource, 1_000, 0).await;
+        assert!(granted.acquired, "attempt {attempt}: {granted:?}");
+        let expires = to_system_time(&granted.expires_at);
+        assert!(
+            expires <= called + Duration::from_secs(1),
+            "attempt {attempt}: reported expiry {:?} after the call's start + ttl",
+            expires.duration_since(called)
+        );
+        release(&ctx, &resource, &granted.token)
+            .await
+            .expect("release");
+    }
+    nodes[2].resume();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redlock_survives_one_node_down_and_refuses_with_two() {
     let mut nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();

@@ -47,7 +47,8 @@ const MIN_HOLD_TTL: Duration = Duration::from_millis(100);
 struct Grant {
     token: String,
     fence: u64,
-    valid_for: Duration,
+    /// When the lease ends at the earliest (see [`Attempt::Granted`]).
+    expires_at: SystemTime,
 }
 
 impl Grant {
@@ -56,7 +57,7 @@ impl Grant {
             acquired: true,
             token: self.token.clone(),
             fencing_token: self.fence,
-            expires_at: Some((SystemTime::now() + self.valid_for).into()),
+            expires_at: Some(self.expires_at.into()),
         }
     }
 }
@@ -117,8 +118,8 @@ impl LockService {
             .acquire(resource, token, ttl, waits.then_some(token))
             .await?
         {
-            Attempt::Granted { fence, valid_for } => {
-                return Ok(Some(grant(token, fence, valid_for)));
+            Attempt::Granted { fence, expires_at } => {
+                return Ok(Some(grant(token, fence, expires_at)));
             }
             Attempt::Held(_) if !waits => return Ok(None),
             Attempt::Held(_) => {}
@@ -161,8 +162,8 @@ impl LockService {
                 .acquire(resource, token, ttl, Some(token))
                 .await?
             {
-                Attempt::Granted { fence, valid_for } => {
-                    return Ok(Some(grant(token, fence, valid_for)));
+                Attempt::Granted { fence, expires_at } => {
+                    return Ok(Some(grant(token, fence, expires_at)));
                 }
                 Attempt::Held(left) => {
                     if Instant::now() >= until {
@@ -189,11 +190,11 @@ impl LockService {
     }
 }
 
-fn grant(token: &str, fence: u64, valid_for: Duration) -> Grant {
+fn grant(token: &str, fence: u64, expires_at: SystemTime) -> Grant {
     Grant {
         token: token.to_owned(),
         fence,
-        valid_for,
+        expires_at,
     }
 }
 
@@ -257,13 +258,13 @@ impl Lock for LockService {
         let req = request.into_inner();
         validate::name("resource", &req.resource)?;
         let ttl = required_ttl("ttl", req.ttl.as_ref())?;
-        let valid_for = self
+        let expires_at = self
             .store
             .extend(&req.resource, &req.token, ttl)
             .await?
             .ok_or_else(|| not_holder(&req.resource))?;
         Ok(Response::new(ExtendResponse {
-            expires_at: Some((SystemTime::now() + valid_for).into()),
+            expires_at: Some(expires_at.into()),
         }))
     }
 
@@ -337,8 +338,8 @@ async fn hold(
         tokio::select! {
             () = tokio::time::sleep(ttl / 3) => {
                 match service.store.extend(resource, &token, ttl).await {
-                    Ok(Some(valid_for)) => {
-                        let until: prost_types::Timestamp = (SystemTime::now() + valid_for).into();
+                    Ok(Some(expires_at)) => {
+                        let until: prost_types::Timestamp = expires_at.into();
                         if !send(hold_event::Event::RenewedUntil(until)).await {
                             let _ = service.store.release(resource, &token).await;
                             return None;

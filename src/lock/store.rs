@@ -9,7 +9,7 @@
 //! majorities. A failed attempt is undone on every node.
 
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
 use redis::Script;
@@ -36,12 +36,14 @@ pub(super) const WAITER_REFRESH: Duration = Duration::from_secs(3);
 /// The outcome of one acquire attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
-    /// Granted: the fencing token and how long the lease is valid.
+    /// Granted: the fencing token and when the lease ends at the earliest.
     Granted {
         /// Fencing token.
         fence: u64,
-        /// Validity.
-        valid_for: Duration,
+        /// The attempt's start plus the ttl (less the clock drift allowance in
+        /// Redlock mode): every lease it took started after that start, so none
+        /// ends before this.
+        expires_at: SystemTime,
     },
     /// Held by someone else for about this long.
     Held(Duration),
@@ -58,6 +60,12 @@ pub struct LockState {
     pub fence: u64,
     /// Live waiters.
     pub waiters: i64,
+}
+
+/// The clock drift allowance of a Redlock lease, as in the Redlock description:
+/// 1% of the ttl plus 2 ms.
+fn drift(ttl: Duration) -> Duration {
+    ttl / 100 + Duration::from_millis(2)
 }
 
 /// Lock operations.
@@ -91,12 +99,26 @@ impl LockStore {
         self.nodes.len() > 1
     }
 
-    /// Runs a script on every node concurrently.
+    /// How long one node may take to answer for a lease of `ttl`: in Redlock mode
+    /// a tenth of the ttl (as the Redlock description asks: small against the
+    /// validity, so one hung node cannot use it up), never more than the Redis
+    /// timeout.
+    fn node_timeout(&self, ttl: Duration) -> Duration {
+        let timeout = self.nodes[0].command_timeout();
+        if self.redlock_mode() {
+            timeout.min((ttl / 10).max(Duration::from_millis(5)))
+        } else {
+            timeout
+        }
+    }
+
+    /// Runs a script on every node concurrently, each answer within `timeout`.
     async fn on_all<T: redis::FromRedisValue>(
         &self,
         script: &Script,
         keys: &[&str],
         args: &[&str],
+        timeout: Duration,
     ) -> Vec<Result<T>> {
         join_all(self.nodes.iter().map(|node| async move {
             let mut invocation = script.prepare_invoke();
@@ -106,14 +128,15 @@ impl LockStore {
             for arg in args {
                 invocation.arg(*arg);
             }
-            let mut conn = node.conn().await?;
-            tokio::time::timeout(
-                node.command_timeout(),
-                invocation.invoke_async::<T>(&mut conn),
-            )
+            tokio::time::timeout(timeout, async {
+                let mut conn = node.conn().await?;
+                invocation
+                    .invoke_async::<T>(&mut conn)
+                    .await
+                    .map_err(Error::from)
+            })
             .await
             .map_err(|_| Error::Unavailable("lock server timed out".into()))?
-            .map_err(Error::from)
         }))
         .await
     }
@@ -138,12 +161,14 @@ impl LockStore {
         let keys = lock_keys(resource);
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let (ttl_ms, presence) = (ms(ttl).to_string(), ms(WAITER_PRESENCE).to_string());
-        let started = Instant::now();
+        let started = SystemTime::now();
+        let timeout = self.node_timeout(ttl);
         let replies: Vec<Result<(i64, u64, i64)>> = self
             .on_all(
                 &ACQUIRE,
                 &keys,
                 &[token, &ttl_ms, ticket.unwrap_or(""), &presence, "0"],
+                timeout,
             )
             .await;
         let answered = replies.iter().filter(|r| r.is_ok()).count();
@@ -170,7 +195,7 @@ impl LockStore {
             return match replies.into_iter().next() {
                 Some(Ok((1, fence, _))) => Ok(Attempt::Granted {
                     fence,
-                    valid_for: ttl,
+                    expires_at: started + ttl,
                 }),
                 Some(Ok(_)) => Ok(Attempt::Held(Duration::from_millis(
                     u64::try_from(held_for).unwrap_or(0),
@@ -179,21 +204,28 @@ impl LockStore {
                 None => Err(self.too_few(0)),
             };
         }
-        // Clock drift allowance, as in the Redlock description: 1% of the ttl + 2 ms.
-        let drift = ttl / 100 + Duration::from_millis(2);
-        let valid_for = ttl.saturating_sub(started.elapsed() + drift);
-        if granted.len() >= self.quorum() && !valid_for.is_zero() {
+        let expires_at = started + ttl.saturating_sub(drift(ttl));
+        if granted.len() >= self.quorum() && SystemTime::now() < expires_at {
             let fence = granted.iter().copied().max().unwrap_or(0);
             let fence_text = fence.to_string();
             let raised: Vec<Result<u64>> = self
-                .on_all(&RAISE_FENCE, &[keys[1], keys[0]], &[&fence_text, token])
+                .on_all(
+                    &RAISE_FENCE,
+                    &[keys[1], keys[0]],
+                    &[&fence_text, token],
+                    timeout,
+                )
                 .await;
-            if raised.iter().filter(|r| r.is_ok()).count() >= self.quorum() {
-                return Ok(Attempt::Granted { fence, valid_for });
+            // Valid only if the lease is still valid once the fences are raised.
+            if raised.iter().filter(|r| r.is_ok()).count() >= self.quorum()
+                && SystemTime::now() < expires_at
+            {
+                return Ok(Attempt::Granted { fence, expires_at });
             }
         }
         // Not granted: undo whatever this attempt took.
-        self.on_all::<i64>(&RELEASE, &[keys[0]], &[token]).await;
+        self.on_all::<i64>(&RELEASE, &[keys[0]], &[token], timeout)
+            .await;
         if answered < self.quorum() {
             return Err(self.too_few(answered));
         }
@@ -207,7 +239,10 @@ impl LockStore {
     pub async fn keep_waiting(&self, resource: &str, ticket: &str) {
         let waiters = &lock_keys(resource)[2];
         let presence = ms(WAITER_PRESENCE).to_string();
-        let _: Vec<Result<i64>> = self.on_all(&WAIT, &[waiters], &[ticket, &presence]).await;
+        let timeout = self.node_timeout(Duration::MAX);
+        let _: Vec<Result<i64>> = self
+            .on_all(&WAIT, &[waiters], &[ticket, &presence], timeout)
+            .await;
     }
 
     /// Stops counting `ticket` as a waiter.
@@ -227,7 +262,8 @@ impl LockStore {
     /// Releases; true when `token` held the lock (on any node). Wakes waiters.
     pub async fn release(&self, resource: &str, token: &str) -> Result<bool> {
         let keys = lock_keys(resource);
-        let replies: Vec<Result<i64>> = self.on_all(&RELEASE, &[&keys[0]], &[token]).await;
+        let timeout = self.node_timeout(Duration::MAX);
+        let replies: Vec<Result<i64>> = self.on_all(&RELEASE, &[&keys[0]], &[token], timeout).await;
         if replies.iter().all(Result::is_err) {
             return Err(self.too_few(0));
         }
@@ -242,17 +278,25 @@ impl LockStore {
         Ok(released)
     }
 
-    /// Extends; the new validity, or None when `token` does not hold the lock.
+    /// Extends; when the extended lease ends at the earliest (from the call's
+    /// start, as for a grant), or None when `token` does not hold the lock.
     pub async fn extend(
         &self,
         resource: &str,
         token: &str,
         ttl: Duration,
-    ) -> Result<Option<Duration>> {
+    ) -> Result<Option<SystemTime>> {
         let keys = lock_keys(resource);
-        let started = Instant::now();
+        let started = SystemTime::now();
         let ttl_ms = ms(ttl).to_string();
-        let replies: Vec<Result<i64>> = self.on_all(&EXTEND, &[&keys[0]], &[token, &ttl_ms]).await;
+        let replies: Vec<Result<i64>> = self
+            .on_all(
+                &EXTEND,
+                &[&keys[0]],
+                &[token, &ttl_ms],
+                self.node_timeout(ttl),
+            )
+            .await;
         let answered = replies.iter().filter(|r| r.is_ok()).count();
         let extended = replies.iter().filter(|r| matches!(r, Ok(1))).count();
         if answered < self.quorum() {
@@ -262,18 +306,20 @@ impl LockStore {
             return Ok(None);
         }
         let drift = if self.redlock_mode() {
-            ttl / 100 + Duration::from_millis(2) + started.elapsed()
+            drift(ttl)
         } else {
             Duration::ZERO
         };
-        Ok(Some(ttl.saturating_sub(drift)))
+        Ok(Some(started + ttl.saturating_sub(drift)))
     }
 
     /// The lock's state (in Redlock mode, as a majority of nodes sees it).
     pub async fn describe(&self, resource: &str) -> Result<LockState> {
         let keys = lock_keys(resource);
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let replies: Vec<Result<(i64, i64, u64, i64)>> = self.on_all(&DESCRIBE, &keys, &[]).await;
+        let timeout = self.node_timeout(Duration::MAX);
+        let replies: Vec<Result<(i64, i64, u64, i64)>> =
+            self.on_all(&DESCRIBE, &keys, &[], timeout).await;
         let views: Vec<(i64, i64, u64, i64)> = replies.into_iter().filter_map(Result::ok).collect();
         if views.len() < self.quorum() {
             return Err(self.too_few(views.len()));
