@@ -35,9 +35,17 @@ pub enum Error {
     /// A limit was hit (Redis out of memory, all blocking connections busy).
     #[error("{0}")]
     ResourceExhausted(String),
-    /// Redis cannot be reached or answered too slowly; retrying later may work.
+    /// Redis cannot be reached or refused the call: nothing was written, and
+    /// retrying later may work.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
+    /// The call was sent to Redis but no answer came in time: it may or may not
+    /// have taken effect. A write is safe to retry only with its idempotency key
+    /// (a job id, an explicit entry id, a lease id).
+    #[error(
+        "redis did not answer in time; the call may or may not have taken effect (retry writes with their idempotency key): {0}"
+    )]
+    OutcomeUnknown(String),
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -47,6 +55,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// True for Redis trouble that may pass (unreachable, or no answer in time):
+    /// long-lived streams wait and try again instead of ending.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::OutcomeUnknown(_))
+    }
+
     /// An [`Error::InvalidArgument`] for `field`.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidArgument {
@@ -58,11 +72,10 @@ impl Error {
 
 impl From<RedisError> for Error {
     fn from(err: RedisError) -> Self {
-        if err.is_timeout()
-            || err.is_connection_dropped()
-            || err.is_io_error()
-            || err.is_connection_refusal()
-        {
+        if err.is_timeout() {
+            return Self::OutcomeUnknown(err.to_string());
+        }
+        if err.is_connection_dropped() || err.is_io_error() || err.is_connection_refusal() {
             return Self::Unavailable(err.to_string());
         }
         match err.kind() {
@@ -143,6 +156,7 @@ impl From<Error> for Status {
             Error::Aborted(_) => Code::Aborted,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unavailable(_) | Error::ShuttingDown => Code::Unavailable,
+            Error::OutcomeUnknown(_) => Code::DeadlineExceeded,
             Error::Internal(_) => Code::Internal,
         };
         // `error`, not `message`: a field named `message` would be a second
@@ -150,7 +164,7 @@ impl From<Error> for Status {
         let name = code_name(code);
         match code {
             Code::Internal => tracing::error!(code = name, error = %message, "request failed"),
-            Code::Unavailable | Code::ResourceExhausted => {
+            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => {
                 tracing::warn!(code = name, error = %message, "request failed")
             }
             _ => tracing::debug!(code = name, error = %message, "request rejected"),

@@ -25,7 +25,8 @@ fn every_error() -> Vec<Error> {
         Error::NotFound("no such job".into()),
         Error::Aborted("EXECABORT".into()),
         Error::ResourceExhausted("out of memory".into()),
-        Error::Unavailable("timed out".into()),
+        Error::Unavailable("connection refused".into()),
+        Error::OutcomeUnknown("timed out".into()),
         Error::ShuttingDown,
         Error::Internal("unexpected reply".into()),
     ];
@@ -37,6 +38,7 @@ fn every_error() -> Vec<Error> {
             | Error::Aborted(_)
             | Error::ResourceExhausted(_)
             | Error::Unavailable(_)
+            | Error::OutcomeUnknown(_)
             | Error::ShuttingDown
             | Error::Internal(_) => {}
         }

@@ -1318,8 +1318,8 @@ async fn a_consume_stream_keeps_delivering_after_acks_fail_on_a_redis_error() {
     for _ in &first {
         let outcome = consumer.outcome().await;
         assert!(
-            !outcome.ok && outcome.error.contains("unavailable"),
-            "an ack during the pause fails: {outcome:?}"
+            !outcome.ok && outcome.error.contains("may or may not have taken effect"),
+            "an ack during the pause has an unknown outcome: {outcome:?}"
         );
     }
 

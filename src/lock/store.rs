@@ -136,7 +136,7 @@ impl LockStore {
                     .map_err(Error::from)
             })
             .await
-            .map_err(|_| Error::Unavailable("lock server timed out".into()))?
+            .map_err(|_| Error::OutcomeUnknown("lock server did not answer in time".into()))?
         }))
         .await
     }

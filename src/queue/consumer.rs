@@ -229,7 +229,7 @@ impl Consumer {
                             continue;
                         }
                     }
-                    Err(Error::Unavailable(e)) => {
+                    Err(e) if e.is_transient() => {
                         tracing::warn!(queue = %self.queue, error = %e, "consumer cannot reach redis; retrying");
                         redis_trouble = true;
                     }

@@ -1,14 +1,30 @@
 //! [`Conn`]: one connection type over every Redis topology, so commands and scripts
 //! are written once and run on a standalone Redis or a Redis Cluster alike.
+//!
+//! A shared connection bounds every command by `--redis-timeout` itself: the
+//! driver's response timeout does not cover a command that waits for the driver
+//! to reconnect, and reconnecting to a Redis that accepts but never answers took
+//! 19 s of retries (measured) where the timeout said 300 ms.
+
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 
 /// A Redis connection of any topology. Cloning is cheap: clones share the
 /// underlying multiplexed socket(s).
 #[derive(Clone)]
-pub enum Conn {
+pub struct Conn {
+    link: Link,
+    /// How long one command may take; None for dedicated connections, whose
+    /// blocking commands bound their own wait.
+    limit: Option<Duration>,
+}
+
+/// The socket(s) under a [`Conn`].
+#[derive(Clone)]
+pub(super) enum Link {
     /// A shared, self-reconnecting connection to a standalone Redis.
     Managed(ConnectionManager),
     /// A dedicated connection to a standalone Redis (blocking commands).
@@ -17,13 +33,29 @@ pub enum Conn {
     Cluster(ClusterConnection),
 }
 
+impl Conn {
+    /// A shared connection: every command ends within `limit`.
+    pub(super) fn shared(link: Link, limit: Duration) -> Self {
+        Self {
+            link,
+            limit: Some(limit),
+        }
+    }
+
+    /// A dedicated connection for blocking commands (no limit of its own).
+    pub(super) fn dedicated(link: Link) -> Self {
+        Self { link, limit: None }
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Managed(c) => c.req_packed_command(cmd),
-            Conn::Dedicated(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
+        let call = match &mut self.link {
+            Link::Managed(c) => c.req_packed_command(cmd),
+            Link::Dedicated(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+        };
+        bounded(self.limit, call)
     }
 
     fn req_packed_commands<'a>(
@@ -32,18 +64,37 @@ impl ConnectionLike for Conn {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Managed(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
+        let call = match &mut self.link {
+            Link::Managed(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        };
+        bounded(self.limit, call)
     }
 
     fn get_db(&self) -> i64 {
-        match self {
-            Conn::Managed(c) => c.get_db(),
-            Conn::Dedicated(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+        match &self.link {
+            Link::Managed(c) => c.get_db(),
+            Link::Dedicated(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// `call`, failing with a timeout error (`is_timeout()`) after `limit`.
+fn bounded<'a, T: Send + 'a>(
+    limit: Option<Duration>,
+    call: RedisFuture<'a, T>,
+) -> RedisFuture<'a, T> {
+    let Some(limit) = limit else {
+        return call;
+    };
+    Box::pin(async move {
+        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer within --redis-timeout",
+            )))
+        })
+    })
 }

@@ -32,6 +32,7 @@ use redis::{
 use tokio::sync::OnceCell;
 
 pub use conn::Conn;
+use conn::Link;
 
 use crate::error::{Error, Result};
 
@@ -145,6 +146,10 @@ impl Redis {
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(settings.command_timeout))
             .set_connection_timeout(Some(settings.connect_timeout))
+            // One retry per failed connect: a refusal (wrong certificate, wrong
+            // password, nothing listening) reaches the caller with its own error
+            // at once; the next command connects again.
+            .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
         let conns = (0..SHARED_CONNECTIONS)
             .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
@@ -202,7 +207,10 @@ impl Redis {
         match &self.shared {
             Shared::Standalone { conns, next } => {
                 let i = next.fetch_add(1, Ordering::Relaxed) % conns.len();
-                Ok(Conn::Managed(conns[i].clone()))
+                Ok(Conn::shared(
+                    Link::Managed(conns[i].clone()),
+                    self.settings.command_timeout,
+                ))
             }
             Shared::Cluster { client, conn, .. } => {
                 let timeout = self.settings.connect_timeout;
@@ -216,7 +224,10 @@ impl Redis {
                             .map_err(Error::from)
                     })
                     .await?;
-                Ok(Conn::Cluster(conn.clone()))
+                Ok(Conn::shared(
+                    Link::Cluster(conn.clone()),
+                    self.settings.command_timeout,
+                ))
             }
         }
     }
@@ -342,14 +353,14 @@ impl managed::Manager for BlockingManager {
 
     async fn create(&self) -> Result<Conn, RedisError> {
         match self {
-            BlockingManager::Standalone { client, config } => Ok(Conn::Dedicated(
+            BlockingManager::Standalone { client, config } => Ok(Conn::dedicated(Link::Dedicated(
                 client
                     .get_multiplexed_async_connection_with_config(config)
                     .await?,
-            )),
-            BlockingManager::Cluster(client) => {
-                Ok(Conn::Cluster(client.get_async_connection().await?))
-            }
+            ))),
+            BlockingManager::Cluster(client) => Ok(Conn::dedicated(Link::Cluster(
+                client.get_async_connection().await?,
+            ))),
         }
     }
 
@@ -386,7 +397,7 @@ impl BlockingConn {
         let limit = server_wait + self.command_timeout;
         let reply = tokio::time::timeout(limit, cmd.query_async::<T>(&mut **object))
             .await
-            .map_err(|_| Error::Unavailable("blocking command outlived its wait".into()))?;
+            .map_err(|_| Error::OutcomeUnknown("blocking command outlived its wait".into()))?;
         match reply {
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
                 Err(e.into())

@@ -117,7 +117,7 @@ impl GroupConsumer {
                             continue;
                         }
                     }
-                    Err(Error::Unavailable(e)) => {
+                    Err(e) if e.is_transient() => {
                         tracing::warn!(stream = %self.stream, error = %e, "group consumer cannot reach redis; retrying");
                         redis_trouble = true;
                     }

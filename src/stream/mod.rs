@@ -698,7 +698,7 @@ async fn tail_loop(
         for (stream, after) in &mut positions {
             let entries = match store.read_after(stream, after, TAIL_BATCH).await {
                 Ok(entries) => entries,
-                Err(Error::Unavailable(_)) => continue,
+                Err(e) if e.is_transient() => continue,
                 Err(e) => return Some(e.into()),
             };
             for entry in entries {
