@@ -135,3 +135,32 @@ async fn the_quoted_producer_stream_failure_is_the_real_one() {
     let readme = readme().split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(readme.contains(&quoted), "README quotes {quoted}");
 }
+
+/// Every test the README's "Guarantees under faults" table names exists, in the
+/// file it names (`queue::name` is `fn name` in tests/queue.rs).
+#[test]
+fn the_guarantees_table_names_real_tests() {
+    let readme = readme();
+    let section = readme
+        .split("## Guarantees under faults")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Guarantees under faults section");
+    let named: Vec<&str> = section
+        .lines()
+        .filter(|line| line.starts_with("| "))
+        .filter_map(|line| line.trim_end_matches('|').rsplit('|').next())
+        .map(|cell| cell.trim().trim_matches('`'))
+        .filter(|cell| cell.contains("::"))
+        .collect();
+    assert!(named.len() >= 10, "{named:?}");
+    for test in named {
+        let (file, name) = test.split_once("::").expect("file::name");
+        let path = format!("{}/tests/{file}.rs", env!("CARGO_MANIFEST_DIR"));
+        let source = std::fs::read_to_string(&path).expect("the test file");
+        assert!(
+            source.contains(&format!("fn {name}(")),
+            "README names {test}, which {path} lacks"
+        );
+    }
+}

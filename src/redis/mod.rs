@@ -143,8 +143,9 @@ impl Redis {
     /// lazily, so Redwire starts (NOT_SERVING) even while Redis is down.
     pub fn standalone(url: &str, settings: RedisSettings) -> Result<Self> {
         let client = client(url, "redis_url", settings.tls.as_ref())?;
+        // No response timeout of the driver's: `Conn` bounds every command.
         let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(settings.command_timeout))
+            .set_response_timeout(None)
             .set_connection_timeout(Some(settings.connect_timeout))
             // One retry per failed connect: a refusal (wrong certificate, wrong
             // password, nothing listening) reaches the caller with its own error
