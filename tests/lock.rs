@@ -397,8 +397,9 @@ async fn an_acquire_with_a_short_deadline_gets_a_lock_released_in_time() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redlock_describe_counts_every_waiter() {
+/// Three independent redis-servers and a Redwire granting locks on them by
+/// majority (its other services on a fourth, standalone Redis).
+async fn redlock() -> (Vec<RedisServer>, TestContext) {
     let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
     let urls = nodes
         .iter()
@@ -406,6 +407,12 @@ async fn redlock_describe_counts_every_waiter() {
         .collect::<Vec<_>>()
         .join(",");
     let ctx = TestContext::standalone_with(&["--lock-redlock", &urls]).await;
+    (nodes, ctx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redlock_describe_counts_every_waiter() {
+    let (_nodes, ctx) = redlock().await;
     describe_counts_all_five_waiters(&ctx, &ctx, "quorum-desk").await;
 }
 
@@ -425,13 +432,7 @@ fn to_system_time(t: &Option<prost_types::Timestamp>) -> std::time::SystemTime {
 /// holder never believes in a lease that is already gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redlock_with_a_hung_node_grants_in_time_and_never_overstates_the_lease() {
-    let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let urls = nodes
-        .iter()
-        .map(RedisServer::url)
-        .collect::<Vec<_>>()
-        .join(",");
-    let ctx = TestContext::standalone_with(&["--lock-redlock", &urls]).await;
+    let (nodes, ctx) = redlock().await;
     nodes[2].pause();
     for attempt in 0..3 {
         let resource = format!("hung-{attempt}");
@@ -453,13 +454,7 @@ async fn redlock_with_a_hung_node_grants_in_time_and_never_overstates_the_lease(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redlock_survives_one_node_down_and_refuses_with_two() {
-    let mut nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let urls = nodes
-        .iter()
-        .map(RedisServer::url)
-        .collect::<Vec<_>>()
-        .join(",");
-    let ctx = TestContext::standalone_with(&["--lock-redlock", &urls]).await;
+    let (mut nodes, ctx) = redlock().await;
 
     let first = acquire(&ctx, "vault", 10_000, 0).await;
     assert!(first.acquired);

@@ -42,6 +42,75 @@ async fn over_tls(
     TestContext::over(redis, &args, client_cert).await
 }
 
+/// A ListPop that waits (a dedicated connection from the blocking pool) gets
+/// the value a push adds meanwhile.
+async fn a_waiting_pop_is_woken_by_a_push(ctx: &TestContext, key: &str) {
+    let mut popper = ctx.cache();
+    let request = ListPopRequest {
+        keys: vec![key.into()],
+        wait: secs(10),
+        ..Default::default()
+    };
+    let pop = tokio::spawn(async move { popper.list_pop(request).await });
+    ctx.cache()
+        .list_push(ListPushRequest {
+            key: key.into(),
+            values: vec![b"item".to_vec()],
+            ..Default::default()
+        })
+        .await
+        .expect("push");
+    let popped = pop.await.expect("pop task").expect("pop").into_inner();
+    assert_eq!(popped.values, vec![b"item".to_vec()]);
+}
+
+/// A subscription to `channel` (sharded or classic) goes live and gets what is
+/// published to it.
+async fn a_subscription_gets_a_message(ctx: &TestContext, channel: &str, sharded: bool) {
+    let request = if sharded {
+        SubscribeRequest {
+            sharded_channels: vec![channel.into()],
+            ..Default::default()
+        }
+    } else {
+        SubscribeRequest {
+            channels: vec![channel.into()],
+            ..Default::default()
+        }
+    };
+    let mut events = ctx
+        .pubsub()
+        .subscribe(request)
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event in time")
+            .expect("open")
+            .expect("ok")
+            .event
+    };
+    let first = next().await;
+    assert!(
+        matches!(first, Some(subscribe_event::Event::Subscribed(_))),
+        "{first:?}"
+    );
+    ctx.pubsub()
+        .publish(PublishRequest {
+            channel: channel.into(),
+            payload: b"hello".to_vec(),
+            sharded,
+        })
+        .await
+        .expect("publish");
+    let Some(subscribe_event::Event::Message(message)) = next().await else {
+        panic!("expected a message");
+    };
+    assert_eq!(message.payload, b"hello");
+}
+
 /// Every kind of connection works over mutual TLS: ordinary commands, the pub/sub
 /// hub (Subscribe and queue wake-ups), the blocking pool (ListPop with a wait)
 /// and the Redlock nodes.
@@ -71,64 +140,9 @@ async fn every_connection_works_over_mutual_tls() {
         .into_inner();
     assert_eq!(got.value, b"over tls");
 
-    // The blocking pool: a pop that waits, woken by a push.
-    let mut popper = ctx.cache();
-    let pop = tokio::spawn(async move {
-        popper
-            .list_pop(ListPopRequest {
-                keys: vec!["tls:list".into()],
-                wait: secs(10),
-                ..Default::default()
-            })
-            .await
-    });
-    cache
-        .list_push(ListPushRequest {
-            key: "tls:list".into(),
-            values: vec![b"item".to_vec()],
-            ..Default::default()
-        })
-        .await
-        .expect("push");
-    let popped = pop.await.expect("pop task").expect("pop").into_inner();
-    assert_eq!(popped.values, vec![b"item".to_vec()]);
-
-    // The pub/sub hub's connection: a subscription goes live and gets a message.
-    let mut events = ctx
-        .pubsub()
-        .subscribe(SubscribeRequest {
-            channels: vec!["tls-news".into()],
-            ..Default::default()
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("subscribed in time")
-        .expect("open")
-        .expect("ok");
-    assert!(
-        matches!(first.event, Some(subscribe_event::Event::Subscribed(_))),
-        "{first:?}"
-    );
-    ctx.pubsub()
-        .publish(PublishRequest {
-            channel: "tls-news".into(),
-            payload: b"hello".to_vec(),
-            sharded: false,
-        })
-        .await
-        .expect("publish");
-    let message = tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("a message in time")
-        .expect("open")
-        .expect("ok");
-    let Some(subscribe_event::Event::Message(message)) = message.event else {
-        panic!("expected a message, got {message:?}");
-    };
-    assert_eq!(message.payload, b"hello");
+    // The blocking pool, and the pub/sub hub's connection.
+    a_waiting_pop_is_woken_by_a_push(&ctx, "tls:list").await;
+    a_subscription_gets_a_message(&ctx, "tls-news", false).await;
 
     // Redlock over three TLS nodes.
     let mut lock = ctx.lock();
@@ -188,62 +202,8 @@ async fn a_cluster_works_over_mutual_tls() {
         "{many:?}"
     );
 
-    let mut popper = ctx.cache();
-    let pop = tokio::spawn(async move {
-        popper
-            .list_pop(ListPopRequest {
-                keys: vec!["tls-cluster:list".into()],
-                wait: secs(10),
-                ..Default::default()
-            })
-            .await
-    });
-    cache
-        .list_push(ListPushRequest {
-            key: "tls-cluster:list".into(),
-            values: vec![b"item".to_vec()],
-            ..Default::default()
-        })
-        .await
-        .expect("push");
-    let popped = pop.await.expect("pop task").expect("pop").into_inner();
-    assert_eq!(popped.values, vec![b"item".to_vec()]);
-
-    let mut events = ctx
-        .pubsub()
-        .subscribe(SubscribeRequest {
-            sharded_channels: vec!["tls-shard".into()],
-            ..Default::default()
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("subscribed in time")
-        .expect("open")
-        .expect("ok");
-    assert!(
-        matches!(first.event, Some(subscribe_event::Event::Subscribed(_))),
-        "{first:?}"
-    );
-    ctx.pubsub()
-        .publish(PublishRequest {
-            channel: "tls-shard".into(),
-            payload: b"sharded".to_vec(),
-            sharded: true,
-        })
-        .await
-        .expect("publish");
-    let message = tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("a message in time")
-        .expect("open")
-        .expect("ok");
-    let Some(subscribe_event::Event::Message(message)) = message.event else {
-        panic!("expected a message, got {message:?}");
-    };
-    assert_eq!(message.payload, b"sharded");
+    a_waiting_pop_is_woken_by_a_push(&ctx, "tls-cluster:list").await;
+    a_subscription_gets_a_message(&ctx, "tls-shard", true).await;
 }
 
 /// A Redis that requires client certificates refuses a Redwire that trusts its
