@@ -4,8 +4,9 @@
 -- KEYS[3]: waiters (zset: waiter ticket -> ms until which it counts as waiting)
 -- ARGV[1]: token   ARGV[2]: ttl ms   ARGV[3]: waiter ticket, or '' when not waiting
 -- ARGV[4]: ms a waiter counts as waiting before it must show up again
--- ARGV[5]: lowest fencing token to grant (Redlock keeps tokens monotonic across
---          nodes with it; '0' otherwise)
+-- ARGV[5]: '1' to grant no fencing token below this node's clock in ms since the
+--          epoch (Redlock: a node restarted without its data would otherwise
+--          count again from 1); '0' for the plain counter
 -- Returns: { 1, fencing token, ttl ms } when granted (or already granted to this
 --          token: an idempotent retry), { 0, 0, ms until the current lease ends }
 local t = redis.call('TIME')
@@ -22,9 +23,8 @@ if holder then
   return { 0, 0, redis.call('PTTL', KEYS[1]) }
 end
 local fence = redis.call('INCR', KEYS[2])
-local floor = tonumber(ARGV[5])
-if fence < floor then
-  fence = floor
+if ARGV[5] == '1' and fence < now then
+  fence = now
   redis.call('SET', KEYS[2], fence)
 end
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'fence', fence)

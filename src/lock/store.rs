@@ -7,6 +7,12 @@
 //! majority, and each node of the majority is raised to it, so any later majority
 //! (which overlaps this one) grants a higher token: monotonic across changing
 //! majorities. A failed attempt is undone on every node.
+//!
+//! A node restarted without its data counts from 1 again, and a majority of it and
+//! a node that missed the last grants would grant a lower token. So in Redlock mode
+//! no node grants a token below its own clock in ms since the epoch: tokens stay
+//! monotonic across such a restart as long as the nodes' clocks do not go back and
+//! the restart takes longer than the grants issued beyond one per ms before it.
 
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};
@@ -163,11 +169,12 @@ impl LockStore {
         let (ttl_ms, presence) = (ms(ttl).to_string(), ms(WAITER_PRESENCE).to_string());
         let started = SystemTime::now();
         let timeout = self.node_timeout(ttl);
+        let clock_floor = if self.redlock_mode() { "1" } else { "0" };
         let replies: Vec<Result<(i64, u64, i64)>> = self
             .on_all(
                 &ACQUIRE,
                 &keys,
-                &[token, &ttl_ms, ticket.unwrap_or(""), &presence, "0"],
+                &[token, &ttl_ms, ticket.unwrap_or(""), &presence, clock_floor],
                 timeout,
             )
             .await;

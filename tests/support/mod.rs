@@ -249,6 +249,24 @@ impl RedisServer {
         assert!(status.success(), "kill {signal} {pid}");
     }
 
+    /// Starts redis-server again on the same port with its data gone, as a node
+    /// that lost its disk (or ran without persistence) comes back.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        for entry in std::fs::read_dir(self.dir.path()).expect("data dir") {
+            let path = entry.expect("entry").path();
+            if path == self.log_path() {
+                continue;
+            }
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).expect("remove data");
+            } else {
+                std::fs::remove_file(&path).expect("remove data");
+            }
+        }
+        self.restart();
+    }
+
     /// Starts redis-server again on the same port and data dir (AOF replayed).
     pub fn restart(&mut self) {
         self.kill();
