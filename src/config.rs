@@ -87,6 +87,25 @@ pub struct Config {
     #[arg(long, env = "REDWIRE_MAX_CONCURRENT_STREAMS", default_value_t = 4096)]
     pub max_concurrent_streams: u32,
 
+    /// Most open client connections; one more is closed at once.
+    #[arg(long, env = "REDWIRE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// How long a new connection may take to send its HTTP/2 preface before it
+    /// is closed.
+    #[arg(long, env = "REDWIRE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// How long a connection may stay open with no call in flight (gRPC's
+    /// MAX_CONNECTION_IDLE); clients reconnect on their next call.
+    #[arg(long, env = "REDWIRE_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Most bytes of large replies (over 64 KiB) that clients have not read yet,
+    /// across all connections; a reply that does not fit ends RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REDWIRE_REPLY_BUFFER_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub reply_buffer_bytes: usize,
+
     /// Largest key (or hash field name) accepted, in bytes.
     #[arg(long, env = "REDWIRE_MAX_KEY_BYTES", default_value_t = 1024)]
     pub max_key_bytes: usize,

@@ -61,6 +61,13 @@ impl Error {
         matches!(self, Self::Unavailable(_) | Self::OutcomeUnknown(_))
     }
 
+    /// The error of a read whose reply would hold more than `limit` bytes.
+    pub fn reply_too_large(limit: impl std::fmt::Display) -> Self {
+        Self::ResourceExhausted(format!(
+            "the reply would hold more than {limit} bytes (--max-message-bytes); ask for less: a smaller range or fewer keys"
+        ))
+    }
+
     /// An [`Error::InvalidArgument`] for `field`.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidArgument {
@@ -122,6 +129,7 @@ fn classify_by_code(err: RedisError) -> Error {
         ),
         "OOM" => Error::ResourceExhausted(format!("redis is out of memory: {detail}")),
         SCRIPT_PRECONDITION => Error::FailedPrecondition(detail),
+        SCRIPT_TOO_LARGE => Error::reply_too_large(detail),
         "NOSCRIPT" | "LOADING" | "READONLY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" => {
             Error::Unavailable(text)
         }
@@ -145,6 +153,10 @@ fn classify_by_code(err: RedisError) -> Error {
 /// The error code our Lua scripts use (`redis.error_reply("RWPRECONDITION ...")`)
 /// for "the stored data is not what this call needs"; it maps to FAILED_PRECONDITION.
 pub const SCRIPT_PRECONDITION: &str = "RWPRECONDITION";
+
+/// The error code `bounded_read.lua` answers with (`RWTOOLARGE <limit>`) when a
+/// reply would be over its limit; it maps to RESOURCE_EXHAUSTED.
+pub const SCRIPT_TOO_LARGE: &str = "RWTOOLARGE";
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {

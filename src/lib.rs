@@ -6,6 +6,8 @@
 //! `127.0.0.1:0`.
 //!
 //! # Layout
+//! - [`connection`]: what one client connection may cost: connection cap,
+//!   handshake and idle timeouts, the reply memory budget.
 //! - [`codec`]: the protobuf codec (malformed requests are INVALID_ARGUMENT).
 //! - [`config`]: every knob, as CLI flags with `REDWIRE_*` environment fallbacks.
 //! - [`error`]: the one error type and its one mapping to gRPC status codes.
@@ -30,6 +32,7 @@
 pub mod cache;
 pub mod codec;
 pub mod config;
+pub mod connection;
 pub mod deadline;
 pub mod error;
 pub mod group_commit;

@@ -17,11 +17,11 @@ use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::cache::{CacheService, CacheStore};
 use crate::config::{Config, RedisTarget};
+use crate::connection::{self, ConnectionLimits, ReplyLayer};
 use crate::health::{self, Health};
 use crate::lock::{LockService, LockStore};
 use crate::proto;
@@ -38,6 +38,9 @@ use crate::redis::keys::{PUBSUB_PREFIX, SHARDED_PUBSUB_PREFIX};
 use crate::redis::{Redis, RedisSettings};
 use crate::stream::{StreamService, StreamStore};
 use crate::validate::Limits;
+
+/// How often an HTTP/2 ping (and TCP keepalive) checks a quiet peer is still there.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The Redwire services this server serves, registered together with the names
 /// health reports on: a service cannot be served without its health entry.
@@ -163,7 +166,11 @@ async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let cache = CacheService::new(CacheStore::new(redis.clone()), limits, token.clone());
+    let cache = CacheService::new(
+        CacheStore::new(redis.clone(), config.max_message_bytes),
+        limits,
+        token.clone(),
+    );
     let queue = QueueService::new(
         QueueStore::new(redis.clone()),
         limits,
@@ -232,16 +239,22 @@ async fn serve(
     let local_addr = listener
         .local_addr()
         .map_or_else(|e| format!("unknown ({e})"), |addr| addr.to_string());
+    let limits = ConnectionLimits {
+        max_connections: config.max_connections,
+        handshake_timeout: config.handshake_timeout,
+        idle_timeout: config.idle_timeout,
+        tcp_keepalive: KEEPALIVE_INTERVAL,
+    };
     let server = Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        // Pings close connections whose peer is gone, streams in flight or not.
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(ReplyLayer::new(config.reply_buffer_bytes))
         .add_routes(routes.routes())
-        // The builder's tcp_nodelay does not apply to a caller-supplied listener; set it
-        // here, or small responses wait on delayed ACKs (~40 ms).
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            connection::incoming(listener, limits),
             token.clone().cancelled_owned(),
         );
     tracing::info!(addr = %local_addr, cluster = redis.is_cluster(), "redwire listening");

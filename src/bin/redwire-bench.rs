@@ -1079,7 +1079,7 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
         Arc::new(redwire::redis::Redis::standalone(&args.redis_url, settings).expect("redis"));
     match args.workload {
         Workload::DirectGet | Workload::DirectSet => {
-            let store = redwire::cache::CacheStore::new(redis);
+            let store = redwire::cache::CacheStore::new(redis, usize::MAX);
             let key = format!("rw:c:{}:k", args.prefix);
             store_set(&store, &key, &payload).await;
             let get = args.workload == Workload::DirectGet;
@@ -1096,7 +1096,7 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
             .await
         }
         Workload::DirectGetMany => {
-            let store = redwire::cache::CacheStore::new(redis);
+            let store = redwire::cache::CacheStore::new(redis, usize::MAX);
             let keys: Vec<String> = (0..args.batch)
                 .map(|i| format!("rw:c:{}:m{i}", args.prefix))
                 .collect();

@@ -15,6 +15,8 @@ use crate::redis::keys::hash_slot;
 use crate::redis::{Conn, Redis};
 use crate::time::millis;
 
+static BOUNDED_READ: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("bounded_read.lua")));
 static CAS_SET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("cas_set.lua")));
 static INCREMENT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("increment.lua")));
 static SORTED_SET_INCREMENT: LazyLock<Script> =
@@ -122,12 +124,38 @@ pub enum SortedSetPut {
 #[derive(Debug, Clone)]
 pub struct CacheStore {
     redis: Arc<Redis>,
+    /// Largest reply a collection read may bring back, in bytes of values.
+    max_reply_bytes: usize,
 }
 
 impl CacheStore {
-    /// A store over `redis`.
-    pub fn new(redis: Arc<Redis>) -> Self {
-        Self { redis }
+    /// A store over `redis` whose collection reads refuse replies larger than
+    /// `max_reply_bytes` before Redwire reads them.
+    pub fn new(redis: Arc<Redis>, max_reply_bytes: usize) -> Self {
+        Self {
+            redis,
+            max_reply_bytes,
+        }
+    }
+
+    /// Runs the read `command` on `keys` with `args` through `bounded_read.lua`:
+    /// a reply over the limit fails RESOURCE_EXHAUSTED inside Redis.
+    async fn bounded_read<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut Conn,
+        command: &str,
+        keys: &[&str],
+        args: &[String],
+    ) -> Result<T> {
+        let mut invocation = BOUNDED_READ.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        invocation.arg(self.max_reply_bytes).arg(command);
+        for arg in args {
+            invocation.arg(arg);
+        }
+        Ok(invocation.invoke_async(conn).await?)
     }
 
     async fn conn(&self) -> Result<Conn> {
@@ -241,13 +269,17 @@ impl CacheStore {
         let groups = self.by_slot(keys.iter());
         let calls = groups.iter().map(|group| {
             let mut conn = conn.clone();
-            let mut cmd = redis::cmd("MGET");
-            for &i in group {
-                cmd.arg(&keys[i]);
+            let group_keys: Vec<&str> = group.iter().map(|&i| keys[i].as_str()).collect();
+            async move {
+                self.bounded_read::<Vec<Option<Vec<u8>>>>(&mut conn, "MGET", &group_keys, &[])
+                    .await
             }
-            async move { cmd.query_async::<Vec<Option<Vec<u8>>>>(&mut conn).await }
         });
         let replies = try_join_all(calls).await?;
+        let total: usize = replies.iter().flatten().flatten().map(Vec::len).sum();
+        if total > self.max_reply_bytes {
+            return Err(Error::reply_too_large(self.max_reply_bytes));
+        }
         let mut values = vec![None; keys.len()];
         for (group, reply) in groups.iter().zip(replies) {
             for (&i, value) in group.iter().zip(reply) {
@@ -348,10 +380,8 @@ impl CacheStore {
     pub async fn hash_get(&self, key: &str, fields: &[String]) -> Result<HashMap<String, Vec<u8>>> {
         let mut conn = self.conn().await?;
         if fields.is_empty() {
-            let all: HashMap<Vec<u8>, Vec<u8>> = redis::cmd("HGETALL")
-                .arg(key)
-                .query_async(&mut conn)
-                .await?;
+            let all: HashMap<Vec<u8>, Vec<u8>> =
+                self.bounded_read(&mut conn, "HGETALL", &[key], &[]).await?;
             return Ok(all
                 .into_iter()
                 .map(|(f, v)| (String::from_utf8_lossy(&f).into_owned(), v))
@@ -417,10 +447,8 @@ impl CacheStore {
 
     /// SMEMBERS.
     pub async fn set_members(&self, key: &str) -> Result<Vec<Vec<u8>>> {
-        Ok(redis::cmd("SMEMBERS")
-            .arg(key)
-            .query_async(&mut self.conn().await?)
-            .await?)
+        self.bounded_read(&mut self.conn().await?, "SMEMBERS", &[key], &[])
+            .await
     }
 
     /// SMISMEMBER.
@@ -512,13 +540,13 @@ impl CacheStore {
         stop: i64,
         descending: bool,
     ) -> Result<Vec<(Vec<u8>, f64)>> {
-        let mut cmd = redis::cmd("ZRANGE");
-        cmd.arg(key).arg(start).arg(stop);
+        let mut args = vec![start.to_string(), stop.to_string()];
         if descending {
-            cmd.arg("REV");
+            args.push("REV".into());
         }
-        cmd.arg("WITHSCORES");
-        Ok(cmd.query_async(&mut self.conn().await?).await?)
+        args.push("WITHSCORES".into());
+        self.bounded_read(&mut self.conn().await?, "ZRANGE", &[key], &args)
+            .await
     }
 
     /// ZRANGE BYSCORE WITHSCORES with optional paging.
@@ -533,20 +561,18 @@ impl CacheStore {
     ) -> Result<Vec<(Vec<u8>, f64)>> {
         let min = score_arg(min, "-inf");
         let max = score_arg(max, "+inf");
-        let mut cmd = redis::cmd("ZRANGE");
-        cmd.arg(key);
-        if descending {
-            cmd.arg(&max).arg(&min).arg("BYSCORE").arg("REV");
+        let mut args = if descending {
+            vec![max, min, "BYSCORE".into(), "REV".into()]
         } else {
-            cmd.arg(&min).arg(&max).arg("BYSCORE");
-        }
+            vec![min, max, "BYSCORE".into()]
+        };
         if offset > 0 || count > 0 {
-            cmd.arg("LIMIT")
-                .arg(offset)
-                .arg(if count > 0 { count } else { -1 });
+            let count = if count > 0 { count } else { -1 };
+            args.extend(["LIMIT".into(), offset.to_string(), count.to_string()]);
         }
-        cmd.arg("WITHSCORES");
-        Ok(cmd.query_async(&mut self.conn().await?).await?)
+        args.push("WITHSCORES".into());
+        self.bounded_read(&mut self.conn().await?, "ZRANGE", &[key], &args)
+            .await
     }
 
     /// ZRANK/ZREVRANK with ZSCORE; `None` when the member is absent.
@@ -674,12 +700,9 @@ impl CacheStore {
 
     /// LRANGE.
     pub async fn list_range(&self, key: &str, start: i64, stop: i64) -> Result<Vec<Vec<u8>>> {
-        Ok(redis::cmd("LRANGE")
-            .arg(key)
-            .arg(start)
-            .arg(stop)
-            .query_async(&mut self.conn().await?)
-            .await?)
+        let args = [start.to_string(), stop.to_string()];
+        self.bounded_read(&mut self.conn().await?, "LRANGE", &[key], &args)
+            .await
     }
 
     /// LLEN.

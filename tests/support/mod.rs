@@ -544,6 +544,13 @@ impl TestContext {
         }
     }
 
+    /// A channel of its own (a new HTTP/2 connection) to this server.
+    pub fn fresh_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect_lazy()
+    }
+
     pub fn cache(&self) -> CacheClient<Channel> {
         CacheClient::new(self.channel.clone())
     }
