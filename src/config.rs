@@ -26,7 +26,8 @@ pub struct Config {
     #[arg(long, env = "REDWIRE_REDIS_URL", conflicts_with = "redis_cluster")]
     pub redis_url: Option<String>,
 
-    /// Comma-separated seed nodes of a Redis Cluster (redis://host:port,...).
+    /// Comma-separated seed nodes of a Redis Cluster (redis://host:port,...). List
+    /// several: classic pub/sub connects to one seed and moves to the next when it fails.
     #[arg(long, env = "REDWIRE_REDIS_CLUSTER", value_delimiter = ',')]
     pub redis_cluster: Vec<String>,
 

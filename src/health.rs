@@ -2,7 +2,14 @@
 //! only while Redis answers. A background task pings Redis every
 //! `--health-interval` and flips the status both ways by itself; shutdown sets
 //! NOT_SERVING before anything else stops, then ends open `Watch` streams.
+//!
+//! A service that needs a connection of its own besides the shared ones (PubSub:
+//! the hub's subscriber connection) is SERVING only while that is up too
+//! ([`OwnConnection`]); "" and the other services do not depend on it. On a
+//! cluster the ping goes to every master (redis-rs routes PING to all primaries),
+//! so one master down makes every service NOT_SERVING: calls on its slots fail.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,20 +58,30 @@ impl Health {
     }
 }
 
-/// Pings Redis every `interval` and mirrors the result in `health` until
-/// `shutdown` fires.
+/// A service that also needs a connection of its own, and whether it is up.
+pub struct OwnConnection {
+    /// The service's gRPC name.
+    pub service: &'static str,
+    /// True while the connection is up.
+    pub is_up: Box<dyn Fn() -> bool + Send + Sync>,
+}
+
+/// Pings Redis every `interval` and mirrors the result (and each of `own`
+/// connections) in `health` until `shutdown` fires.
 pub async fn watch_redis(
     redis: Arc<Redis>,
     health: Health,
     interval: Duration,
+    own: Vec<OwnConnection>,
     shutdown: CancellationToken,
 ) {
-    let mut current = None;
+    let mut redis_status = None;
+    let mut current: HashMap<&'static str, ServingStatus> = HashMap::new();
     loop {
         let status = match redis.ping().await {
             Ok(()) => ServingStatus::Serving,
             Err(e) => {
-                if current != Some(ServingStatus::NotServing) {
+                if redis_status != Some(ServingStatus::NotServing) {
                     tracing::warn!(error = %e, "redis does not answer; reporting NOT_SERVING");
                 }
                 ServingStatus::NotServing
@@ -73,12 +90,27 @@ pub async fn watch_redis(
         if shutdown.is_cancelled() {
             return;
         }
-        if current != Some(status) {
-            if status == ServingStatus::Serving {
-                tracing::info!("redis answers; reporting SERVING");
+        if redis_status != Some(status) && status == ServingStatus::Serving {
+            tracing::info!("redis answers; reporting SERVING");
+        }
+        redis_status = Some(status);
+        for name in health.names() {
+            let own_down = own.iter().any(|c| c.service == *name && !(c.is_up)());
+            let wanted = if own_down {
+                ServingStatus::NotServing
+            } else {
+                status
+            };
+            if current.get(name) != Some(&wanted) {
+                if own_down && status == ServingStatus::Serving {
+                    tracing::warn!(
+                        service = name,
+                        "its own Redis connection is down; reporting NOT_SERVING"
+                    );
+                }
+                health.reporter.set_service_status(*name, wanted).await;
+                current.insert(name, wanted);
             }
-            health.set_all(status).await;
-            current = Some(status);
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}

@@ -224,10 +224,15 @@ async fn serve(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let mut health = Health::new(reporter, &services.names);
     health.set_all(ServingStatus::NotServing).await;
+    let pubsub_connection = health::OwnConnection {
+        service: PubSubServer::<PubSubService>::NAME,
+        is_up: Box::new(move || hub.is_live()),
+    };
     let watcher = tokio::spawn(health::watch_redis(
         redis.clone(),
         health.clone(),
         config.health_interval,
+        vec![pubsub_connection],
         token.clone(),
     ));
     let mut routes = services.routes;

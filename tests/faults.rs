@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use redwire::proto::*;
 use support::{TestContext, eventually};
+use tokio_stream::StreamExt;
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Far longer than any bound under test: a call still waiting after this hangs.
 const HANG: Duration = Duration::from_secs(15);
@@ -194,4 +196,151 @@ async fn with_redis_black_holed_every_call_ends_within_the_redis_timeout() {
         assert!(took < bound, "get {i} took {took:?}");
     }
     ctx.redis().resume();
+}
+
+/// The next event of a subscription, heartbeats skipped; None if none comes
+/// within `wait`.
+async fn next_event(
+    stream: &mut tonic::Streaming<SubscribeEvent>,
+    wait: Duration,
+) -> Option<subscribe_event::Event> {
+    loop {
+        match tokio::time::timeout(wait, stream.next()).await {
+            Ok(Some(Ok(SubscribeEvent {
+                event: Some(subscribe_event::Event::Heartbeat(_)),
+                ..
+            }))) => continue,
+            Ok(Some(Ok(event))) => return event.event,
+            Ok(other) => panic!("the subscription ended: {other:?}"),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Publishes `payload` on a classic channel straight to `node` (classic PUBLISH
+/// reaches every node of a cluster).
+fn publish_on(node: &support::RedisServer, channel: &str, payload: &str) {
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{}{channel}", redwire::redis::keys::PUBSUB_PREFIX))
+        .arg(payload)
+        .query(&mut node.connection())
+        .expect("publish on a live node");
+}
+
+/// Reads `subscription` while publishing to `node` until a message arrives;
+/// returns whether a gap event came first.
+async fn gap_then_message(
+    subscription: &mut tonic::Streaming<SubscribeEvent>,
+    node: &support::RedisServer,
+    channel: &str,
+) -> bool {
+    let deadline = Instant::now() + HANG;
+    let mut gap = false;
+    loop {
+        assert!(Instant::now() < deadline, "no message after the fault");
+        publish_on(node, channel, "after");
+        match next_event(subscription, Duration::from_millis(300)).await {
+            Some(subscribe_event::Event::Gap(_)) => gap = true,
+            Some(subscribe_event::Event::Message(m)) => {
+                assert_eq!(m.payload, b"after");
+                return gap;
+            }
+            Some(other) => panic!("unexpected event {other:?}"),
+            None => {}
+        }
+    }
+}
+
+/// On a cluster, killing the first seed node (where classic subscriptions went)
+/// moves them to another node: the subscriber gets a gap event, then messages
+/// again. Before, the hub reconnected to the dead seed forever: no message, no
+/// gap, health SERVING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_subscriptions_move_off_a_dead_first_seed_node() {
+    let mut ctx = TestContext::cluster().await;
+    let mut subscription = ctx
+        .pubsub()
+        .subscribe(subscribe_to("news"))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    assert!(matches!(
+        next_event(&mut subscription, HANG).await,
+        Some(subscribe_event::Event::Subscribed(_))
+    ));
+    let support::Backend::Cluster(cluster) = &mut ctx.backend else {
+        unreachable!("a cluster context")
+    };
+    publish_on(&cluster.nodes[1], "news", "before");
+    assert!(matches!(
+        next_event(&mut subscription, HANG).await,
+        Some(subscribe_event::Event::Message(_))
+    ));
+
+    cluster.nodes[0].kill();
+    let gap = gap_then_message(&mut subscription, &cluster.nodes[1], "news").await;
+    assert!(gap, "the subscriber was told messages may have been lost");
+}
+
+/// PubSub's health follows the hub's own connection: while it cannot reconnect
+/// (here Redis takes away the channel permissions, which also disconnects it),
+/// PubSub is NOT_SERVING while "" and Cache stay SERVING on
+/// the connections they hold; once it reconnects, SERVING again and subscribers
+/// get a gap, then messages. Before, health said SERVING throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_health_follows_its_own_connection() {
+    const PUBSUB: &str = "redwire.v1.PubSub";
+    let mut ctx = TestContext::standalone().await;
+    ctx.wait_for_health(PUBSUB, ServingStatus::Serving).await;
+    let mut subscription = ctx
+        .pubsub()
+        .subscribe(subscribe_to("alerts"))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    assert!(matches!(
+        next_event(&mut subscription, HANG).await,
+        Some(subscribe_event::Event::Subscribed(_))
+    ));
+
+    // Taking channel permissions away disconnects subscribers (Redis 7) and
+    // refuses their SUBSCRIBE; the connections other services use are untouched.
+    let mut admin = ctx.redis().connection();
+    let acl = |rule: &str| -> redis::Cmd {
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER").arg("default").arg(rule);
+        cmd
+    };
+    let _: () = acl("resetchannels").query(&mut admin).expect("acl");
+    ctx.wait_for_health(PUBSUB, ServingStatus::NotServing).await;
+    assert_eq!(ctx.health_status("").await, Some(ServingStatus::Serving));
+    ctx.cache()
+        .get(GetRequest { key: "k".into() })
+        .await
+        .expect("cache still served");
+
+    let _: () = acl("allchannels").query(&mut admin).expect("acl");
+    ctx.wait_for_health(PUBSUB, ServingStatus::Serving).await;
+    let gap = gap_then_message(&mut subscription, ctx.redis(), "alerts").await;
+    assert!(gap, "the subscriber was told messages may have been lost");
+}
+
+/// On a cluster, health means every master answers: with one master down (a
+/// third of the slots unserved) every service is NOT_SERVING, and SERVING again
+/// once it is back, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_health_follows_a_master_down_and_back() {
+    let mut ctx = TestContext::cluster().await;
+    let support::Backend::Cluster(cluster) = &mut ctx.backend else {
+        unreachable!("a cluster context")
+    };
+    cluster.nodes[1].kill();
+    ctx.wait_for_health("", ServingStatus::NotServing).await;
+    ctx.wait_for_health("redwire.v1.Queue", ServingStatus::NotServing)
+        .await;
+    let support::Backend::Cluster(cluster) = &mut ctx.backend else {
+        unreachable!("a cluster context")
+    };
+    cluster.nodes[1].restart();
+    ctx.wait_for_health("", ServingStatus::Serving).await;
 }

@@ -13,12 +13,17 @@
 //! ([`Listener::deliver`] must not block; subscriber buffers are bounded). When the
 //! classic connection drops (Redis restart, `CLIENT KILL TYPE pubsub`), the hub
 //! reconnects with backoff, re-subscribes everything, and tells every listener that
-//! messages may have been lost ([`Listener::lost`]).
+//! messages may have been lost ([`Listener::lost`]). It also pings the classic
+//! connection every [`LIVENESS_PING`]: a node that stops answering (hung, or
+//! partitioned without a reset) is left the same way. On a cluster each reconnect
+//! goes to the next seed node (`Redis::pubsub`), so the death of one node moves
+//! classic subscriptions and wake-ups to another. [`Hub::is_live`] says whether the
+//! classic connection is up; health reports PubSub NOT_SERVING while it is not.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redis::aio::{PubSubSink, PubSubStream};
@@ -97,11 +102,15 @@ enum Command {
     },
 }
 
+/// How often the hub checks that its classic connection still answers.
+pub const LIVENESS_PING: Duration = Duration::from_secs(1);
+
 /// Handle to the hub task.
 #[derive(Debug)]
 pub struct Hub {
     commands: mpsc::UnboundedSender<Command>,
     next_id: AtomicU64,
+    live: Arc<AtomicBool>,
 }
 
 /// Keeps a subscription alive; dropping it unsubscribes.
@@ -125,7 +134,10 @@ impl Hub {
         shutdown: CancellationToken,
     ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let live = Arc::new(AtomicBool::new(false));
         let task = HubTask {
+            live: live.clone(),
+            ping_at: Instant::now() + LIVENESS_PING,
             redis,
             strip_prefixes,
             commands: rx,
@@ -143,9 +155,15 @@ impl Hub {
             Arc::new(Self {
                 commands: tx,
                 next_id: AtomicU64::new(1),
+                live,
             }),
             handle,
         )
+    }
+
+    /// True while the classic pub/sub connection is up (and answered its last ping).
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
     }
 
     /// Registers `interests` for `listener` and returns once Redis confirmed every
@@ -202,6 +220,10 @@ struct HubTask {
     retry_at: Instant,
     backoff: Duration,
     connected_once: bool,
+    /// Mirrors `classic.is_some()` for [`Hub::is_live`].
+    live: Arc<AtomicBool>,
+    /// When the classic connection is pinged next.
+    ping_at: Instant,
 }
 
 impl HubTask {
@@ -219,10 +241,13 @@ impl HubTask {
                     Some(message) => self.dispatch_classic(&message),
                     None => {
                         tracing::warn!("pub/sub connection lost; re-subscribing");
-                        self.classic = None;
+                        self.drop_classic();
                         self.retry_at = Instant::now();
                     }
                 },
+                () = tokio::time::sleep_until(self.ping_at), if self.classic.is_some() => {
+                    self.ping_classic().await;
+                }
                 push = next_push(&mut self.sharded) => match push {
                     Some(push) => self.dispatch_push(push),
                     None => self.sharded = None,
@@ -251,6 +276,8 @@ impl HubTask {
         match result {
             Ok(classic) => {
                 self.classic = Some(classic);
+                self.live.store(true, Ordering::Relaxed);
+                self.ping_at = Instant::now() + LIVENESS_PING;
                 self.backoff = Duration::from_millis(100);
                 if self.connected_once {
                     tracing::info!("pub/sub connection re-established");
@@ -271,6 +298,26 @@ impl HubTask {
                 self.retry_at = Instant::now() + self.backoff;
                 self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
             }
+        }
+    }
+
+    /// Leaves the classic connection; the run loop reconnects (to the next node).
+    fn drop_classic(&mut self) {
+        self.classic = None;
+        self.live.store(false, Ordering::Relaxed);
+    }
+
+    /// Pings the classic connection; one that does not answer in time is left.
+    async fn ping_classic(&mut self) {
+        self.ping_at = Instant::now() + LIVENESS_PING;
+        let timeout = self.redis.command_timeout();
+        let Some(classic) = self.classic.as_mut() else {
+            return;
+        };
+        if let Err(e) = bounded(timeout, classic.sink.ping::<redis::Value>()).await {
+            tracing::warn!(error = %e, "pub/sub connection does not answer; reconnecting");
+            self.drop_classic();
+            self.retry_at = Instant::now();
         }
     }
 
@@ -375,7 +422,7 @@ impl HubTask {
         if let Err(e) = classic_result {
             // Unanswered or failed: the connection is not to be trusted; the hub
             // reconnects and re-subscribes every target (with a gap event).
-            self.classic = None;
+            self.drop_classic();
             return Err(e);
         }
         if !sharded.is_empty() {
@@ -424,7 +471,7 @@ impl HubTask {
                 tracing::debug!(error = %e, %target, "unsubscribe failed");
                 if !matches!(target, Target::Sharded(_)) {
                     // Unanswered: reconnect rather than trust the connection.
-                    self.classic = None;
+                    self.drop_classic();
                 }
             }
         }

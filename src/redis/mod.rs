@@ -22,8 +22,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleResult};
+use redis::Value;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::io::tcp::TcpSettings;
 use redis::{
     AsyncConnectionConfig, Client, ClientTlsConfig, Cmd, FromRedisValue, IntoConnectionInfo,
@@ -114,7 +117,7 @@ enum Shared {
     },
     Cluster {
         client: Box<ClusterClient>,
-        conn: OnceCell<redis::cluster_async::ClusterConnection>,
+        conn: OnceCell<ClusterConnection>,
         seeds: Vec<String>,
     },
 }
@@ -122,9 +125,11 @@ enum Shared {
 /// Handle to the configured Redis (standalone or cluster). Cheap to share by `Arc`.
 pub struct Redis {
     shared: Shared,
-    /// Where pub/sub connections go: the standalone Redis, or the first cluster seed
-    /// (classic PUBLISH reaches every node of a cluster).
-    pubsub_url: String,
+    /// Where pub/sub connections go: the standalone Redis, or the cluster's seed
+    /// nodes in turn (classic PUBLISH reaches every node of a cluster).
+    pubsub_urls: Vec<String>,
+    /// Which of `pubsub_urls` the next pub/sub connection tries first.
+    pubsub_next: AtomicUsize,
     blocking: Pool<BlockingManager>,
     settings: RedisSettings,
 }
@@ -162,7 +167,8 @@ impl Redis {
                 .set_response_timeout(None),
         };
         Ok(Self {
-            pubsub_url: url.to_owned(),
+            pubsub_urls: vec![url.to_owned()],
+            pubsub_next: AtomicUsize::new(0),
             shared: Shared::Standalone {
                 conns,
                 next: AtomicUsize::new(0),
@@ -184,10 +190,15 @@ impl Redis {
         // Blocking commands bound their own wait; the driver's timeout must not cut them.
         let blocking = BlockingManager::Cluster(build(Duration::from_secs(24 * 3600))?);
         Ok(Self {
-            pubsub_url: seeds
-                .first()
-                .cloned()
-                .ok_or_else(|| Error::invalid("redis_cluster", "needs at least one seed node"))?,
+            pubsub_urls: if seeds.is_empty() {
+                return Err(Error::invalid(
+                    "redis_cluster",
+                    "needs at least one seed node",
+                ));
+            } else {
+                seeds.to_vec()
+            },
+            pubsub_next: AtomicUsize::new(0),
             shared: Shared::Cluster {
                 client: Box::new(client),
                 conn: OnceCell::new(),
@@ -214,23 +225,29 @@ impl Redis {
                 ))
             }
             Shared::Cluster { client, conn, .. } => {
-                let timeout = self.settings.connect_timeout;
-                let conn = conn
-                    .get_or_try_init(|| async {
-                        tokio::time::timeout(timeout, client.get_async_connection())
-                            .await
-                            .map_err(|_| {
-                                Error::Unavailable("timed out connecting to the cluster".into())
-                            })?
-                            .map_err(Error::from)
-                    })
-                    .await?;
+                let conn = self.cluster_connection(client, conn).await?;
                 Ok(Conn::shared(
                     Link::Cluster(conn.clone()),
                     self.settings.command_timeout,
                 ))
             }
         }
+    }
+
+    /// The shared cluster connection, connecting on first use.
+    async fn cluster_connection<'a>(
+        &self,
+        client: &ClusterClient,
+        conn: &'a OnceCell<ClusterConnection>,
+    ) -> Result<&'a ClusterConnection> {
+        let timeout = self.settings.connect_timeout;
+        conn.get_or_try_init(|| async {
+            tokio::time::timeout(timeout, client.get_async_connection())
+                .await
+                .map_err(|_| Error::Unavailable("timed out connecting to the cluster".into()))?
+                .map_err(Error::from)
+        })
+        .await
     }
 
     /// A dedicated connection for one blocking command. Fails with
@@ -253,9 +270,28 @@ impl Redis {
         }
     }
 
-    /// A new connection in pub/sub mode (the caller subscribes and owns it).
+    /// A new connection in pub/sub mode (the caller subscribes and owns it). On a
+    /// cluster each call starts at the next seed node and tries each in turn, so a
+    /// reconnect after a node died or hung lands on another one.
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
-        let client = client(&self.pubsub_url, "redis_url", self.settings.tls.as_ref())?;
+        let first = self.pubsub_next.fetch_add(1, Ordering::Relaxed);
+        let count = self.pubsub_urls.len();
+        let mut failure = Error::Internal("no pub/sub node configured".into());
+        for i in 0..count {
+            let url = &self.pubsub_urls[(first + i) % count];
+            match self.pubsub_at(url).await {
+                Ok(pubsub) => return Ok(pubsub),
+                Err(e) => {
+                    tracing::debug!(error = %e, "pub/sub connection failed; trying the next node");
+                    failure = e;
+                }
+            }
+        }
+        Err(failure)
+    }
+
+    async fn pubsub_at(&self, url: &str) -> Result<redis::aio::PubSub> {
+        let client = client(url, "redis_url", self.settings.tls.as_ref())?;
         tokio::time::timeout(self.settings.connect_timeout, client.get_async_pubsub())
             .await
             .map_err(|_| Error::Unavailable("timed out opening a pub/sub connection".into()))?
@@ -289,28 +325,94 @@ impl Redis {
         Ok((conn, rx))
     }
 
-    /// Checks that Redis answers (every node, on a cluster).
+    /// Checks that Redis answers. On a cluster: every slot has a master and every
+    /// master answers (a master that died before a replica replaced it still owns
+    /// its slots, and calls on them fail).
     pub async fn ping(&self) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let reply: String = tokio::time::timeout(
-            self.settings.command_timeout,
-            redis::cmd("PING").query_async(&mut conn),
-        )
-        .await
-        .map_err(|_| Error::Unavailable("PING timed out".into()))??;
-        if reply == "PONG" {
-            Ok(())
-        } else {
-            Err(Error::Unavailable(format!(
-                "unexpected PING reply {reply:?}"
-            )))
-        }
+        let timeout = self.settings.command_timeout;
+        let outcome = tokio::time::timeout(timeout, async {
+            if let Shared::Cluster { client, conn, .. } = &self.shared {
+                let conn = self.cluster_connection(client, conn).await?;
+                return ping_every_master(conn.clone()).await;
+            }
+            let reply: String = redis::cmd("PING")
+                .query_async(&mut self.conn().await?)
+                .await?;
+            if reply == "PONG" {
+                Ok(())
+            } else {
+                Err(Error::Unavailable(format!(
+                    "unexpected PING reply {reply:?}"
+                )))
+            }
+        });
+        outcome
+            .await
+            .map_err(|_| Error::Unavailable("PING timed out".into()))?
     }
 
     /// How long one ordinary command may take.
     pub fn command_timeout(&self) -> Duration {
         self.settings.command_timeout
     }
+}
+
+/// Slots of a Redis Cluster.
+const CLUSTER_SLOTS: i64 = 16384;
+
+/// Fails unless every cluster slot has a master (per `CLUSTER SLOTS`) and every
+/// master answers PING.
+async fn ping_every_master(mut conn: ClusterConnection) -> Result<()> {
+    let unexpected = || Error::Internal("unexpected CLUSTER SLOTS reply".into());
+    let ranges: Vec<Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut conn)
+        .await?;
+    let mut covered = 0;
+    let mut masters = std::collections::BTreeSet::new();
+    for range in &ranges {
+        let Value::Array(parts) = range else {
+            return Err(unexpected());
+        };
+        let [
+            Value::Int(first),
+            Value::Int(last),
+            Value::Array(master),
+            ..,
+        ] = parts.as_slice()
+        else {
+            return Err(unexpected());
+        };
+        let [host, Value::Int(port), ..] = master.as_slice() else {
+            return Err(unexpected());
+        };
+        let host: String = redis::from_redis_value_ref(host).map_err(|_| unexpected())?;
+        let port = u16::try_from(*port).map_err(|_| unexpected())?;
+        covered += last - first + 1;
+        masters.insert((host, port));
+    }
+    if covered < CLUSTER_SLOTS {
+        return Err(Error::Unavailable(format!(
+            "{} of {CLUSTER_SLOTS} cluster slots have no master",
+            CLUSTER_SLOTS - covered
+        )));
+    }
+    let pings = masters.into_iter().map(|(host, port)| {
+        let mut conn = conn.clone();
+        async move {
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port,
+            });
+            conn.route_command(redis::cmd("PING"), routing)
+                .await
+                .map_err(|e| {
+                    Error::Unavailable(format!("cluster master {host}:{port} does not answer: {e}"))
+                })
+        }
+    });
+    futures::future::try_join_all(pings).await?;
+    Ok(())
 }
 
 /// A cluster client builder for `seeds` with [`tcp_settings`], the connect timeout
