@@ -26,6 +26,12 @@ pub struct Config {
     #[arg(long, env = "REDWIRE_REDIS_URL", conflicts_with = "redis_cluster")]
     pub redis_url: Option<String>,
 
+    /// Durable mode: a write (enqueue, ack, nack, lease change, stream append, lock
+    /// grant) is acknowledged only once this many replicas of its master have it
+    /// (Redis WAIT, up to half of --redis-timeout); 0 acknowledges on the master.
+    #[arg(long, env = "REDWIRE_DURABLE_REPLICAS", default_value_t = 0)]
+    pub durable_replicas: u32,
+
     /// Comma-separated seed nodes of a Redis Cluster (redis://host:port,...). List
     /// several: classic pub/sub connects to one seed and moves to the next when it fails.
     #[arg(long, env = "REDWIRE_REDIS_CLUSTER", value_delimiter = ',')]

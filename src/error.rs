@@ -39,11 +39,12 @@ pub enum Error {
     /// retrying later may work.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
-    /// The call was sent to Redis but no answer came in time: it may or may not
-    /// have taken effect. A write is safe to retry only with its idempotency key
+    /// The call was sent to Redis but no answer came in time, or (in durable mode)
+    /// its write is on the master but the replicas did not confirm it in time: it
+    /// may or may not have taken effect (or survive a failover). A write is safe to retry only with its idempotency key
     /// (a job id, an explicit entry id, a lease id).
     #[error(
-        "redis did not answer in time; the call may or may not have taken effect (retry writes with their idempotency key): {0}"
+        "the call may or may not have taken effect (retry writes with their idempotency key): {0}"
     )]
     OutcomeUnknown(String),
     /// The server is shutting down.
@@ -80,7 +81,7 @@ impl Error {
 impl From<RedisError> for Error {
     fn from(err: RedisError) -> Self {
         if err.is_timeout() {
-            return Self::OutcomeUnknown(err.to_string());
+            return Self::OutcomeUnknown(format!("redis did not answer in time: {err}"));
         }
         if err.is_connection_dropped() || err.is_io_error() || err.is_connection_refusal() {
             return Self::Unavailable(err.to_string());

@@ -134,6 +134,7 @@ async fn serve(
         blocking_pool_size: config.blocking_pool_size,
         command_timeout: config.redis_timeout,
         connect_timeout: config.connect_timeout,
+        durable_replicas: config.durable_replicas,
         tls: crate::redis::tls_certificates(
             config.redis_tls_ca_file.as_deref(),
             config
@@ -201,7 +202,15 @@ async fn serve(
         let nodes = config
             .lock_redlock
             .iter()
-            .map(|url| Redis::standalone(url, settings.clone()).map(Arc::new))
+            .map(|url| {
+                // Redlock servers are independent and usually have no replicas:
+                // a grant's safety comes from the majority, not from WAIT.
+                let settings = RedisSettings {
+                    durable_replicas: 0,
+                    ..settings.clone()
+                };
+                Redis::standalone(url, settings).map(Arc::new)
+            })
             .collect::<crate::Result<Vec<_>>>()?;
         LockStore::redlock(redis.clone(), nodes)
     };

@@ -227,28 +227,48 @@ fn publish_on(node: &support::RedisServer, channel: &str, payload: &str) {
         .expect("publish on a live node");
 }
 
-/// Reads `subscription` while publishing to `node` until a message arrives;
-/// returns whether a gap event came first.
-async fn gap_then_message(
+/// Reads `subscription`, calling `publish` (which publishes `payload`) before
+/// each wait, until `payload` arrives (other payloads, left from an earlier phase,
+/// are skipped); returns whether a gap event came first.
+async fn gap_then_message<F, Fut>(
     subscription: &mut tonic::Streaming<SubscribeEvent>,
-    node: &support::RedisServer,
-    channel: &str,
-) -> bool {
+    payload: &str,
+    mut publish: F,
+) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let deadline = Instant::now() + HANG;
     let mut gap = false;
     loop {
-        assert!(Instant::now() < deadline, "no message after the fault");
-        publish_on(node, channel, "after");
+        assert!(
+            Instant::now() < deadline,
+            "{payload:?} never arrived after the fault"
+        );
+        publish().await;
         match next_event(subscription, Duration::from_millis(300)).await {
             Some(subscribe_event::Event::Gap(_)) => gap = true,
-            Some(subscribe_event::Event::Message(m)) => {
-                assert_eq!(m.payload, b"after");
+            Some(subscribe_event::Event::Message(m)) if m.payload == payload.as_bytes() => {
                 return gap;
             }
+            Some(subscribe_event::Event::Message(_)) | None => {}
             Some(other) => panic!("unexpected event {other:?}"),
-            None => {}
         }
     }
+}
+
+/// Publishes `payload` on the sharded `channel` through Redwire; a failure while
+/// the cluster settles is left to the caller's retry.
+async fn publish_sharded(ctx: &TestContext, channel: &str, payload: &str) {
+    let _ = ctx
+        .pubsub()
+        .publish(PublishRequest {
+            channel: channel.into(),
+            payload: payload.as_bytes().to_vec(),
+            sharded: true,
+        })
+        .await;
 }
 
 /// On a cluster, killing the first seed node (where classic subscriptions went)
@@ -268,9 +288,7 @@ async fn classic_subscriptions_move_off_a_dead_first_seed_node() {
         next_event(&mut subscription, HANG).await,
         Some(subscribe_event::Event::Subscribed(_))
     ));
-    let support::Backend::Cluster(cluster) = &mut ctx.backend else {
-        unreachable!("a cluster context")
-    };
+    let cluster = ctx.cluster_mut();
     publish_on(&cluster.nodes[1], "news", "before");
     assert!(matches!(
         next_event(&mut subscription, HANG).await,
@@ -278,7 +296,11 @@ async fn classic_subscriptions_move_off_a_dead_first_seed_node() {
     ));
 
     cluster.nodes[0].kill();
-    let gap = gap_then_message(&mut subscription, &cluster.nodes[1], "news").await;
+    let gap = gap_then_message(&mut subscription, "after", || {
+        publish_on(&cluster.nodes[1], "news", "after");
+        std::future::ready(())
+    })
+    .await;
     assert!(gap, "the subscriber was told messages may have been lost");
 }
 
@@ -321,7 +343,11 @@ async fn pubsub_health_follows_its_own_connection() {
 
     let _: () = acl("allchannels").query(&mut admin).expect("acl");
     ctx.wait_for_health(PUBSUB, ServingStatus::Serving).await;
-    let gap = gap_then_message(&mut subscription, ctx.redis(), "alerts").await;
+    let gap = gap_then_message(&mut subscription, "after", || {
+        publish_on(ctx.redis(), "alerts", "after");
+        std::future::ready(())
+    })
+    .await;
     assert!(gap, "the subscriber was told messages may have been lost");
 }
 
@@ -331,16 +357,310 @@ async fn pubsub_health_follows_its_own_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_health_follows_a_master_down_and_back() {
     let mut ctx = TestContext::cluster().await;
-    let support::Backend::Cluster(cluster) = &mut ctx.backend else {
-        unreachable!("a cluster context")
-    };
+    let cluster = ctx.cluster_mut();
     cluster.nodes[1].kill();
     ctx.wait_for_health("", ServingStatus::NotServing).await;
     ctx.wait_for_health("redwire.v1.Queue", ServingStatus::NotServing)
         .await;
-    let support::Backend::Cluster(cluster) = &mut ctx.backend else {
-        unreachable!("a cluster context")
-    };
+    let cluster = ctx.cluster_mut();
     cluster.nodes[1].restart();
     ctx.wait_for_health("", ServingStatus::Serving).await;
+}
+
+/// A standalone master with one replica, the replica's link up.
+fn master_with_replica() -> (support::RedisServer, support::RedisServer) {
+    let master = support::RedisServer::start();
+    let port = master.port().to_string();
+    let replica = support::RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let deadline = Instant::now() + HANG;
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut replica.connection())
+            .expect("info");
+        if info.contains("master_link_status:up") {
+            return (master, replica);
+        }
+        assert!(Instant::now() < deadline, "the replica never synced");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Durable mode (`--durable-replicas 1`): an enqueue, an append and a lock grant
+/// are acknowledged only once the replica has them, so a failover onto it keeps
+/// them; with the replica stalled (a lagging replica), each is answered
+/// DEADLINE_EXCEEDED naming the mode instead of OK. Before, they were acknowledged
+/// on the master alone and a failover onto a lagging replica lost them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_mode_acknowledges_only_what_a_replica_has() {
+    let (master, replica) = master_with_replica();
+    let url = master.url();
+    let ctx = TestContext::over(
+        master,
+        &[
+            "--redis-url",
+            &url,
+            "--durable-replicas",
+            "1",
+            "--redis-timeout",
+            "1s",
+        ],
+        true,
+    )
+    .await;
+    let append = || AppendRequest {
+        stream: "orders".into(),
+        fields: [("n".to_owned(), b"1".to_vec())].into(),
+        ..Default::default()
+    };
+    let enqueue = || EnqueueRequest {
+        queue: "mail".into(),
+        job: Some(JobSpec {
+            payload: b"hi".to_vec(),
+            ..Default::default()
+        }),
+    };
+    let acquire = |resource: &str| AcquireRequest {
+        resource: resource.into(),
+        ttl: Some(prost_types::Duration {
+            seconds: 30,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+
+    let id = ctx
+        .stream()
+        .append(append())
+        .await
+        .expect("append")
+        .into_inner()
+        .id;
+    let job = ctx
+        .queue()
+        .enqueue(enqueue())
+        .await
+        .expect("enqueue")
+        .into_inner()
+        .job_id;
+    ctx.lock()
+        .acquire(acquire("invoice-7"))
+        .await
+        .expect("acquire");
+    // Acknowledged means on the replica already: read it there, no waiting.
+    let mut on_replica = replica.connection();
+    let (stream, _, _) = redwire::redis::keys::stream_keys("orders");
+    let entries: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg(&id)
+        .arg(&id)
+        .query(&mut on_replica)
+        .expect("xrange");
+    assert_eq!(entries.len(), 1, "the appended entry is on the replica");
+    let jobs = &redwire::redis::keys::queue_keys("mail")[0];
+    let stored: bool = redis::cmd("HEXISTS")
+        .arg(jobs)
+        .arg(&job)
+        .query(&mut on_replica)
+        .expect("hexists");
+    assert!(stored, "the enqueued job is on the replica");
+
+    replica.pause();
+    let outcomes = [
+        ctx.stream().append(append()).await.map(drop),
+        ctx.queue().enqueue(enqueue()).await.map(drop),
+        ctx.lock().acquire(acquire("invoice-8")).await.map(drop),
+    ];
+    replica.resume();
+    for (call, outcome) in ["append", "enqueue", "acquire"].iter().zip(outcomes) {
+        let status = outcome.expect_err(&format!("{call} not acknowledged while the replica lags"));
+        assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+        assert!(
+            status.message().contains("--durable-replicas"),
+            "{status:?}"
+        );
+    }
+    ctx.stream()
+        .append(append())
+        .await
+        .expect("acknowledged again once the replica keeps up");
+}
+
+/// On a cluster with replicas, a sharded subscription follows its shard through a
+/// `CLUSTER FAILOVER` (Redis ends the subscription when the master steps down:
+/// the subscriber gets a gap event, then messages again) and through kill -9 of
+/// the new master (its replica takes over; messages again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_subscriptions_follow_failovers() {
+    const CHANNEL: &str = "orders-events";
+    let mut ctx = TestContext::replicated_cluster(&[]).await;
+    let shard =
+        support::RedisCluster::shard_of(&redwire::redis::keys::pubsub_channel(CHANNEL, true));
+    let mut subscription = ctx
+        .pubsub()
+        .subscribe(SubscribeRequest {
+            sharded_channels: vec![CHANNEL.into()],
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    assert!(matches!(
+        next_event(&mut subscription, HANG).await,
+        Some(subscribe_event::Event::Subscribed(_))
+    ));
+    gap_then_message(&mut subscription, "before", || {
+        publish_sharded(&ctx, CHANNEL, "before")
+    })
+    .await;
+
+    let cluster = ctx.cluster_mut();
+    cluster.failover(shard);
+    let gap = gap_then_message(&mut subscription, "after failover", || {
+        publish_sharded(&ctx, CHANNEL, "after failover")
+    })
+    .await;
+    assert!(gap, "a gap event after the failover");
+
+    let cluster = ctx.cluster_mut();
+    // The subscription may sit on the replica that takes over (Redis sends a
+    // shard's messages to its replicas too), so a gap is not required here.
+    cluster.nodes[3 + shard].kill();
+    gap_then_message(&mut subscription, "after kill", || {
+        publish_sharded(&ctx, CHANNEL, "after kill")
+    })
+    .await;
+}
+
+/// Durable mode across a real failover onto a lagging replica: appends made while
+/// the shard's replica is stalled (SIGSTOP, with more data than the kernel's socket
+/// buffers hold, so the rest waits in the master) are not acknowledged, so when the
+/// master dies and that replica takes over, every append that was acknowledged is
+/// there. In the default mode those appends are acknowledged and then lost: Redis
+/// replication is asynchronous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_mode_keeps_acknowledged_appends_through_a_failover() {
+    const STREAM: &str = "ledger";
+    let mut ctx = TestContext::replicated_cluster(&[
+        "--durable-replicas",
+        "1",
+        "--redis-timeout",
+        "400ms",
+        "--max-value-bytes",
+        "4194304",
+        "--max-message-bytes",
+        "5000000",
+    ])
+    .await;
+    let (key, _, _) = redwire::redis::keys::stream_keys(STREAM);
+    let shard = support::RedisCluster::shard_of(&key);
+    let append = |n: usize| AppendRequest {
+        stream: STREAM.into(),
+        fields: [
+            ("n".to_owned(), n.to_string().into_bytes()),
+            (
+                "pad".to_owned(),
+                vec![b'x'; if n < 10 { 1 } else { 4 << 20 }],
+            ),
+        ]
+        .into(),
+        ..Default::default()
+    };
+    let mut acknowledged = Vec::new();
+    for n in 0..10 {
+        let reply = ctx.stream().append(append(n)).await.expect("append");
+        acknowledged.push(reply.into_inner().id);
+    }
+
+    let cluster = ctx.cluster_mut();
+    cluster.nodes[3 + shard].pause();
+    for n in 10..18 {
+        if let Ok(reply) = ctx.stream().append(append(n)).await {
+            acknowledged.push(reply.into_inner().id);
+        }
+    }
+    let cluster = ctx.cluster_mut();
+    cluster.nodes[shard].kill();
+    cluster.nodes[3 + shard].resume();
+
+    let promoted = &cluster.nodes[3 + shard];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored: Vec<String> = loop {
+        if promoted.is_master() {
+            let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .query(&mut promoted.connection())
+                .expect("xrange");
+            break entries.ids.into_iter().map(|e| e.id).collect();
+        }
+        assert!(Instant::now() < deadline, "the replica never took over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !stored.contains(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged appends lost in the failover: {lost:?}"
+    );
+    assert!(acknowledged.len() >= 10);
+}
+
+/// Queue wake-ups do not depend on one node: with consumers on one Redwire and
+/// producers on another, killing the first seed node (where both hubs' pub/sub
+/// connections went) moves the wake-ups to another node, and an idle consumer
+/// gets a job enqueued afterwards. Before, it got nothing (an idle consumer does
+/// not poll; it waits for its wake-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_wake_ups_move_off_a_dead_first_seed_node() {
+    let mut producer = TestContext::replicated_cluster(&[]).await;
+    let consumer_side = producer.beside().await;
+    let (tx, requests) = tokio::sync::mpsc::channel(4);
+    tx.send(ConsumeRequest {
+        message: Some(consume_request::Message::Subscribe(Subscribe {
+            queue: "mail".into(),
+            max_in_flight: 1,
+            lease: None,
+        })),
+    })
+    .await
+    .expect("subscribe");
+    let mut deliveries = consumer_side
+        .queue()
+        .consume(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await
+        .expect("consume")
+        .into_inner();
+
+    let cluster = producer.cluster_mut();
+    cluster.nodes[0].kill();
+    let deadline = Instant::now() + HANG;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the idle consumer was never woken"
+        );
+        let _ = producer
+            .queue()
+            .enqueue(EnqueueRequest {
+                queue: "mail".into(),
+                job: Some(JobSpec {
+                    payload: b"wake".to_vec(),
+                    ..Default::default()
+                }),
+            })
+            .await;
+        let next = tokio::time::timeout(Duration::from_millis(500), deliveries.next()).await;
+        if let Ok(Some(Ok(ConsumeResponse {
+            message: Some(consume_response::Message::Delivery(delivery)),
+        }))) = next
+        {
+            assert_eq!(delivery.payload, b"wake");
+            break;
+        }
+    }
+    drop(tx);
 }

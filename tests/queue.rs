@@ -306,6 +306,7 @@ fn direct_store(ctx: &mut TestContext) -> QueueStore {
         command_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
         tls: None,
+        durable_replicas: 0,
     };
     let redis = Redis::standalone(&ctx.redis().url(), settings).expect("redis");
     QueueStore::new(Arc::new(redis))

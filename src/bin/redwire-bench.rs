@@ -1074,6 +1074,7 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
         command_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
         tls: None,
+        durable_replicas: 0,
     };
     let redis =
         Arc::new(redwire::redis::Redis::standalone(&args.redis_url, settings).expect("redis"));

@@ -136,10 +136,9 @@ impl LockStore {
             }
             tokio::time::timeout(timeout, async {
                 let mut conn = node.conn().await?;
-                invocation
-                    .invoke_async::<T>(&mut conn)
-                    .await
-                    .map_err(Error::from)
+                let reply = invocation.invoke_async::<T>(&mut conn).await?;
+                node.await_replicas(&mut conn).await?;
+                Ok(reply)
             })
             .await
             .map_err(|_| Error::OutcomeUnknown("lock server did not answer in time".into()))?

@@ -13,14 +13,17 @@
 //! ([`Listener::deliver`] must not block; subscriber buffers are bounded). When the
 //! classic connection drops (Redis restart, `CLIENT KILL TYPE pubsub`), the hub
 //! reconnects with backoff, re-subscribes everything, and tells every listener that
-//! messages may have been lost ([`Listener::lost`]). It also pings the classic
+//! messages may have been lost ([`Listener::lost`]). Sharded subscriptions that
+//! Redis ends by itself (the shard's master stepped down in a failover, or the
+//! slot moved) or that a lost node took with it are subscribed again, retried
+//! until the new master answers, with the same gap. It also pings the classic
 //! connection every [`LIVENESS_PING`]: a node that stops answering (hung, or
 //! partitioned without a reset) is left the same way. On a cluster each reconnect
 //! goes to the next seed node (`Redis::pubsub`), so the death of one node moves
 //! classic subscriptions and wake-ups to another. [`Hub::is_live`] says whether the
 //! classic connection is up; health reports PubSub NOT_SERVING while it is not.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -138,6 +141,8 @@ impl Hub {
         let task = HubTask {
             live: live.clone(),
             ping_at: Instant::now() + LIVENESS_PING,
+            sharded_pending: HashSet::new(),
+            sharded_retry_at: Instant::now(),
             redis,
             strip_prefixes,
             commands: rx,
@@ -224,6 +229,11 @@ struct HubTask {
     live: Arc<AtomicBool>,
     /// When the classic connection is pinged next.
     ping_at: Instant,
+    /// Sharded channels (Redis names) to subscribe again: Redis dropped them (a
+    /// failover or slot move) or the connection was lost.
+    sharded_pending: HashSet<String>,
+    /// When `sharded_pending` is tried next.
+    sharded_retry_at: Instant,
 }
 
 impl HubTask {
@@ -249,9 +259,16 @@ impl HubTask {
                     self.ping_classic().await;
                 }
                 push = next_push(&mut self.sharded) => match push {
-                    Some(push) => self.dispatch_push(push),
-                    None => self.sharded = None,
+                    Some(push) => self.on_push(push),
+                    None => {
+                        tracing::warn!("sharded pub/sub connection lost; re-subscribing");
+                        self.sharded = None;
+                        self.resubscribe_all_sharded();
+                    }
                 },
+                () = tokio::time::sleep_until(self.sharded_retry_at), if !self.sharded_pending.is_empty() => {
+                    self.retry_sharded().await;
+                }
                 () = tokio::time::sleep_until(self.retry_at), if self.classic.is_none() => {}
                 () = shutdown.cancelled() => return,
             }
@@ -281,15 +298,7 @@ impl HubTask {
                 self.backoff = Duration::from_millis(100);
                 if self.connected_once {
                     tracing::info!("pub/sub connection re-established");
-                    for (id, listener) in &self.listeners {
-                        if self
-                            .owned
-                            .get(id)
-                            .is_some_and(|t| t.iter().any(|t| !matches!(t, Target::Sharded(_))))
-                        {
-                            listener.lost();
-                        }
-                    }
+                    self.tell_lost(|t| !matches!(t, Target::Sharded(_)));
                 }
                 self.connected_once = true;
             }
@@ -430,10 +439,9 @@ impl HubTask {
                 let (conn, pushes) = self.redis.sharded_pubsub().await?;
                 self.sharded = Some(Sharded { conn, pushes });
             }
-            if let Some(shard) = self.sharded.as_mut() {
-                for channel in sharded {
-                    shard.conn.ssubscribe(channel).await?;
-                }
+            let timeout = self.redis.command_timeout();
+            for channel in sharded {
+                self.ssubscribe(channel, timeout).await?;
             }
         }
         Ok(())
@@ -493,7 +501,7 @@ impl HubTask {
         self.dispatch(&target, &channel, message.get_payload_bytes());
     }
 
-    fn dispatch_push(&self, push: PushInfo) {
+    fn on_push(&mut self, push: PushInfo) {
         match push.kind {
             PushKind::SMessage => {
                 if let Some(message) = Msg::from_push_info(push) {
@@ -506,17 +514,98 @@ impl HubTask {
                 }
             }
             PushKind::Disconnection => {
-                for (id, listener) in &self.listeners {
-                    if self
-                        .owned
-                        .get(id)
-                        .is_some_and(|t| t.iter().any(|t| matches!(t, Target::Sharded(_))))
-                    {
-                        listener.lost();
-                    }
+                tracing::warn!("sharded pub/sub connection to a node lost; re-subscribing");
+                self.resubscribe_all_sharded();
+            }
+            // Redis ends sharded subscriptions itself when their shard's master
+            // steps down or the slot moves; ours (an UNSUBSCRIBE we sent) have
+            // already left `interests`.
+            PushKind::SUnsubscribe => {
+                let channel = push_channel(&push);
+                if let Some(channel) = channel
+                    && self
+                        .interests
+                        .contains_key(&Target::Sharded(channel.clone()))
+                {
+                    tracing::info!(%channel, "redis ended a sharded subscription (failover or slot move); re-subscribing");
+                    self.tell_lost(|t| *t == Target::Sharded(channel.clone()));
+                    self.sharded_pending.insert(channel);
+                    self.sharded_retry_at = Instant::now();
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Marks every sharded channel for re-subscription and tells their listeners
+    /// that messages may have been lost.
+    fn resubscribe_all_sharded(&mut self) {
+        self.tell_lost(|t| matches!(t, Target::Sharded(_)));
+        self.sharded_pending = self
+            .interests
+            .keys()
+            .filter_map(|t| match t {
+                Target::Sharded(channel) => Some(channel.clone()),
+                _ => None,
+            })
+            .collect();
+        self.sharded_retry_at = Instant::now();
+    }
+
+    /// Subscribes the pending sharded channels again (reconnecting if needed);
+    /// what fails is retried shortly: a failover takes a few seconds to settle.
+    async fn retry_sharded(&mut self) {
+        const RETRY: Duration = Duration::from_millis(250);
+        self.sharded_retry_at = Instant::now() + RETRY;
+        if self.sharded.is_none() {
+            match self.redis.sharded_pubsub().await {
+                Ok((conn, pushes)) => self.sharded = Some(Sharded { conn, pushes }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "sharded pub/sub connection failed");
+                    return;
+                }
+            }
+        }
+        let timeout = self.redis.command_timeout();
+        let pending: Vec<String> = self.sharded_pending.iter().cloned().collect();
+        for channel in pending {
+            if !self
+                .interests
+                .contains_key(&Target::Sharded(channel.clone()))
+            {
+                self.sharded_pending.remove(&channel);
+                continue;
+            }
+            match self.ssubscribe(&channel, timeout).await {
+                Ok(()) => {
+                    self.sharded_pending.remove(&channel);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, %channel, "sharded re-subscribe failed; retrying")
+                }
+            }
+        }
+    }
+
+    /// SSUBSCRIBEs `channel` on the sharded connection.
+    async fn ssubscribe(&mut self, channel: &str, timeout: Duration) -> Result<()> {
+        let Some(shard) = self.sharded.as_mut() else {
+            return Err(Error::Unavailable("no sharded pub/sub connection".into()));
+        };
+        bounded(timeout, shard.conn.ssubscribe(channel)).await
+    }
+
+    /// Tells the listeners that own a target matching `affected` that messages
+    /// may have been lost.
+    fn tell_lost(&self, affected: impl Fn(&Target) -> bool) {
+        for (id, listener) in &self.listeners {
+            if self
+                .owned
+                .get(id)
+                .is_some_and(|targets| targets.iter().any(&affected))
+            {
+                listener.lost();
+            }
         }
     }
 
@@ -556,6 +645,13 @@ async fn next_classic(classic: &mut Option<Classic>) -> Option<Msg> {
         Some(c) => c.stream.next().await,
         None => std::future::pending().await,
     }
+}
+
+/// The channel a subscribe or unsubscribe push is about.
+fn push_channel(push: &PushInfo) -> Option<String> {
+    push.data
+        .first()
+        .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
 }
 
 async fn next_push(sharded: &mut Option<Sharded>) -> Option<PushInfo> {

@@ -145,7 +145,8 @@ impl QueueStore {
         self.redis.conn().await
     }
 
-    /// Runs a queue script with the queue's keys and `args`.
+    /// Runs a queue script with the queue's keys and `args`; in durable mode, its
+    /// writes are on the replicas when this returns.
     async fn invoke<T: redis::FromRedisValue>(
         &self,
         script: &Script,
@@ -159,7 +160,10 @@ impl QueueStore {
         for arg in args {
             invocation.arg(*arg);
         }
-        Ok(invocation.invoke_async(&mut self.conn().await?).await?)
+        let mut conn = self.conn().await?;
+        let reply = invocation.invoke_async(&mut conn).await?;
+        self.redis.await_replicas(&mut conn).await?;
+        Ok(reply)
     }
 
     /// Adds `queue` to the registry the first time this process sees it.

@@ -93,7 +93,7 @@ fn bounded<'a, T: Send + 'a>(
         tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
             Err(RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                "no answer within --redis-timeout",
+                "--redis-timeout passed",
             )))
         })
     })

@@ -107,6 +107,9 @@ pub struct RedisSettings {
     /// Certificates for `rediss://` connections ([`tls_certificates`]); None trusts
     /// the system's CAs and sends no client certificate.
     pub tls: Option<TlsCertificates>,
+    /// Replicas that must have a write before it is acknowledged (WAIT); 0 for
+    /// none ([`Redis::await_replicas`]).
+    pub durable_replicas: u32,
 }
 
 /// Where the shared connections go.
@@ -351,6 +354,32 @@ impl Redis {
             .map_err(|_| Error::Unavailable("PING timed out".into()))?
     }
 
+    /// In durable mode (`--durable-replicas N`), waits until N replicas have every
+    /// write made so far on `conn` (Redis WAIT, for up to half the Redis timeout).
+    /// Fewer in time: OUTCOME_UNKNOWN, since the write is on the master but a
+    /// failover now could lose it. Without durable mode, returns at once.
+    pub async fn await_replicas(&self, conn: &mut Conn) -> Result<()> {
+        let wanted = self.settings.durable_replicas;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let wait = self.settings.command_timeout / 2;
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(wait_ms)
+            .query_async(conn)
+            .await?;
+        if acked >= i64::from(wanted) {
+            Ok(())
+        } else {
+            Err(Error::OutcomeUnknown(format!(
+                "written on the master, but only {acked} of {wanted} replicas had it within \
+                 {wait_ms} ms (--durable-replicas); a failover now could lose it"
+            )))
+        }
+    }
+
     /// How long one ordinary command may take.
     pub fn command_timeout(&self) -> Duration {
         self.settings.command_timeout
@@ -500,7 +529,9 @@ impl BlockingConn {
         let limit = server_wait + self.command_timeout;
         let reply = tokio::time::timeout(limit, cmd.query_async::<T>(&mut **object))
             .await
-            .map_err(|_| Error::OutcomeUnknown("blocking command outlived its wait".into()))?;
+            .map_err(|_| {
+                Error::OutcomeUnknown("redis did not end a blocking command within its wait".into())
+            })?;
         match reply {
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
                 Err(e.into())

@@ -253,17 +253,19 @@ impl StreamStore {
             .collect())
     }
 
-    /// Runs a pipeline of XADDs; returns their ids.
+    /// Runs a pipeline of XADDs; returns their ids (in durable mode, once the
+    /// replicas have them).
     async fn query_ids(&self, pipe: &redis::Pipeline) -> Result<Vec<String>> {
-        pipe.query_async(&mut self.conn().await?)
-            .await
-            .map_err(|e| {
-                if e.to_string().contains("equal or smaller") {
-                    Error::invalid("id", "must be greater than the stream's last id")
-                } else {
-                    e.into()
-                }
-            })
+        let mut conn = self.conn().await?;
+        let ids = pipe.query_async(&mut conn).await.map_err(|e| {
+            if e.to_string().contains("equal or smaller") {
+                Error::invalid("id", "must be greater than the stream's last id")
+            } else {
+                Error::from(e)
+            }
+        })?;
+        self.redis.await_replicas(&mut conn).await?;
+        Ok(ids)
     }
 
     /// Appends a batch with explicit ids all or nothing (`append.lua`).
@@ -291,7 +293,9 @@ impl StreamStore {
                 invocation.arg(name).arg(value);
             }
         }
-        let mut reply: Vec<Value> = invocation.invoke_async(&mut self.conn().await?).await?;
+        let mut conn = self.conn().await?;
+        let mut reply: Vec<Value> = invocation.invoke_async(&mut conn).await?;
+        self.redis.await_replicas(&mut conn).await?;
         match reply.first() {
             Some(Value::Int(-1)) => reply
                 .drain(1..)
@@ -494,15 +498,18 @@ impl StreamStore {
         }
     }
 
-    /// XACK.
+    /// XACK (in durable mode, acknowledged once the replicas have it).
     pub async fn ack(&self, stream: &str, group: &str, ids: &[String]) -> Result<i64> {
         let key = stream_keys(stream).0;
-        Ok(redis::cmd("XACK")
+        let mut conn = self.conn().await?;
+        let acked = redis::cmd("XACK")
             .arg(&key)
             .arg(group)
             .arg(ids)
-            .query_async(&mut self.conn().await?)
-            .await?)
+            .query_async(&mut conn)
+            .await?;
+        self.redis.await_replicas(&mut conn).await?;
+        Ok(acked)
     }
 
     /// XPENDING summary.

@@ -205,6 +205,14 @@ impl RedisServer {
             .is_ok()
     }
 
+    /// True when `ROLE` says this server is a master.
+    pub fn is_master(&self) -> bool {
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query(&mut self.connection())
+            .unwrap_or_default();
+        matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master")
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -296,10 +304,16 @@ impl Drop for RedisServer {
     }
 }
 
-/// A 3-master Redis Cluster on loopback (no replicas).
+/// A 3-master Redis Cluster on loopback; [`RedisCluster::start_with_replicas`]
+/// adds one replica per master.
 pub struct RedisCluster {
+    /// The masters, in slot order (node 0 owns slots 0..=5460), then the replicas
+    /// (node 3 + i replicates node i).
     pub nodes: Vec<RedisServer>,
 }
+
+/// The slots each master owns, master `i` the `i`th range.
+const SLOT_RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
 
 /// Cluster-mode flags of every node.
 const CLUSTER_ARGS: [&str; 6] = [
@@ -336,8 +350,7 @@ impl RedisCluster {
     /// Assigns a third of the slots to each node and introduces them, the second
     /// and third on `meet_port`; waits for `cluster_state:ok`.
     fn join(nodes: Vec<RedisServer>, meet_port: impl Fn(&RedisServer) -> u16) -> Self {
-        let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
-        for (node, (first, last)) in nodes.iter().zip(ranges) {
+        for (node, (first, last)) in nodes.iter().zip(SLOT_RANGES) {
             let _: () = redis::cmd("CLUSTER")
                 .arg("ADDSLOTSRANGE")
                 .arg(first)
@@ -366,17 +379,95 @@ impl RedisCluster {
         cluster
     }
 
-    /// Every node says the cluster is ok and knows all three nodes.
+    /// Every node says the cluster is ok and knows all the nodes.
     fn is_ready(&self) -> bool {
+        let known = format!("cluster_known_nodes:{}", self.nodes.len());
         self.nodes.iter().all(|node| {
             let info: String = redis::cmd("CLUSTER")
                 .arg("INFO")
                 .query(&mut node.connection())
                 .unwrap_or_default();
-            info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
+            info.contains("cluster_state:ok") && info.contains(&known)
         })
     }
 
+    /// Three masters, each with one replica in sync (`CLUSTER REPLICATE`).
+    pub fn start_with_replicas() -> Self {
+        let mut cluster = Self::start();
+        let masters: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|node| {
+                redis::cmd("CLUSTER")
+                    .arg("MYID")
+                    .query(&mut node.connection())
+                    .expect("cluster myid")
+            })
+            .collect();
+        for master in &masters {
+            let replica = RedisServer::start_with(&CLUSTER_ARGS);
+            let _: () = redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(replica.port())
+                .query(&mut cluster.nodes[0].connection())
+                .expect("cluster meet");
+            // A node can only be made a replica once it knows its master.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let replicated: redis::RedisResult<()> = redis::cmd("CLUSTER")
+                    .arg("REPLICATE")
+                    .arg(master)
+                    .query(&mut replica.connection());
+                if replicated.is_ok() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "replica could not join its master"
+                );
+                std::thread::sleep(POLL_INTERVAL);
+            }
+            cluster.nodes.push(replica);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !(cluster.is_ready() && cluster.replicas_in_sync()) {
+            assert!(Instant::now() < deadline, "replicas did not sync");
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        cluster
+    }
+
+    /// Every replica's link to its master is up.
+    fn replicas_in_sync(&self) -> bool {
+        self.nodes[3..].iter().all(|node| {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut node.connection())
+                .unwrap_or_default();
+            info.contains("master_link_status:up")
+        })
+    }
+
+    /// `CLUSTER FAILOVER` on the replica of master `index`: they swap roles with
+    /// no write lost. Returns once the replica reports itself master.
+    pub fn failover(&self, index: usize) {
+        let replica = &self.nodes[3 + index];
+        let _: () = redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .query(&mut replica.connection())
+            .expect("cluster failover");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if replica.is_master() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the failover did not happen");
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Every node's URL, masters first.
     pub fn seeds(&self) -> String {
         self.nodes
             .iter()
@@ -394,15 +485,19 @@ impl RedisCluster {
             .join(",")
     }
 
+    /// Which master (0, 1 or 2, as started) owns the slot of the Redis key or
+    /// sharded channel `name`.
+    pub fn shard_of(name: &str) -> usize {
+        let slot = redwire::redis::keys::hash_slot(name.as_bytes());
+        SLOT_RANGES
+            .iter()
+            .position(|(first, last)| (*first..=*last).contains(&slot))
+            .expect("every slot has a range")
+    }
+
     /// A connection to the node that owns `key`'s slot.
     pub fn connection_for(&self, key: &str) -> redis::Connection {
-        let slot = redwire::redis::keys::hash_slot(key.as_bytes());
-        let index = match slot {
-            0..=5460 => 0,
-            5461..=10922 => 1,
-            _ => 2,
-        };
-        self.nodes[index].connection()
+        self.nodes[Self::shard_of(key)].connection()
     }
 }
 
@@ -473,6 +568,21 @@ impl TestContext {
             .expect("cluster start");
         let seeds = cluster.seeds();
         Self::start(Backend::Cluster(cluster), &["--redis-cluster", &seeds], &[]).await
+    }
+
+    /// Redwire, with `extra` flags, over its own fresh cluster of three masters
+    /// with a replica each.
+    pub async fn replicated_cluster(extra: &[&str]) -> Self {
+        let cluster = tokio::task::spawn_blocking(RedisCluster::start_with_replicas)
+            .await
+            .expect("cluster start");
+        let seeds = cluster.seeds();
+        Self::start(
+            Backend::Cluster(cluster),
+            &["--redis-cluster", &seeds],
+            extra,
+        )
+        .await
     }
 
     /// A second Redwire over the same Redis as `self`, as another instance behind
@@ -573,6 +683,14 @@ impl TestContext {
 
     pub fn health(&self) -> HealthClient<Channel> {
         HealthClient::new(self.channel.clone())
+    }
+
+    /// The cluster behind this context.
+    pub fn cluster_mut(&mut self) -> &mut RedisCluster {
+        match &mut self.backend {
+            Backend::Cluster(cluster) => cluster,
+            _ => panic!("this context has no test cluster"),
+        }
     }
 
     /// The standalone Redis behind this context.
