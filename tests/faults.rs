@@ -609,6 +609,34 @@ async fn durable_mode_keeps_acknowledged_appends_through_a_failover() {
     assert!(acknowledged.len() >= 10);
 }
 
+/// Opens a Consume stream on `queue` with one credit; keep the sender to keep
+/// the stream open.
+async fn consume(
+    ctx: &TestContext,
+    queue: &str,
+) -> (
+    tokio::sync::mpsc::Sender<ConsumeRequest>,
+    tonic::Streaming<ConsumeResponse>,
+) {
+    let (tx, requests) = tokio::sync::mpsc::channel(4);
+    tx.send(ConsumeRequest {
+        message: Some(consume_request::Message::Subscribe(Subscribe {
+            queue: queue.into(),
+            max_in_flight: 1,
+            lease: None,
+        })),
+    })
+    .await
+    .expect("subscribe");
+    let deliveries = ctx
+        .queue()
+        .consume(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await
+        .expect("consume")
+        .into_inner();
+    (tx, deliveries)
+}
+
 /// Queue wake-ups do not depend on one node: with consumers on one Redwire and
 /// producers on another, killing the first seed node (where both hubs' pub/sub
 /// connections went) moves the wake-ups to another node, and an idle consumer
@@ -618,22 +646,7 @@ async fn durable_mode_keeps_acknowledged_appends_through_a_failover() {
 async fn queue_wake_ups_move_off_a_dead_first_seed_node() {
     let mut producer = TestContext::replicated_cluster(&[]).await;
     let consumer_side = producer.beside().await;
-    let (tx, requests) = tokio::sync::mpsc::channel(4);
-    tx.send(ConsumeRequest {
-        message: Some(consume_request::Message::Subscribe(Subscribe {
-            queue: "mail".into(),
-            max_in_flight: 1,
-            lease: None,
-        })),
-    })
-    .await
-    .expect("subscribe");
-    let mut deliveries = consumer_side
-        .queue()
-        .consume(tokio_stream::wrappers::ReceiverStream::new(requests))
-        .await
-        .expect("consume")
-        .into_inner();
+    let (tx, mut deliveries) = consume(&consumer_side, "mail").await;
 
     let cluster = producer.cluster_mut();
     cluster.nodes[0].kill();
@@ -662,5 +675,78 @@ async fn queue_wake_ups_move_off_a_dead_first_seed_node() {
             break;
         }
     }
+    drop(tx);
+}
+
+/// Network faults between Redwire and Redis, through a TCP proxy: every Redis
+/// connection reset and new ones refused for a while (a load balancer or NAT
+/// losing its state), then allowed again. Meanwhile health is NOT_SERVING; after,
+/// it is SERVING, calls work, a subscriber gets a gap then messages, and an idle
+/// consumer gets a job enqueued afterwards, all without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_connections_reset_and_refused_by_the_network_recover() {
+    let redis = support::RedisServer::start();
+    let proxy = support::proxy::FaultProxy::start(
+        format!("127.0.0.1:{}", redis.port()).parse().expect("addr"),
+    )
+    .await;
+    let url = proxy.url();
+    let mut ctx = TestContext::over(
+        redis,
+        &["--redis-url", &url, "--redis-timeout", "500ms"],
+        true,
+    )
+    .await;
+    let mut subscription = ctx
+        .pubsub()
+        .subscribe(subscribe_to("alerts"))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    assert!(matches!(
+        next_event(&mut subscription, HANG).await,
+        Some(subscribe_event::Event::Subscribed(_))
+    ));
+    let (tx, mut deliveries) = consume(&ctx, "mail").await;
+
+    proxy.set(support::proxy::Fault::Refuse);
+    proxy.reset_all();
+    ctx.wait_for_health("", ServingStatus::NotServing).await;
+    proxy.set(support::proxy::Fault::None);
+    ctx.wait_for_health("", ServingStatus::Serving).await;
+
+    ctx.cache()
+        .set(SetRequest {
+            key: "k".into(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("calls work again");
+    let gap = gap_then_message(&mut subscription, "after", || {
+        publish_on(ctx.redis(), "alerts", "after");
+        std::future::ready(())
+    })
+    .await;
+    assert!(gap, "the subscriber was told messages may have been lost");
+    ctx.queue()
+        .enqueue(EnqueueRequest {
+            queue: "mail".into(),
+            job: Some(JobSpec {
+                payload: b"after".to_vec(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("enqueue");
+    let delivered = tokio::time::timeout(HANG, deliveries.next())
+        .await
+        .expect("a delivery")
+        .expect("the stream is open")
+        .expect("ok");
+    assert!(matches!(
+        delivered.message,
+        Some(consume_response::Message::Delivery(d)) if d.payload == b"after"
+    ));
     drop(tx);
 }

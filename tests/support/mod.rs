@@ -3,12 +3,16 @@
 //! - [`RedisServer`]: a `redis-server` child on a random loopback port with its own
 //!   temp dir (AOF on), killed and reaped on drop; its log is printed when the test
 //!   panics.
-//! - [`RedisCluster`]: three such servers joined into a 3-master Redis Cluster.
+//! - [`RedisCluster`]: three such servers joined into a 3-master Redis Cluster,
+//!   optionally with a replica each, and `CLUSTER FAILOVER` on request.
+//! - [`proxy::FaultProxy`]: a loopback TCP proxy that resets, refuses or
+//!   black-holes connections, for network faults between Redwire and Redis.
 //! - [`TestContext`]: Redwire running in this process on `127.0.0.1:0`, with typed
 //!   clients, stopped through its shutdown future.
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod proxy;
 pub mod tls;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
