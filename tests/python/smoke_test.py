@@ -251,6 +251,73 @@ class JsonLogTest(unittest.TestCase):
         self.assertEqual(listening[0]["addr"], addr)
 
 
+def rss_mib(pid):
+    """The resident set size of process pid, in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+class SlowSubscriberMemoryTest(unittest.TestCase):
+    """Subscribers that stop reading (real grpcio clients) cost the server a bounded
+    amount each, whatever is published: their --pubsub-buffer-bytes buffer (1 MiB)
+    plus HTTP/2's send buffer, about 2 MiB measured; not what was published."""
+
+    SUBSCRIBERS = 20
+    MESSAGES = 3000
+    PAYLOAD = b"x" * 10240  # 30 MB in all, to each subscriber
+    BOUND_MIB = 4  # per stalled subscriber; measured about 2
+
+    def test_subscribers_that_never_read_hold_bounded_memory(self):
+        with tempfile.TemporaryDirectory(prefix="rw-mem-") as tmp:
+            generate_stubs(tmp)
+            pb = importlib.import_module("redwire.v1.pubsub_pb2")
+            grpc_pb = importlib.import_module("redwire.v1.pubsub_pb2_grpc")
+            addr = f"127.0.0.1:{free_port()}"
+            with open(os.path.join(tmp, "redwire.log"), "w") as log:
+                proc = launch(tmp, addr, log, "--log", "warn")
+                channels = []
+                try:
+                    with grpc.insecure_channel(addr) as channel:
+                        wait_until_serving(channel, proc, log)
+                        request = pb.SubscribeRequest(channels=["firehose"])
+                        stalled = []
+                        for _ in range(self.SUBSCRIBERS):
+                            own = grpc.insecure_channel(addr)
+                            channels.append(own)
+                            events = grpc_pb.PubSubStub(own).Subscribe(request)
+                            next(events)  # subscribed; never read again
+                            stalled.append(events)
+                        reader = grpc_pb.PubSubStub(channel).Subscribe(request)
+                        next(reader)
+                        before = rss_mib(proc.pid)
+                        publisher = grpc_pb.PubSubStub(channel)
+                        for _ in range(self.MESSAGES):
+                            publisher.Publish(pb.PublishRequest(channel="firehose", payload=self.PAYLOAD))
+                        publisher.Publish(pb.PublishRequest(channel="firehose", payload=b"last"))
+                        # The hub hands every message to every subscriber in order: once
+                        # the reading one has the last, the stalled ones were offered all.
+                        for event in reader:
+                            if event.HasField("message") and event.message.payload == b"last":
+                                break
+                        grown = rss_mib(proc.pid) - before
+                        for events in stalled:
+                            events.cancel()
+                        reader.cancel()
+                finally:
+                    for own in channels:
+                        own.close()
+                    proc.send_signal(signal.SIGTERM)
+                    self.assertEqual(proc.wait(timeout=20), 0)
+        published_mib = self.MESSAGES * len(self.PAYLOAD) / 2**20
+        self.assertLess(
+            grown, self.SUBSCRIBERS * self.BOUND_MIB,
+            f"{self.SUBSCRIBERS} stalled subscribers grew RSS by {grown:.1f} MiB "
+            f"after {published_mib:.0f} MiB published to each")
+
+
 if __name__ == "__main__":
     BINARY = os.path.abspath(sys.argv.pop(1))
     unittest.main(verbosity=2)
