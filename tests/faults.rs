@@ -217,6 +217,24 @@ async fn next_event(
     }
 }
 
+/// Subscribes with `request` and checks the first event confirms it.
+async fn subscribed(
+    ctx: &TestContext,
+    request: SubscribeRequest,
+) -> tonic::Streaming<SubscribeEvent> {
+    let mut subscription = ctx
+        .pubsub()
+        .subscribe(request)
+        .await
+        .expect("subscribe")
+        .into_inner();
+    assert!(matches!(
+        next_event(&mut subscription, HANG).await,
+        Some(subscribe_event::Event::Subscribed(_))
+    ));
+    subscription
+}
+
 /// Publishes `payload` on a classic channel straight to `node` (classic PUBLISH
 /// reaches every node of a cluster).
 fn publish_on(node: &support::RedisServer, channel: &str, payload: &str) {
@@ -278,16 +296,7 @@ async fn publish_sharded(ctx: &TestContext, channel: &str, payload: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classic_subscriptions_move_off_a_dead_first_seed_node() {
     let mut ctx = TestContext::cluster().await;
-    let mut subscription = ctx
-        .pubsub()
-        .subscribe(subscribe_to("news"))
-        .await
-        .expect("subscribe")
-        .into_inner();
-    assert!(matches!(
-        next_event(&mut subscription, HANG).await,
-        Some(subscribe_event::Event::Subscribed(_))
-    ));
+    let mut subscription = subscribed(&ctx, subscribe_to("news")).await;
     let cluster = ctx.cluster_mut();
     publish_on(&cluster.nodes[1], "news", "before");
     assert!(matches!(
@@ -314,16 +323,7 @@ async fn pubsub_health_follows_its_own_connection() {
     const PUBSUB: &str = "redwire.v1.PubSub";
     let mut ctx = TestContext::standalone().await;
     ctx.wait_for_health(PUBSUB, ServingStatus::Serving).await;
-    let mut subscription = ctx
-        .pubsub()
-        .subscribe(subscribe_to("alerts"))
-        .await
-        .expect("subscribe")
-        .into_inner();
-    assert!(matches!(
-        next_event(&mut subscription, HANG).await,
-        Some(subscribe_event::Event::Subscribed(_))
-    ));
+    let mut subscription = subscribed(&ctx, subscribe_to("alerts")).await;
 
     // Taking channel permissions away disconnects subscribers (Redis 7) and
     // refuses their SUBSCRIBE; the connections other services use are untouched.
@@ -372,18 +372,14 @@ fn master_with_replica() -> (support::RedisServer, support::RedisServer) {
     let master = support::RedisServer::start();
     let port = master.port().to_string();
     let replica = support::RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
-    let deadline = Instant::now() + HANG;
-    loop {
+    support::eventually_blocking(HANG, "the replica to sync", || {
         let info: String = redis::cmd("INFO")
             .arg("replication")
             .query(&mut replica.connection())
             .expect("info");
-        if info.contains("master_link_status:up") {
-            return (master, replica);
-        }
-        assert!(Instant::now() < deadline, "the replica never synced");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        info.contains("master_link_status:up")
+    });
+    (master, replica)
 }
 
 /// Durable mode (`--durable-replicas 1`): an enqueue, an append and a lock grant
@@ -496,19 +492,14 @@ async fn sharded_subscriptions_follow_failovers() {
     let mut ctx = TestContext::replicated_cluster(&[]).await;
     let shard =
         support::RedisCluster::shard_of(&redwire::redis::keys::pubsub_channel(CHANNEL, true));
-    let mut subscription = ctx
-        .pubsub()
-        .subscribe(SubscribeRequest {
+    let mut subscription = subscribed(
+        &ctx,
+        SubscribeRequest {
             sharded_channels: vec![CHANNEL.into()],
             ..Default::default()
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
-    assert!(matches!(
-        next_event(&mut subscription, HANG).await,
-        Some(subscribe_event::Event::Subscribed(_))
-    ));
+        },
+    )
+    .await;
     gap_then_message(&mut subscription, "before", || {
         publish_sharded(&ctx, CHANNEL, "before")
     })
@@ -584,20 +575,19 @@ async fn durable_mode_keeps_acknowledged_appends_through_a_failover() {
     cluster.nodes[3 + shard].resume();
 
     let promoted = &cluster.nodes[3 + shard];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stored: Vec<String> = loop {
-        if promoted.is_master() {
-            let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                .arg(&key)
-                .arg("-")
-                .arg("+")
-                .query(&mut promoted.connection())
-                .expect("xrange");
-            break entries.ids.into_iter().map(|e| e.id).collect();
-        }
-        assert!(Instant::now() < deadline, "the replica never took over");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    eventually(
+        Duration::from_secs(30),
+        "the replica to take over",
+        || async { promoted.is_master().then_some(()) },
+    )
+    .await;
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query(&mut promoted.connection())
+        .expect("xrange");
+    let stored: Vec<String> = entries.ids.into_iter().map(|e| e.id).collect();
     let lost: Vec<&String> = acknowledged
         .iter()
         .filter(|id| !stored.contains(id))
@@ -697,22 +687,13 @@ async fn redis_connections_reset_and_refused_by_the_network_recover() {
         true,
     )
     .await;
-    let mut subscription = ctx
-        .pubsub()
-        .subscribe(subscribe_to("alerts"))
-        .await
-        .expect("subscribe")
-        .into_inner();
-    assert!(matches!(
-        next_event(&mut subscription, HANG).await,
-        Some(subscribe_event::Event::Subscribed(_))
-    ));
+    let mut subscription = subscribed(&ctx, subscribe_to("alerts")).await;
     let (tx, mut deliveries) = consume(&ctx, "mail").await;
 
-    proxy.set(support::proxy::Fault::Refuse);
+    proxy.refuse(true);
     proxy.reset_all();
     ctx.wait_for_health("", ServingStatus::NotServing).await;
-    proxy.set(support::proxy::Fault::None);
+    proxy.refuse(false);
     ctx.wait_for_health("", ServingStatus::Serving).await;
 
     ctx.cache()

@@ -5,8 +5,8 @@
 //!   panics.
 //! - [`RedisCluster`]: three such servers joined into a 3-master Redis Cluster,
 //!   optionally with a replica each, and `CLUSTER FAILOVER` on request.
-//! - [`proxy::FaultProxy`]: a loopback TCP proxy that resets, refuses or
-//!   black-holes connections, for network faults between Redwire and Redis.
+//! - [`proxy::FaultProxy`]: a loopback TCP proxy that resets or refuses
+//!   connections, for network faults between Redwire and Redis.
 //! - [`TestContext`]: Redwire running in this process on `127.0.0.1:0`, with typed
 //!   clients, stopped through its shutdown future.
 
@@ -85,6 +85,19 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// [`eventually`] for code outside the async runtime (starting servers): polls
+/// `check` until it is true, or panics with `what` after `timeout`.
+pub fn eventually_blocking(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(POLL_INTERVAL);
     }
 }
 
@@ -316,6 +329,9 @@ pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
+/// How long a cluster may take to form, sync its replicas or fail over.
+const CLUSTER_READY: Duration = Duration::from_secs(30);
+
 /// The slots each master owns, master `i` the `i`th range.
 const SLOT_RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
 
@@ -372,14 +388,7 @@ impl RedisCluster {
                 .expect("cluster meet");
         }
         let cluster = Self { nodes };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !cluster.is_ready() {
-            assert!(
-                Instant::now() < deadline,
-                "cluster did not reach cluster_state:ok"
-            );
-            std::thread::sleep(POLL_INTERVAL);
-        }
+        eventually_blocking(CLUSTER_READY, "cluster_state:ok", || cluster.is_ready());
         cluster
     }
 
@@ -417,28 +426,18 @@ impl RedisCluster {
                 .query(&mut cluster.nodes[0].connection())
                 .expect("cluster meet");
             // A node can only be made a replica once it knows its master.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let replicated: redis::RedisResult<()> = redis::cmd("CLUSTER")
+            eventually_blocking(CLUSTER_READY, "a replica to join its master", || {
+                redis::cmd("CLUSTER")
                     .arg("REPLICATE")
                     .arg(master)
-                    .query(&mut replica.connection());
-                if replicated.is_ok() {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "replica could not join its master"
-                );
-                std::thread::sleep(POLL_INTERVAL);
-            }
+                    .query::<()>(&mut replica.connection())
+                    .is_ok()
+            });
             cluster.nodes.push(replica);
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !(cluster.is_ready() && cluster.replicas_in_sync()) {
-            assert!(Instant::now() < deadline, "replicas did not sync");
-            std::thread::sleep(POLL_INTERVAL);
-        }
+        eventually_blocking(CLUSTER_READY, "the replicas to sync", || {
+            cluster.is_ready() && cluster.replicas_in_sync()
+        });
         cluster
     }
 
@@ -461,14 +460,7 @@ impl RedisCluster {
             .arg("FAILOVER")
             .query(&mut replica.connection())
             .expect("cluster failover");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if replica.is_master() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the failover did not happen");
-            std::thread::sleep(POLL_INTERVAL);
-        }
+        eventually_blocking(CLUSTER_READY, "the failover", || replica.is_master());
     }
 
     /// Every node's URL, masters first.
