@@ -108,8 +108,8 @@ pub struct Config {
     #[arg(long, env = "REDWIRE_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
-    /// Most bytes of large replies (over 64 KiB) that clients have not read yet,
-    /// across all connections; a reply that does not fit ends RESOURCE_EXHAUSTED.
+    /// Most bytes of replies that clients have not read yet, across all
+    /// connections; a reply that does not fit ends RESOURCE_EXHAUSTED.
     #[arg(long, env = "REDWIRE_REPLY_BUFFER_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub reply_buffer_bytes: usize,
 

@@ -12,11 +12,12 @@
 //!   is closed (gRPC's `MAX_CONNECTION_IDLE`; clients reconnect on their next
 //!   call). A long-lived stream counts as a call, so subscribers are never cut.
 //!   HTTP/2 keepalive pings (see `server.rs`) close connections whose peer is gone.
-//! - **Reply memory** ([`ReplyLayer`]): a reply larger than [`REPLY_CHUNK`] is
-//!   handed to HTTP/2 a chunk at a time, so the part a client has not read stays
-//!   in one place, counted against `--reply-buffer-bytes` across all connections
-//!   until it is handed over. A reply that does not fit ends RESOURCE_EXHAUSTED;
-//!   clients that never read cannot make the server hold more than that budget.
+//! - **Reply memory** ([`ReplyLayer`]): every reply message counts against
+//!   `--reply-buffer-bytes`, shared by all connections, until HTTP/2 has room to
+//!   send it; one larger than [`REPLY_CHUNK`] is handed over a chunk at a time, so
+//!   the part a client has not read stays in one place. A reply that does not fit
+//!   ends RESOURCE_EXHAUSTED; clients that never read cannot make the server hold
+//!   more than that budget.
 
 use std::io;
 use std::net::SocketAddr;
@@ -30,7 +31,6 @@ use futures::Stream;
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tonic::codegen::{Bytes, Service, http};
 use tonic::transport::server::Connected;
@@ -43,7 +43,7 @@ const HANDSHAKE_BYTES: usize = 24 + 9;
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Largest piece of a reply handed to HTTP/2 at once; larger replies are split
-/// and count against the reply budget until fully handed over.
+/// and stay counted against the reply budget until fully handed over.
 pub const REPLY_CHUNK: usize = 64 * 1024;
 
 /// The per-connection limits, from `Config`.
@@ -280,20 +280,43 @@ impl AsyncWrite for ClientConnection {
 }
 
 /// The tower layer that counts calls per connection (for the idle timeout) and
-/// holds large replies to the reply budget.
+/// holds every reply's bytes to the reply budget until HTTP/2 has taken them.
 #[derive(Debug, Clone)]
 pub struct ReplyLayer {
-    budget: Arc<Semaphore>,
-    budget_bytes: usize,
+    budget: Arc<ReplyBudget>,
 }
 
 impl ReplyLayer {
-    /// A layer whose large replies share `budget_bytes` across the server.
+    /// A layer whose replies share `budget_bytes` across the server.
     pub fn new(budget_bytes: usize) -> Self {
         Self {
-            budget: Arc::new(Semaphore::new(budget_bytes.min(Semaphore::MAX_PERMITS))),
-            budget_bytes,
+            budget: Arc::new(ReplyBudget {
+                limit: budget_bytes,
+                held: AtomicUsize::new(0),
+            }),
         }
+    }
+}
+
+/// Reply bytes the server holds for clients that have not taken them yet.
+#[derive(Debug)]
+struct ReplyBudget {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+impl ReplyBudget {
+    /// Counts `bytes` as held, unless that would pass the limit.
+    fn try_hold(&self, bytes: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
     }
 }
 
@@ -333,32 +356,34 @@ where
             .extensions()
             .get::<ClientInfo>()
             .map(|info| info.activity.begin());
-        let layer = self.layer.clone();
+        let budget = self.layer.budget.clone();
         let response = self.inner.call(request);
         Box::pin(async move {
             let response = response.await?;
             Ok(response.map(|inner| ReplyBody {
                 inner,
-                layer,
+                budget,
                 _call: call,
                 rest: Bytes::new(),
-                permit: None,
+                held: 0,
                 refused: false,
             }))
         })
     }
 }
 
-/// A reply body that hands large data frames over in [`REPLY_CHUNK`] pieces,
-/// holding their bytes against the reply budget meanwhile.
+/// A reply body that counts each data frame against the reply budget until
+/// HTTP/2 asks for the next one (it asks only once it has room to send what it
+/// took), and hands frames larger than [`REPLY_CHUNK`] over a piece at a time.
 #[derive(Debug)]
 pub struct ReplyBody<B> {
     inner: B,
-    layer: ReplyLayer,
+    budget: Arc<ReplyBudget>,
     _call: Option<CallGuard>,
     /// What is left of the large frame being handed over.
     rest: Bytes,
-    permit: Option<OwnedSemaphorePermit>,
+    /// Bytes of the frame in hand counted against the budget.
+    held: usize,
     /// The reply was replaced by a RESOURCE_EXHAUSTED status; nothing follows.
     refused: bool,
 }
@@ -367,7 +392,6 @@ impl<B> ReplyBody<B> {
     /// The next piece of the large frame in hand, if any.
     fn next_piece(&mut self) -> Option<Bytes> {
         if self.rest.is_empty() {
-            self.permit = None;
             return None;
         }
         let len = self.rest.len().min(REPLY_CHUNK);
@@ -379,12 +403,18 @@ impl<B> ReplyBody<B> {
         let status = tonic::Status::resource_exhausted(format!(
             "the reply ({len} bytes) does not fit the server's reply budget \
              (--reply-buffer-bytes {}) while other clients have not read theirs; retry shortly",
-            self.layer.budget_bytes
+            self.budget.limit
         ));
         let mut trailers = http::HeaderMap::new();
         // The message is ASCII we wrote; adding it cannot fail.
         let _ = status.add_header(&mut trailers);
         Frame::trailers(trailers)
+    }
+}
+
+impl<B> Drop for ReplyBody<B> {
+    fn drop(&mut self) {
+        self.budget.release(self.held);
     }
 }
 
@@ -406,23 +436,24 @@ where
         if let Some(piece) = this.next_piece() {
             return Poll::Ready(Some(Ok(Frame::data(piece))));
         }
+        // HTTP/2 has room for more, so what it took last is on its way.
+        this.budget.release(std::mem::take(&mut this.held));
         let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => frame,
             other => return Poll::Ready(other),
         };
         let data = match frame.into_data() {
-            Ok(data) if data.len() > REPLY_CHUNK => data,
-            Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+            Ok(data) => data,
             Err(frame) => return Poll::Ready(Some(Ok(frame))),
         };
-        let permit = u32::try_from(data.len())
-            .ok()
-            .and_then(|n| this.layer.budget.clone().try_acquire_many_owned(n).ok());
-        let Some(permit) = permit else {
+        if !this.budget.try_hold(data.len()) {
             this.refused = true;
             return Poll::Ready(Some(Ok(this.refusal(data.len()))));
-        };
-        this.permit = Some(permit);
+        }
+        this.held = data.len();
+        if data.len() <= REPLY_CHUNK {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
         this.rest = data;
         let piece = this.next_piece();
         Poll::Ready(piece.map(|piece| Ok(Frame::data(piece))))

@@ -1,6 +1,7 @@
 //! The fault tier: Redis black-holed (SIGSTOP: connections accepted, nothing
-//! answered), and what must still hold. Each test bounds its waits, so a
-//! regression fails instead of hanging.
+//! answered), network faults through a TCP proxy (reset, refused, slow, black
+//! hole), failovers and lost nodes on a cluster, and what must still hold. Each
+//! test bounds its waits, so a regression fails instead of hanging.
 
 mod support;
 
@@ -668,6 +669,17 @@ async fn queue_wake_ups_move_off_a_dead_first_seed_node() {
     drop(tx);
 }
 
+/// A Redwire whose only way to its Redis is a fault proxy, with `redis_timeout`.
+async fn behind_a_proxy(redis_timeout: &str) -> (support::proxy::FaultProxy, TestContext) {
+    let redis = support::RedisServer::start();
+    let target = format!("127.0.0.1:{}", redis.port()).parse().expect("addr");
+    let proxy = support::proxy::FaultProxy::start(target).await;
+    let url = proxy.url();
+    let args = ["--redis-url", &url, "--redis-timeout", redis_timeout];
+    let ctx = TestContext::over(redis, &args, true).await;
+    (proxy, ctx)
+}
+
 /// Network faults between Redwire and Redis, through a TCP proxy: every Redis
 /// connection reset and new ones refused for a while (a load balancer or NAT
 /// losing its state), then allowed again. Meanwhile health is NOT_SERVING; after,
@@ -675,18 +687,7 @@ async fn queue_wake_ups_move_off_a_dead_first_seed_node() {
 /// consumer gets a job enqueued afterwards, all without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_connections_reset_and_refused_by_the_network_recover() {
-    let redis = support::RedisServer::start();
-    let proxy = support::proxy::FaultProxy::start(
-        format!("127.0.0.1:{}", redis.port()).parse().expect("addr"),
-    )
-    .await;
-    let url = proxy.url();
-    let mut ctx = TestContext::over(
-        redis,
-        &["--redis-url", &url, "--redis-timeout", "500ms"],
-        true,
-    )
-    .await;
+    let (proxy, mut ctx) = behind_a_proxy("500ms").await;
     let mut subscription = subscribed(&ctx, subscribe_to("alerts")).await;
     let (tx, mut deliveries) = consume(&ctx, "mail").await;
 
@@ -694,8 +695,101 @@ async fn redis_connections_reset_and_refused_by_the_network_recover() {
     proxy.reset_all();
     ctx.wait_for_health("", ServingStatus::NotServing).await;
     proxy.refuse(false);
-    ctx.wait_for_health("", ServingStatus::Serving).await;
+    all_back(&mut ctx, &mut subscription, &mut deliveries).await;
+    drop(tx);
+}
 
+/// A slow and then a black-holed network between Redwire and Redis, through the
+/// TCP proxy. With every byte delayed 100 ms each way, calls are slower but all
+/// succeed, and a subscriber and an idle consumer still get what is sent. With the
+/// path black-holed (connections open, nothing flows), calls end within the Redis
+/// timeout (700 ms here; asserted under 3 s) and health goes NOT_SERVING; once the
+/// path heals, everything works again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_then_black_holed_network_to_redis_slows_calls_and_heals() {
+    let (proxy, mut ctx) = behind_a_proxy("700ms").await;
+    let mut subscription = subscribed(&ctx, subscribe_to("alerts")).await;
+    let (tx, mut deliveries) = consume(&ctx, "mail").await;
+    let enqueue = |payload: &'static str| EnqueueRequest {
+        queue: "mail".into(),
+        job: Some(JobSpec {
+            payload: payload.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+    };
+    proxy.delay(Duration::from_millis(100));
+    let set = SetRequest {
+        key: "k".into(),
+        value: b"slow".to_vec(),
+        ..Default::default()
+    };
+    ctx.cache().set(set.clone()).await.expect("a slow set");
+    let got = ctx.cache().get(GetRequest { key: "k".into() }).await;
+    assert_eq!(got.expect("a slow get").into_inner().value, b"slow");
+    publish_on(ctx.redis(), "alerts", "slow");
+    assert!(matches!(
+        next_event(&mut subscription, HANG).await,
+        Some(subscribe_event::Event::Message(m)) if m.payload == b"slow"
+    ));
+    ctx.queue()
+        .enqueue(enqueue("slow"))
+        .await
+        .expect("a slow enqueue");
+    let delivery = next_delivery(&mut deliveries, "slow").await;
+    tx.send(ConsumeRequest {
+        message: Some(consume_request::Message::Ack(AckItem {
+            job_id: delivery.job_id,
+            lease_token: delivery.lease_token,
+            result: Vec::new(),
+        })),
+    })
+    .await
+    .expect("ack");
+    // The ack frees the consumer's one credit for the job sent after the fault.
+    let outcome = loop {
+        let next = tokio::time::timeout(HANG, deliveries.next()).await;
+        if let Ok(Some(Ok(ConsumeResponse {
+            message: Some(consume_response::Message::Outcome(outcome)),
+        }))) = next
+        {
+            break outcome;
+        }
+        assert!(next.is_ok(), "no outcome of the ack in time");
+    };
+    assert!(outcome.ok, "{outcome:?}");
+
+    proxy.delay(Duration::ZERO);
+    proxy.black_hole(true);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let status = ctx
+            .cache()
+            .set(set.clone())
+            .await
+            .expect_err("nothing flows");
+        let took = started.elapsed();
+        assert!(
+            matches!(status.code(), Code::DeadlineExceeded | Code::Unavailable),
+            "{status:?}"
+        );
+        assert!(took < Duration::from_secs(3), "a set took {took:?}");
+    }
+    ctx.wait_for_health("", ServingStatus::NotServing).await;
+
+    proxy.black_hole(false);
+    all_back(&mut ctx, &mut subscription, &mut deliveries).await;
+    drop(tx);
+}
+
+/// After a network fault heals: health is SERVING, calls work, the subscriber
+/// (to "alerts") gets a gap then messages, and the idle consumer (of "mail") gets
+/// a job enqueued now, all without a restart.
+async fn all_back(
+    ctx: &mut TestContext,
+    subscription: &mut tonic::Streaming<SubscribeEvent>,
+    deliveries: &mut tonic::Streaming<ConsumeResponse>,
+) {
+    ctx.wait_for_health("", ServingStatus::Serving).await;
     ctx.cache()
         .set(SetRequest {
             key: "k".into(),
@@ -704,7 +798,7 @@ async fn redis_connections_reset_and_refused_by_the_network_recover() {
         })
         .await
         .expect("calls work again");
-    let gap = gap_then_message(&mut subscription, "after", || {
+    let gap = gap_then_message(subscription, "after", || {
         publish_on(ctx.redis(), "alerts", "after");
         std::future::ready(())
     })
@@ -720,14 +814,27 @@ async fn redis_connections_reset_and_refused_by_the_network_recover() {
         })
         .await
         .expect("enqueue");
-    let delivered = tokio::time::timeout(HANG, deliveries.next())
-        .await
-        .expect("a delivery")
-        .expect("the stream is open")
-        .expect("ok");
-    assert!(matches!(
-        delivered.message,
-        Some(consume_response::Message::Delivery(d)) if d.payload == b"after"
-    ));
-    drop(tx);
+    next_delivery(deliveries, "after").await;
+}
+
+/// The next delivery on a Consume stream, outcomes and heartbeats skipped.
+async fn next_delivery(
+    deliveries: &mut tonic::Streaming<ConsumeResponse>,
+    payload: &str,
+) -> Delivery {
+    let deadline = Instant::now() + HANG;
+    loop {
+        let next = tokio::time::timeout_at(deadline.into(), deliveries.next()).await;
+        let next = next.unwrap_or_else(|_| panic!("no delivery of {payload:?} in time"));
+        match next {
+            Some(Ok(ConsumeResponse {
+                message: Some(consume_response::Message::Delivery(delivery)),
+            })) => {
+                assert_eq!(delivery.payload, payload.as_bytes());
+                return delivery;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("the stream ended: {other:?}"),
+        }
+    }
 }

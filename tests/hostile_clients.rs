@@ -190,38 +190,81 @@ async fn clients_that_never_read_cannot_hold_more_than_the_reply_budget() {
         .await
         .expect("set_many");
     let get_many = GetManyRequest { keys };
+    let stalled = fill_the_reply_budget(&ctx, "/redwire.v1.Cache/GetMany", &get_many, || async {
+        ctx.cache().get_many(get_many.clone()).await.map(drop)
+    })
+    .await;
+    assert!(stalled >= 2, "one stalled reply cannot fill the budget");
+}
 
-    // Stalled readers, each with a ~1.5 MiB reply it never reads, until a normal
-    // client's large reply no longer fits (two fill the budget; one that raced a
-    // normal call may itself have been refused, so add readers until it holds).
+/// Small replies count too: streams that never read 48 KiB replies, each under
+/// the size that is split, fill the same budget, so a connection's total is not
+/// `--max-concurrent-streams` times a small reply. Before, only replies over
+/// 64 KiB were counted and no small reply was ever refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_small_unread_replies_share_the_same_budget() {
+    const VALUE: usize = 48 * 1024;
+    let ctx = TestContext::standalone_with(&["--reply-buffer-bytes", "1000000"]).await;
+    ctx.cache()
+        .set(SetRequest {
+            key: "small".into(),
+            value: vec![b'x'; VALUE],
+            ..Default::default()
+        })
+        .await
+        .expect("set");
+    let get = GetRequest {
+        key: "small".into(),
+    };
+    let stalled = fill_the_reply_budget(&ctx, "/redwire.v1.Cache/Get", &get, || async {
+        ctx.cache().get(get.clone()).await.map(drop)
+    })
+    .await;
+    // 1,000,000 bytes hold 20 of these replies; one racing a normal call may
+    // have been refused itself.
+    assert!(
+        (19..=21).contains(&stalled),
+        "{stalled} stalled replies filled the budget"
+    );
+}
+
+/// Adds stalled readers of `path` until a normal client's same call (`call`) is
+/// refused RESOURCE_EXHAUSTED naming the flag; checks small calls still work and
+/// that the budget is back once the stalled readers go. Returns how many it took.
+async fn fill_the_reply_budget<F, Fut>(
+    ctx: &TestContext,
+    path: &str,
+    request: &impl prost::Message,
+    call: F,
+) -> usize
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
     let mut stalled = Vec::new();
     let deadline = Instant::now() + HANG;
     let refused = loop {
-        match ctx.cache().get_many(get_many.clone()).await {
+        match call().await {
             Err(status) if status.code() == Code::ResourceExhausted => break status,
             _ => {
-                assert!(Instant::now() < deadline, "no large reply was ever refused");
-                stalled.push(
-                    StalledReader::call(ctx.addr, "/redwire.v1.Cache/GetMany", &get_many).await,
-                );
+                assert!(Instant::now() < deadline, "no reply was ever refused");
+                stalled.push(StalledReader::call(ctx.addr, path, request).await);
             }
         }
     };
     assert!(
-        stalled.len() >= 2,
-        "one stalled reply cannot fill the budget"
-    );
-    assert!(
         refused.message().contains("--reply-buffer-bytes"),
         "{refused:?}"
     );
-    cache_works(&ctx).await;
+    cache_works(ctx).await;
 
+    let count = stalled.len();
     drop(stalled);
     eventually(HANG, "the budget to be back", || async {
-        ctx.cache().get_many(get_many.clone()).await.ok()
+        call().await.ok()
     })
     .await;
+    count
 }
 
 /// A raw HTTP/2 client whose stream window is zero: it sends one gRPC request and
