@@ -108,6 +108,17 @@ pub struct Config {
     #[arg(long, env = "REDWIRE_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
 
+    /// How long a client connection may be silent before an HTTP/2 ping (and TCP
+    /// keepalive) checks that its peer is still there.
+    #[arg(long, env = "REDWIRE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a ping may go unanswered before the connection (and every stream
+    /// on it) is closed: a peer that vanished without closing is found within
+    /// interval + timeout.
+    #[arg(long, env = "REDWIRE_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub keepalive_timeout: Duration,
+
     /// Most bytes of replies that clients have not read yet, across all
     /// connections; a reply that does not fit ends RESOURCE_EXHAUSTED.
     #[arg(long, env = "REDWIRE_REPLY_BUFFER_BYTES", default_value_t = 256 * 1024 * 1024)]

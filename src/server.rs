@@ -9,7 +9,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,9 +37,6 @@ use crate::redis::keys::{PUBSUB_PREFIX, SHARDED_PUBSUB_PREFIX};
 use crate::redis::{Redis, RedisSettings};
 use crate::stream::{StreamService, StreamStore};
 use crate::validate::Limits;
-
-/// How often an HTTP/2 ping (and TCP keepalive) checks a quiet peer is still there.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The Redwire services this server serves, registered together with the names
 /// health reports on: a service cannot be served without its health entry.
@@ -257,14 +253,14 @@ async fn serve(
         max_connections: config.max_connections,
         handshake_timeout: config.handshake_timeout,
         idle_timeout: config.idle_timeout,
-        tcp_keepalive: KEEPALIVE_INTERVAL,
+        tcp_keepalive: config.keepalive_interval,
     };
     let server = Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
         // Pings close connections whose peer is gone, streams in flight or not.
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .layer(ReplyLayer::new(config.reply_buffer_bytes))
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(

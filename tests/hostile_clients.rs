@@ -165,6 +165,58 @@ async fn connections_past_the_cap_are_closed_and_the_open_ones_served() {
     .await;
 }
 
+/// A client that vanishes without closing its connection (its host lost power, a
+/// NAT forgot it: a black hole on the path) loses its connection and streams
+/// within `--keepalive-interval` + `--keepalive-timeout`: the server stops
+/// holding its subscription, so Redis stops counting the channel's subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_vanishes_mid_stream_is_let_go_after_the_keepalive() {
+    let mut ctx = TestContext::standalone_with(&[
+        "--keepalive-interval",
+        "500ms",
+        "--keepalive-timeout",
+        "500ms",
+    ])
+    .await;
+    let proxy = support::proxy::FaultProxy::start(ctx.addr).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", proxy.addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect through the proxy");
+    let mut subscription = PubSubClient::new(channel)
+        .subscribe(SubscribeRequest {
+            channels: vec!["vanish".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let first = subscription.next().await.expect("an event").expect("ok");
+    assert!(matches!(
+        first.event,
+        Some(subscribe_event::Event::Subscribed(_))
+    ));
+    let mut redis = ctx.redis().connection();
+    let mut subscribers = move || {
+        let (_, count): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(format!("{}vanish", redwire::redis::keys::PUBSUB_PREFIX))
+            .query::<Vec<(String, i64)>>(&mut redis)
+            .expect("numsub")
+            .remove(0);
+        count
+    };
+    assert_eq!(subscribers(), 1);
+
+    proxy.black_hole(true);
+    eventually(HANG, "the vanished subscriber to be let go", || {
+        std::future::ready((subscribers() == 0).then_some(()))
+    })
+    .await;
+    cache_works(&ctx).await;
+}
+
 /// Clients that never read their replies (HTTP/2 window shut) cannot make the
 /// server hold more than `--reply-buffer-bytes` of replies: a large reply that
 /// does not fit ends RESOURCE_EXHAUSTED naming the flag, small calls go on, and
