@@ -23,6 +23,14 @@ ensure_redis_server() {
   fi
 }
 
+# nginx, for the test that long-lived streams survive a proxy's read timeout.
+ensure_nginx() {
+  if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    echo "==> installing nginx from the OS packages"
+    apt_install nginx-light 2>/dev/null || apt_install nginx
+  fi
+}
+
 ensure_rust_components() {
   for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
@@ -53,5 +61,23 @@ ensure_python_env() {
     echo "==> installing Python test packages"
     "$PY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
     cp "$requirements" "$stamp"
+  fi
+}
+
+# tests/node's packages (buf, @grpc/grpc-js, @grpc/proto-loader), exactly as
+# tests/node/package-lock.json pins them.
+NODE_DIR="tests/node"
+BUF="$NODE_DIR/node_modules/.bin/buf"
+ensure_node_env() {
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "==> installing nodejs and npm"
+    apt_install nodejs npm
+  fi
+  local lock="$NODE_DIR/package-lock.json"
+  local stamp="$NODE_DIR/node_modules/.package-lock.stamp"
+  if ! cmp -s "$lock" "$stamp"; then
+    echo "==> installing Node test packages (npm ci)"
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$lock" "$stamp"
   fi
 }

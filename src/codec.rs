@@ -10,6 +10,8 @@ use tonic::codec::{BufferSettings, DecodeBuf, Decoder};
 use tonic_prost::prost::Message;
 use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 
+use crate::error::{Error, Reason};
+
 /// prost's codec with [`RequestDecoder`]; named in `build.rs` (`codec_path`).
 #[derive(Debug, Clone, Copy)]
 pub struct Codec<T, U>(PhantomData<(T, U)>);
@@ -49,9 +51,12 @@ impl<U: Message + Default> Decoder for RequestDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         self.0.decode(buf).map_err(|status| {
-            Status::invalid_argument(format!(
-                "the message does not decode as this method's protobuf type: {}",
-                status.message()
+            Status::from(Error::refused(
+                Reason::MalformedMessage,
+                format!(
+                    "the message does not decode as this method's protobuf type: {}",
+                    status.message()
+                ),
             ))
         })
     }

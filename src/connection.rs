@@ -35,6 +35,8 @@ use tokio::time::{Instant, Sleep};
 use tonic::codegen::{Bytes, Service, http};
 use tonic::transport::server::Connected;
 
+use crate::error::{Error, Reason};
+
 /// Bytes of the HTTP/2 client preface plus the header of its first frame
 /// (SETTINGS): what a client must send for its handshake to count as begun.
 const HANDSHAKE_BYTES: usize = 24 + 9;
@@ -400,11 +402,16 @@ impl<B> ReplyBody<B> {
 
     /// The trailers that end a reply that does not fit the budget.
     fn refusal(&self, len: usize) -> Frame<Bytes> {
-        let status = tonic::Status::resource_exhausted(format!(
-            "the reply ({len} bytes) does not fit the server's reply budget \
-             (--reply-buffer-bytes {}) while other clients have not read theirs; retry shortly",
-            self.budget.limit
-        ));
+        let refusal = Error::refused(
+            Reason::ReplyBudgetExhausted,
+            format!(
+                "the reply ({len} bytes) does not fit the server's reply budget \
+                 (--reply-buffer-bytes {}) while other clients have not read theirs; retry shortly",
+                self.budget.limit
+            ),
+        )
+        .with("limit", self.budget.limit);
+        let status = tonic::Status::from(refusal);
         let mut trailers = http::HeaderMap::new();
         // The message is ASCII we wrote; adding it cannot fail.
         let _ = status.add_header(&mut trailers);

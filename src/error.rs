@@ -1,15 +1,26 @@
-//! The one error type of Redwire and its one mapping to gRPC status codes.
+//! The one error type of Redwire and its one mapping to gRPC statuses.
 //!
 //! Handlers return [`Result`]; tonic sees a [`Status`] only through the exhaustive
 //! `From<Error> for Status` below, so a new failure cannot slip out as UNKNOWN.
+//! Every status carries gRPC's richer error details: an `ErrorInfo` with a stable
+//! [`Reason`] and metadata (the field, the limit, the names involved), a
+//! `BadRequest` naming the field for INVALID_ARGUMENT, and a `RetryInfo` where a
+//! retry can succeed.
 //! Client mistakes are logged at debug, server-side failures at warn/error, here
 //! and nowhere else.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// Shorthand for results whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The `domain` of every `ErrorInfo` Redwire sends.
+pub const ERROR_DOMAIN: &str = "redwire.dev";
 
 /// Every way a Redwire call can fail.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -22,27 +33,20 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// The stored data is not in the state the call needs (wrong Redis type,
-    /// stale lease, not an integer).
-    #[error("{0}")]
-    FailedPrecondition(String),
-    /// The named thing does not exist.
-    #[error("{0}")]
-    NotFound(String),
-    /// A concurrent change won.
-    #[error("{0}")]
-    Aborted(String),
-    /// A limit was hit (Redis out of memory, all blocking connections busy).
-    #[error("{0}")]
-    ResourceExhausted(String),
+    /// The call was refused for a [`Reason`] that is not the caller's request
+    /// being malformed nor Redis being away: wrong type, stale lease, missing
+    /// job, a limit.
+    #[error("{}", .0.message)]
+    Refused(Box<Refusal>),
     /// Redis cannot be reached or refused the call: nothing was written, and
     /// retrying later may work.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
     /// The call was sent to Redis but no answer came in time, or (in durable mode)
     /// its write is on the master but the replicas did not confirm it in time: it
-    /// may or may not have taken effect (or survive a failover). A write is safe to retry only with its idempotency key
-    /// (a job id, an explicit entry id, a lease id).
+    /// may or may not have taken effect (or survive a failover). A write is safe
+    /// to retry only with its idempotency key (a job id, an explicit entry id, a
+    /// lease id).
     #[error(
         "the call may or may not have taken effect (retry writes with their idempotency key): {0}"
     )]
@@ -55,18 +59,218 @@ pub enum Error {
     Internal(String),
 }
 
+/// A refusal: its reason, what to tell the caller, and the names and limits it
+/// is about (sent as `ErrorInfo.metadata`).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Why.
+    pub reason: Reason,
+    /// What to tell the caller.
+    pub message: String,
+    /// What it is about: `queue`, `job_id`, `limit`, ...
+    pub metadata: Vec<(&'static str, String)>,
+}
+
+/// The stable reason of an error, sent as `ErrorInfo.reason` (in domain
+/// [`ERROR_DOMAIN`]) so programs can act on it; each has one gRPC code. The
+/// README's error table lists them all (a test holds it to [`Reason::ALL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A request field is missing, empty, too long or out of range.
+    InvalidArgument,
+    /// The request message does not decode as the method's protobuf type.
+    MalformedMessage,
+    /// The key holds another kind of value than the call works on.
+    WrongType,
+    /// The stored value is not a number, or the result would overflow.
+    NotANumber,
+    /// A queue ack, nack or extend whose lease token is not the job's current lease.
+    LeaseStale,
+    /// A lock release or extend by someone who does not hold it.
+    LockNotHeld,
+    /// No such job in the queue.
+    JobNotFound,
+    /// No such stream.
+    StreamNotFound,
+    /// No such consumer group on the stream.
+    GroupNotFound,
+    /// Redis aborted the call's transaction; nothing was written.
+    Conflict,
+    /// Redis is out of memory.
+    RedisOutOfMemory,
+    /// The reply would be larger than `--max-message-bytes`.
+    ReplyTooLarge,
+    /// The reply does not fit `--reply-buffer-bytes` while other clients have not
+    /// read theirs.
+    ReplyBudgetExhausted,
+    /// Every connection for blocking calls is busy.
+    BlockingPoolExhausted,
+    /// A subscriber with `slow_policy: DISCONNECT` fell behind.
+    SubscriberTooSlow,
+    /// Redis cannot be reached, is loading, or its cluster is down.
+    RedisUnavailable,
+    /// Redis refused Redwire's own credentials (the operator's to fix).
+    RedisCredentialsRejected,
+    /// The call's outcome is unknown (no answer in time, or replicas did not
+    /// confirm a durable write).
+    OutcomeUnknown,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// A bug or a Redis reply we did not expect.
+    Internal,
+}
+
+impl Reason {
+    /// Every reason, for the docs test.
+    pub const ALL: [Reason; 20] = [
+        Reason::InvalidArgument,
+        Reason::MalformedMessage,
+        Reason::WrongType,
+        Reason::NotANumber,
+        Reason::LeaseStale,
+        Reason::LockNotHeld,
+        Reason::JobNotFound,
+        Reason::StreamNotFound,
+        Reason::GroupNotFound,
+        Reason::Conflict,
+        Reason::RedisOutOfMemory,
+        Reason::ReplyTooLarge,
+        Reason::ReplyBudgetExhausted,
+        Reason::BlockingPoolExhausted,
+        Reason::SubscriberTooSlow,
+        Reason::RedisUnavailable,
+        Reason::RedisCredentialsRejected,
+        Reason::OutcomeUnknown,
+        Reason::ShuttingDown,
+        Reason::Internal,
+    ];
+
+    /// The name sent as `ErrorInfo.reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidArgument => "INVALID_ARGUMENT",
+            Reason::MalformedMessage => "MALFORMED_MESSAGE",
+            Reason::WrongType => "WRONG_TYPE",
+            Reason::NotANumber => "NOT_A_NUMBER",
+            Reason::LeaseStale => "LEASE_STALE",
+            Reason::LockNotHeld => "LOCK_NOT_HELD",
+            Reason::JobNotFound => "JOB_NOT_FOUND",
+            Reason::StreamNotFound => "STREAM_NOT_FOUND",
+            Reason::GroupNotFound => "GROUP_NOT_FOUND",
+            Reason::Conflict => "CONFLICT",
+            Reason::RedisOutOfMemory => "REDIS_OUT_OF_MEMORY",
+            Reason::ReplyTooLarge => "REPLY_TOO_LARGE",
+            Reason::ReplyBudgetExhausted => "REPLY_BUDGET_EXHAUSTED",
+            Reason::BlockingPoolExhausted => "BLOCKING_POOL_EXHAUSTED",
+            Reason::SubscriberTooSlow => "SUBSCRIBER_TOO_SLOW",
+            Reason::RedisUnavailable => "REDIS_UNAVAILABLE",
+            Reason::RedisCredentialsRejected => "REDIS_CREDENTIALS_REJECTED",
+            Reason::OutcomeUnknown => "OUTCOME_UNKNOWN",
+            Reason::ShuttingDown => "SHUTTING_DOWN",
+            Reason::Internal => "INTERNAL",
+        }
+    }
+
+    /// The gRPC code of errors with this reason.
+    pub fn code(self) -> Code {
+        match self {
+            Reason::InvalidArgument | Reason::MalformedMessage => Code::InvalidArgument,
+            Reason::WrongType | Reason::NotANumber | Reason::LeaseStale | Reason::LockNotHeld => {
+                Code::FailedPrecondition
+            }
+            Reason::JobNotFound | Reason::StreamNotFound | Reason::GroupNotFound => Code::NotFound,
+            Reason::Conflict => Code::Aborted,
+            Reason::RedisOutOfMemory
+            | Reason::ReplyTooLarge
+            | Reason::ReplyBudgetExhausted
+            | Reason::BlockingPoolExhausted
+            | Reason::SubscriberTooSlow => Code::ResourceExhausted,
+            Reason::RedisUnavailable | Reason::RedisCredentialsRejected | Reason::ShuttingDown => {
+                Code::Unavailable
+            }
+            Reason::OutcomeUnknown => Code::DeadlineExceeded,
+            Reason::Internal => Code::Internal,
+        }
+    }
+
+    /// How long to wait before trying the same call again (`RetryInfo`), for
+    /// reasons where a retry can succeed; `None` where it cannot (a malformed
+    /// call, a reply that will always be too large) or is the caller's to judge.
+    pub fn retry_delay(self) -> Option<Duration> {
+        let ms = match self {
+            Reason::ReplyBudgetExhausted | Reason::BlockingPoolExhausted => 100,
+            Reason::SubscriberTooSlow | Reason::ShuttingDown | Reason::OutcomeUnknown => 100,
+            Reason::RedisUnavailable | Reason::RedisOutOfMemory => 1_000,
+            Reason::RedisCredentialsRejected => 5_000,
+            Reason::Conflict => 100,
+            Reason::InvalidArgument
+            | Reason::MalformedMessage
+            | Reason::WrongType
+            | Reason::NotANumber
+            | Reason::LeaseStale
+            | Reason::LockNotHeld
+            | Reason::JobNotFound
+            | Reason::StreamNotFound
+            | Reason::GroupNotFound
+            | Reason::ReplyTooLarge
+            | Reason::Internal => return None,
+        };
+        Some(Duration::from_millis(ms))
+    }
+}
+
 impl Error {
-    /// True for Redis trouble that may pass (unreachable, or no answer in time):
-    /// long-lived streams wait and try again instead of ending.
+    /// True for Redis trouble that may pass (unreachable, no answer in time, or
+    /// credentials an operator may fix): long-lived streams wait and try again
+    /// instead of ending.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_) | Self::OutcomeUnknown(_))
+        match self {
+            Self::Unavailable(_) | Self::OutcomeUnknown(_) => true,
+            Self::Refused(refusal) => refusal.reason == Reason::RedisCredentialsRejected,
+            _ => false,
+        }
+    }
+
+    /// The error's stable reason.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Self::InvalidArgument { .. } => Reason::InvalidArgument,
+            Self::Refused(refusal) => refusal.reason,
+            Self::Unavailable(_) => Reason::RedisUnavailable,
+            Self::OutcomeUnknown(_) => Reason::OutcomeUnknown,
+            Self::ShuttingDown => Reason::ShuttingDown,
+            Self::Internal(_) => Reason::Internal,
+        }
+    }
+
+    /// A refusal for `reason`, saying `message`.
+    pub fn refused(reason: Reason, message: impl Into<String>) -> Self {
+        Self::Refused(Box::new(Refusal {
+            reason,
+            message: message.into(),
+            metadata: Vec::new(),
+        }))
+    }
+
+    /// Adds `key: value` to a refusal's `ErrorInfo.metadata` (other errors
+    /// carry theirs already).
+    #[must_use]
+    pub fn with(mut self, key: &'static str, value: impl ToString) -> Self {
+        if let Self::Refused(refusal) = &mut self {
+            refusal.metadata.push((key, value.to_string()));
+        }
+        self
     }
 
     /// The error of a read whose reply would hold more than `limit` bytes.
     pub fn reply_too_large(limit: impl std::fmt::Display) -> Self {
-        Self::ResourceExhausted(format!(
-            "the reply would hold more than {limit} bytes (--max-message-bytes); ask for less: a smaller range or fewer keys"
-        ))
+        Self::refused(
+            Reason::ReplyTooLarge,
+            format!(
+                "the reply would hold more than {limit} bytes (--max-message-bytes); ask for less: a smaller range or fewer keys"
+            ),
+        )
+        .with("limit", limit)
     }
 
     /// An [`Error::InvalidArgument`] for `field`.
@@ -89,10 +293,15 @@ impl From<RedisError> for Error {
         match err.kind() {
             // Redwire's Redis credentials are wrong: the operator's to fix, not
             // the caller's, and no request of any caller can succeed meanwhile.
-            ErrorKind::AuthenticationFailed => Self::Unavailable(format!(
-                "redis refused Redwire's credentials (check the password in the Redis URL): {err}"
-            )),
-            ErrorKind::Server(ServerErrorKind::ExecAbort) => Self::Aborted(err.to_string()),
+            ErrorKind::AuthenticationFailed => Self::refused(
+                Reason::RedisCredentialsRejected,
+                format!(
+                    "redis refused Redwire's credentials (check the password in the Redis URL): {err}"
+                ),
+            ),
+            ErrorKind::Server(ServerErrorKind::ExecAbort) => {
+                Self::refused(Reason::Conflict, err.to_string())
+            }
             ErrorKind::Server(ServerErrorKind::CrossSlot) => Self::invalid(
                 "keys",
                 "the keys of this call map to different Redis Cluster slots",
@@ -125,34 +334,42 @@ fn classify_by_code(err: RedisError) -> Error {
         })
         .unwrap_or_default();
     match code.as_str() {
-        "WRONGTYPE" => Error::FailedPrecondition(
-            "the key holds a different kind of value than this call works on".into(),
+        "WRONGTYPE" => Error::refused(
+            Reason::WrongType,
+            "the key holds a different kind of value than this call works on",
         ),
-        "OOM" => Error::ResourceExhausted(format!("redis is out of memory: {detail}")),
-        SCRIPT_PRECONDITION => Error::FailedPrecondition(detail),
+        "OOM" => Error::refused(
+            Reason::RedisOutOfMemory,
+            format!("redis is out of memory: {detail}"),
+        ),
+        SCRIPT_PRECONDITION => Error::refused(Reason::WrongType, detail),
         SCRIPT_TOO_LARGE => Error::reply_too_large(detail),
         "NOSCRIPT" | "LOADING" | "READONLY" | "MASTERDOWN" | "CLUSTERDOWN" | "TRYAGAIN" => {
             Error::Unavailable(text)
         }
-        "NOAUTH" | "WRONGPASS" | "NOPERM" => Error::Unavailable(format!(
-            "redis refused Redwire's credentials (check the user and password in the Redis URL): {text}"
-        )),
+        "NOAUTH" | "WRONGPASS" | "NOPERM" => Error::refused(
+            Reason::RedisCredentialsRejected,
+            format!(
+                "redis refused Redwire's credentials (check the user and password in the Redis URL): {text}"
+            ),
+        ),
         // XGROUP and XINFO on a key that does not exist.
         _ if detail.contains("requires the key to exist") || detail.contains("no such key") => {
-            Error::NotFound("the stream does not exist".into())
+            Error::refused(Reason::StreamNotFound, "the stream does not exist")
         }
         _ if detail.contains("not an integer")
             || detail.contains("overflow")
             || detail.contains("not a valid float") =>
         {
-            Error::FailedPrecondition(format!("the stored value {detail}"))
+            Error::refused(Reason::NotANumber, format!("the stored value {detail}"))
         }
         _ => Error::Internal(text),
     }
 }
 
 /// The error code our Lua scripts use (`redis.error_reply("RWPRECONDITION ...")`)
-/// for "the stored data is not what this call needs"; it maps to FAILED_PRECONDITION.
+/// for "the key holds something other than what this call works on" (reason
+/// WRONG_TYPE, FAILED_PRECONDITION).
 pub const SCRIPT_PRECONDITION: &str = "RWPRECONDITION";
 
 /// The error code `bounded_read.lua` answers with (`RWTOOLARGE <limit>`) when a
@@ -162,27 +379,42 @@ pub const SCRIPT_TOO_LARGE: &str = "RWTOOLARGE";
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let message = err.to_string();
-        let code = match err {
-            Error::InvalidArgument { .. } => Code::InvalidArgument,
-            Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::NotFound(_) => Code::NotFound,
-            Error::Aborted(_) => Code::Aborted,
-            Error::ResourceExhausted(_) => Code::ResourceExhausted,
-            Error::Unavailable(_) | Error::ShuttingDown => Code::Unavailable,
-            Error::OutcomeUnknown(_) => Code::DeadlineExceeded,
-            Error::Internal(_) => Code::Internal,
-        };
+        let reason = err.reason();
+        let code = reason.code();
         // `error`, not `message`: a field named `message` would be a second
         // "message" key next to the event's own in JSON logs.
         let name = code_name(code);
+        let why = reason.as_str();
         match code {
-            Code::Internal => tracing::error!(code = name, error = %message, "request failed"),
-            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => {
-                tracing::warn!(code = name, error = %message, "request failed")
+            Code::Internal => {
+                tracing::error!(code = name, reason = why, error = %message, "request failed")
             }
-            _ => tracing::debug!(code = name, error = %message, "request rejected"),
+            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => {
+                tracing::warn!(code = name, reason = why, error = %message, "request failed")
+            }
+            _ => tracing::debug!(code = name, reason = why, error = %message, "request rejected"),
         }
-        Status::new(code, message)
+        let mut metadata: HashMap<String, String> = HashMap::new();
+        let mut details = ErrorDetails::new();
+        match &err {
+            Error::InvalidArgument { field, reason } => {
+                details.add_bad_request_violation(field.clone(), reason.clone());
+                metadata.insert("field".into(), field.clone());
+            }
+            Error::Refused(refusal) => {
+                let pairs = refusal.metadata.iter();
+                metadata.extend(pairs.map(|(key, value)| ((*key).to_owned(), value.clone())));
+            }
+            Error::Unavailable(_)
+            | Error::OutcomeUnknown(_)
+            | Error::ShuttingDown
+            | Error::Internal(_) => {}
+        }
+        details.set_error_info(why, ERROR_DOMAIN, metadata);
+        if let Some(delay) = reason.retry_delay() {
+            details.set_retry_info(Some(delay));
+        }
+        Status::with_error_details(code, message, details)
     }
 }
 
@@ -226,6 +458,59 @@ mod tests {
         let status = Status::from(Error::invalid("values[2].key", "must not be empty"));
         assert_eq!(status.code(), Code::InvalidArgument);
         assert_eq!(status.message(), "values[2].key: must not be empty");
+    }
+
+    #[test]
+    fn every_status_carries_its_reason_and_the_details_a_program_acts_on() {
+        let status = Status::from(Error::invalid("values[2].key", "must not be empty"));
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "INVALID_ARGUMENT");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(
+            info.metadata.get("field").map(String::as_str),
+            Some("values[2].key")
+        );
+        let violations = &details.bad_request().expect("BadRequest").field_violations;
+        assert_eq!(violations[0].field, "values[2].key");
+        assert_eq!(violations[0].description, "must not be empty");
+        assert!(
+            details.retry_info().is_none(),
+            "a malformed call is not retried"
+        );
+
+        let status = Status::from(Error::Unavailable("connection refused".into()));
+        let details = status.get_error_details();
+        assert_eq!(
+            details.error_info().expect("info").reason,
+            "REDIS_UNAVAILABLE"
+        );
+        let retry = details.retry_info().expect("RetryInfo").retry_delay;
+        assert_eq!(retry, Some(Duration::from_secs(1)));
+
+        let status = Status::from(Error::reply_too_large(1024));
+        let info = status
+            .get_error_details()
+            .error_info()
+            .cloned()
+            .expect("info");
+        assert_eq!(info.reason, "REPLY_TOO_LARGE");
+        assert_eq!(info.metadata.get("limit").map(String::as_str), Some("1024"));
+    }
+
+    #[test]
+    fn each_reason_has_one_name_and_every_unavailable_or_exhausted_one_a_retry() {
+        let mut names: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Reason::ALL.len());
+        for reason in Reason::ALL {
+            if matches!(reason.code(), Code::Unavailable | Code::ResourceExhausted)
+                && reason != Reason::ReplyTooLarge
+            {
+                assert!(reason.retry_delay().is_some(), "{reason:?}");
+            }
+        }
     }
 
     #[test]

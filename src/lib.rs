@@ -12,6 +12,7 @@
 //! - [`config`]: every knob, as CLI flags with `REDWIRE_*` environment fallbacks.
 //! - [`error`]: the one error type and its one mapping to gRPC status codes.
 //! - [`validate`]: request checks that name the offending field.
+//! - [`page`]: page tokens of the listing RPCs.
 //! - [`deadline`]: the caller's gRPC deadline, to bound blocking waits.
 //! - [`redis`]: connections by purpose, the key schema, the embedded redis-server.
 //! - [`cache`]: the `redwire.v1.Cache` service.
@@ -22,6 +23,8 @@
 //! - [`health`]: health reporting that follows Redis reachability.
 //! - [`group_commit`]: concurrent writes to one key share one Redis call (enqueues
 //!   of a queue, appends to a stream).
+//! - [`heartbeat`]: heartbeats on long-lived streams (one interval rule, one
+//!   message, one stream adapter).
 //! - [`producer`]: producer streams (EnqueueStream, AppendStream): one reply per
 //!   message, in order, what has arrived handled as one batch.
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
@@ -37,7 +40,9 @@ pub mod deadline;
 pub mod error;
 pub mod group_commit;
 pub mod health;
+pub mod heartbeat;
 pub mod lock;
+pub mod page;
 pub mod producer;
 pub mod proto;
 pub mod pubsub;

@@ -110,12 +110,14 @@ async fn run<Req, Resp, H, Fut>(
     }
 }
 
-/// One message's error as the `Failure` of its reply: the status code and message
-/// the same request would get as a unary call.
+/// One message's error as the `Failure` of its reply: the status code, message
+/// and reason the same request would get as a unary call.
 pub(crate) fn failure(err: Error) -> Failure {
+    let reason = err.reason().as_str().to_owned();
     let status = Status::from(err);
     Failure {
         code: status.code() as i32,
         message: status.message().to_owned(),
+        reason,
     }
 }

@@ -174,6 +174,7 @@ async fn serve(
         QueueSettings {
             default_lease: config.queue_lease,
             reap_interval: config.queue_reap_interval,
+            heartbeat: config.heartbeat,
         },
         token.clone(),
     );
@@ -210,7 +211,7 @@ async fn serve(
             .collect::<crate::Result<Vec<_>>>()?;
         LockStore::redlock(redis.clone(), nodes)
     };
-    let lock = LockService::new(lock_store, token.clone());
+    let lock = LockService::new(lock_store, config.heartbeat, token.clone());
     background.push(lock.spawn_background(hub.clone()));
     let stream = StreamService::new(
         StreamStore::new(redis.clone()),

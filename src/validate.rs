@@ -170,6 +170,21 @@ pub fn ttl(
     }
 }
 
+/// A duration that, when present, is at least `min`.
+pub fn at_least(
+    field: impl Display + Copy,
+    value: Option<&prost_types::Duration>,
+    min: Duration,
+) -> Result<Option<Duration>> {
+    match duration(field, value)? {
+        Some(d) if d < min => Err(Error::invalid(
+            field.to_string(),
+            format!("must be at least {}", humantime::format_duration(min)),
+        )),
+        other => Ok(other),
+    }
+}
+
 /// A score: any number but NaN.
 pub fn score(field: impl Display, value: f64) -> Result<()> {
     if value.is_nan() {

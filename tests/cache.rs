@@ -256,6 +256,18 @@ async fn counters(ctx: &TestContext) {
         .into_inner();
     assert!(ttl.ttl.expect("ttl").seconds > 50);
 
+    // Past 2^53 a double cannot hold every integer: the reply is still exact.
+    let big = cache
+        .increment(IncrementRequest {
+            key: "n:big".into(),
+            delta: (1 << 53) + 1,
+            ttl: None,
+        })
+        .await
+        .expect("incr")
+        .into_inner();
+    assert_eq!(big.value, (1 << 53) + 1);
+
     set(ctx, "n:text", b"abc").await;
     let err = cache
         .increment(IncrementRequest {
@@ -632,7 +644,7 @@ async fn lists(ctx: &TestContext) {
     };
     assert_eq!(
         cache
-            .list_push(push("l:q", &["a", "b"], ListEnd::Default, false, 0))
+            .list_push(push("l:q", &["a", "b"], ListEnd::Unspecified, false, 0))
             .await
             .expect("push")
             .into_inner()

@@ -1,60 +1,30 @@
-//! The README states facts the code owns: the status codes the server returns,
+//! The README states facts the code owns: the error reasons and codes the server returns,
 //! its flags with their environment variables and defaults, and a message it
 //! quotes. These tests hold the README to the code.
 
 mod support;
 
 use clap::CommandFactory;
-use redwire::Error;
-use redwire::error::code_name;
+use redwire::error::{Reason, code_name};
 use redwire::proto::*;
 use support::TestContext;
 use tokio_stream::StreamExt;
-use tonic::Status;
 
 fn readme() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md")
 }
 
-/// One error of each kind. The match below stops compiling when a kind is added,
-/// so a new kind cannot miss its row in the README.
-fn every_error() -> Vec<Error> {
-    let all = vec![
-        Error::invalid("key", "must not be empty"),
-        Error::FailedPrecondition("wrong type".into()),
-        Error::NotFound("no such job".into()),
-        Error::Aborted("EXECABORT".into()),
-        Error::ResourceExhausted("out of memory".into()),
-        Error::Unavailable("connection refused".into()),
-        Error::OutcomeUnknown("timed out".into()),
-        Error::ShuttingDown,
-        Error::Internal("unexpected reply".into()),
-    ];
-    for error in &all {
-        match error {
-            Error::InvalidArgument { .. }
-            | Error::FailedPrecondition(_)
-            | Error::NotFound(_)
-            | Error::Aborted(_)
-            | Error::ResourceExhausted(_)
-            | Error::Unavailable(_)
-            | Error::OutcomeUnknown(_)
-            | Error::ShuttingDown
-            | Error::Internal(_) => {}
-        }
-    }
-    all
-}
-
-/// Every code Redwire's errors map to has a row in the README's status table.
+/// Every reason Redwire's errors carry has a row in the README's error table,
+/// with the code it maps to (`Reason::ALL` lists them, next to the enum in
+/// `src/error.rs`).
 #[test]
-fn the_status_table_lists_every_code_the_server_returns() {
+fn the_error_table_lists_every_reason_with_its_code() {
     let readme = readme();
-    for error in every_error() {
-        let name = code_name(Status::from(error.clone()).code());
+    for reason in Reason::ALL {
+        let row = format!("| `{}` | `{}` |", reason.as_str(), code_name(reason.code()));
         assert!(
-            readme.contains(&format!("| `{name}` |")),
-            "README's status table lacks {name} (returned for {error:?})"
+            readme.contains(&row),
+            "README's error table lacks the row starting {row}"
         );
     }
 }
@@ -117,7 +87,7 @@ fn the_flag_table_matches_the_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quoted_producer_stream_failure_is_the_real_one() {
     let ctx = TestContext::standalone().await;
-    let request = EnqueueRequest {
+    let request = EnqueueStreamRequest {
         queue: String::new(),
         job: Some(JobSpec::default()),
     };
@@ -165,4 +135,57 @@ fn the_guarantees_table_names_real_tests() {
             "README names {test}, which {path} lacks"
         );
     }
+}
+
+/// The rpcs whose proto comment says "Safe to retry." are exactly those the
+/// shipped gRPC service config (`proto/service_config.json`) retries, and every
+/// rpc's comment says how to retry it.
+#[test]
+fn the_service_config_retries_exactly_the_rpcs_the_protos_call_safe() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut safe_in_protos = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(root.join("proto/redwire/v1")).expect("proto dir") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("proto");
+        let mut service = String::new();
+        let mut comment = String::new();
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix("service ") {
+                service = name.trim_end_matches(" {").to_owned();
+            } else if let Some(text) = line.strip_prefix("//") {
+                comment.push_str(text);
+            } else if let Some(rpc) = line.strip_prefix("rpc ") {
+                let method = rpc.split('(').next().expect("rpc name");
+                assert!(
+                    comment.contains("Retry") || comment.contains("retry"),
+                    "{service}.{method}: its comment does not say how to retry it"
+                );
+                if comment.contains("Safe to retry.") {
+                    safe_in_protos.insert(format!("redwire.v1.{service}/{method}"));
+                }
+                comment.clear();
+            } else {
+                comment.clear();
+            }
+        }
+    }
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("proto/service_config.json")).expect("config"),
+    )
+    .expect("service config is JSON");
+    let retried: std::collections::BTreeSet<String> = config["methodConfig"]
+        .as_array()
+        .expect("methodConfig")
+        .iter()
+        .filter(|c| c.get("retryPolicy").is_some())
+        .flat_map(|c| c["name"].as_array().expect("names").iter())
+        .map(|n| {
+            format!(
+                "{}/{}",
+                n["service"].as_str().expect("service"),
+                n["method"].as_str().expect("method")
+            )
+        })
+        .collect();
+    assert_eq!(retried, safe_in_protos);
 }

@@ -100,9 +100,9 @@ async fn shutdown_with_redis_black_holed_ends_within_the_grace() {
 async fn producer_streams_tell_an_unknown_outcome_from_a_refusal() {
     let mut ctx = TestContext::standalone_with(&["--redis-timeout", "300ms"]).await;
     let q = "unknown-outcome";
-    let jobs = |prefix: &str| -> Vec<EnqueueRequest> {
+    let jobs = |prefix: &str| -> Vec<EnqueueStreamRequest> {
         (0..4)
-            .map(|i| EnqueueRequest {
+            .map(|i| EnqueueStreamRequest {
                 queue: q.into(),
                 job: Some(JobSpec {
                     job_id: format!("{prefix}-{i}"),
@@ -114,7 +114,7 @@ async fn producer_streams_tell_an_unknown_outcome_from_a_refusal() {
     };
     let queue = ctx.queue();
     // The reply code of each message (0 when enqueued).
-    let send = |requests: Vec<EnqueueRequest>| {
+    let send = |requests: Vec<EnqueueStreamRequest>| {
         let mut client = queue.clone();
         async move {
             let mut replies = client
@@ -202,13 +202,13 @@ async fn with_redis_black_holed_every_call_ends_within_the_redis_timeout() {
 /// The next event of a subscription, heartbeats skipped; None if none comes
 /// within `wait`.
 async fn next_event(
-    stream: &mut tonic::Streaming<SubscribeEvent>,
+    stream: &mut tonic::Streaming<SubscribeResponse>,
     wait: Duration,
-) -> Option<subscribe_event::Event> {
+) -> Option<subscribe_response::Event> {
     loop {
         match tokio::time::timeout(wait, stream.next()).await {
-            Ok(Some(Ok(SubscribeEvent {
-                event: Some(subscribe_event::Event::Heartbeat(_)),
+            Ok(Some(Ok(SubscribeResponse {
+                event: Some(subscribe_response::Event::Heartbeat(_)),
                 ..
             }))) => continue,
             Ok(Some(Ok(event))) => return event.event,
@@ -222,7 +222,7 @@ async fn next_event(
 async fn subscribed(
     ctx: &TestContext,
     request: SubscribeRequest,
-) -> tonic::Streaming<SubscribeEvent> {
+) -> tonic::Streaming<SubscribeResponse> {
     let mut subscription = ctx
         .pubsub()
         .subscribe(request)
@@ -231,7 +231,7 @@ async fn subscribed(
         .into_inner();
     assert!(matches!(
         next_event(&mut subscription, HANG).await,
-        Some(subscribe_event::Event::Subscribed(_))
+        Some(subscribe_response::Event::Subscribed(_))
     ));
     subscription
 }
@@ -250,7 +250,7 @@ fn publish_on(node: &support::RedisServer, channel: &str, payload: &str) {
 /// each wait, until `payload` arrives (other payloads, left from an earlier phase,
 /// are skipped); returns whether a gap event came first.
 async fn gap_then_message<F, Fut>(
-    subscription: &mut tonic::Streaming<SubscribeEvent>,
+    subscription: &mut tonic::Streaming<SubscribeResponse>,
     payload: &str,
     mut publish: F,
 ) -> bool
@@ -267,11 +267,11 @@ where
         );
         publish().await;
         match next_event(subscription, Duration::from_millis(300)).await {
-            Some(subscribe_event::Event::Gap(_)) => gap = true,
-            Some(subscribe_event::Event::Message(m)) if m.payload == payload.as_bytes() => {
+            Some(subscribe_response::Event::Gap(_)) => gap = true,
+            Some(subscribe_response::Event::Message(m)) if m.payload == payload.as_bytes() => {
                 return gap;
             }
-            Some(subscribe_event::Event::Message(_)) | None => {}
+            Some(subscribe_response::Event::Message(_)) | None => {}
             Some(other) => panic!("unexpected event {other:?}"),
         }
     }
@@ -302,7 +302,7 @@ async fn classic_subscriptions_move_off_a_dead_first_seed_node() {
     publish_on(&cluster.nodes[1], "news", "before");
     assert!(matches!(
         next_event(&mut subscription, HANG).await,
-        Some(subscribe_event::Event::Message(_))
+        Some(subscribe_response::Event::Message(_))
     ));
 
     cluster.nodes[0].kill();
@@ -615,6 +615,7 @@ async fn consume(
             queue: queue.into(),
             max_in_flight: 1,
             lease: None,
+            heartbeat_interval: None,
         })),
     })
     .await
@@ -729,7 +730,7 @@ async fn a_slow_then_black_holed_network_to_redis_slows_calls_and_heals() {
     publish_on(ctx.redis(), "alerts", "slow");
     assert!(matches!(
         next_event(&mut subscription, HANG).await,
-        Some(subscribe_event::Event::Message(m)) if m.payload == b"slow"
+        Some(subscribe_response::Event::Message(m)) if m.payload == b"slow"
     ));
     ctx.queue()
         .enqueue(enqueue("slow"))
@@ -786,7 +787,7 @@ async fn a_slow_then_black_holed_network_to_redis_slows_calls_and_heals() {
 /// a job enqueued now, all without a restart.
 async fn all_back(
     ctx: &mut TestContext,
-    subscription: &mut tonic::Streaming<SubscribeEvent>,
+    subscription: &mut tonic::Streaming<SubscribeResponse>,
     deliveries: &mut tonic::Streaming<ConsumeResponse>,
 ) {
     ctx.wait_for_health("", ServingStatus::Serving).await;

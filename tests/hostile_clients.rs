@@ -89,7 +89,7 @@ async fn idle_connections_are_closed_but_not_those_with_an_open_stream() {
     let first = subscription.next().await.expect("an event").expect("ok");
     assert!(matches!(
         first.event,
-        Some(subscribe_event::Event::Subscribed(_))
+        Some(subscribe_response::Event::Subscribed(_))
     ));
 
     let mut idle = open_raw(ctx.addr).await;
@@ -118,8 +118,8 @@ async fn idle_connections_are_closed_but_not_those_with_an_open_stream() {
             .expect("the stream is open")
             .expect("ok");
         match event.event {
-            Some(subscribe_event::Event::Message(m)) => break m,
-            Some(subscribe_event::Event::Heartbeat(_)) => continue,
+            Some(subscribe_response::Event::Message(m)) => break m,
+            Some(subscribe_response::Event::Heartbeat(_)) => continue,
             other => panic!("unexpected event {other:?}"),
         }
     };
@@ -195,7 +195,7 @@ async fn a_client_that_vanishes_mid_stream_is_let_go_after_the_keepalive() {
     let first = subscription.next().await.expect("an event").expect("ok");
     assert!(matches!(
         first.event,
-        Some(subscribe_event::Event::Subscribed(_))
+        Some(subscribe_response::Event::Subscribed(_))
     ));
     let mut redis = ctx.redis().connection();
     let mut subscribers = move || {

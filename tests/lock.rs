@@ -130,7 +130,7 @@ async fn expired_holders_are_fenced_off(ctx: &TestContext) {
         })
         .await
         .expect("holder extends");
-    assert!(extended.into_inner().expires_at.is_some());
+    assert!(extended.into_inner().expire_time.is_some());
     let state = describe(ctx, "printer").await;
     assert!(state.held && state.fencing_token == next.fencing_token);
     assert!(state.ttl.expect("ttl").seconds >= 15);
@@ -222,12 +222,13 @@ async fn hold_keeps_and_releases(ctx: &TestContext) {
             resource: "leader".into(),
             ttl: ms(200),
             wait: None,
+            heartbeat_interval: None,
         })
         .await
         .expect("hold")
         .into_inner();
     let granted = match hold.next().await.expect("event").expect("ok").event {
-        Some(hold_event::Event::Granted(g)) => g,
+        Some(hold_response::Event::Granted(g)) => g,
         other => panic!("expected a grant, got {other:?}"),
     };
     // 10x its ttl later it is still ours, renewed.
@@ -241,7 +242,7 @@ async fn hold_keeps_and_releases(ctx: &TestContext) {
             .expect("ok")
             .event
         {
-            Some(hold_event::Event::RenewedUntil(_)) => renewals += 1,
+            Some(hold_response::Event::Renewed(_)) => renewals += 1,
             other => panic!("unexpected {other:?}"),
         }
         assert!(
@@ -341,13 +342,14 @@ async fn killing_redis_under_a_hold_reports_lost() {
             resource: "fragile".into(),
             ttl: ms(300),
             wait: None,
+            heartbeat_interval: None,
         })
         .await
         .expect("hold")
         .into_inner();
     assert!(matches!(
         hold.next().await.expect("event").expect("ok").event,
-        Some(hold_event::Event::Granted(_))
+        Some(hold_response::Event::Granted(_))
     ));
     ctx.redis().kill();
     let lost = loop {
@@ -358,8 +360,8 @@ async fn killing_redis_under_a_hold_reports_lost() {
             .expect("ok")
             .event
         {
-            Some(hold_event::Event::RenewedUntil(_)) => continue,
-            Some(hold_event::Event::Lost(reason)) => break reason,
+            Some(hold_response::Event::Renewed(_)) => continue,
+            Some(hold_response::Event::Lost(reason)) => break reason,
             other => panic!("unexpected {other:?}"),
         }
     };
@@ -439,7 +441,7 @@ async fn redlock_with_a_hung_node_grants_in_time_and_never_overstates_the_lease(
         let called = std::time::SystemTime::now();
         let granted = acquire(&ctx, &resource, 1_000, 0).await;
         assert!(granted.acquired, "attempt {attempt}: {granted:?}");
-        let expires = to_system_time(&granted.expires_at);
+        let expires = to_system_time(&granted.expire_time);
         assert!(
             expires <= called + Duration::from_secs(1),
             "attempt {attempt}: reported expiry {:?} after the call's start + ttl",
@@ -607,6 +609,7 @@ async fn bad_input_gets_invalid_argument_naming_the_field() {
                 resource: "r".into(),
                 ttl: ms(10),
                 wait: None,
+                heartbeat_interval: None,
             })
             .await
             .map(drop),

@@ -18,7 +18,7 @@ fn channels(names: &[&str]) -> SubscribeRequest {
 }
 
 /// Subscribes and checks the first event confirms the subscription.
-async fn subscribe(ctx: &TestContext, request: SubscribeRequest) -> Streaming<SubscribeEvent> {
+async fn subscribe(ctx: &TestContext, request: SubscribeRequest) -> Streaming<SubscribeResponse> {
     let mut stream = ctx
         .pubsub()
         .subscribe(request)
@@ -28,13 +28,13 @@ async fn subscribe(ctx: &TestContext, request: SubscribeRequest) -> Streaming<Su
     let first = next(&mut stream).await;
     assert_eq!(first.sequence, 1);
     assert!(
-        matches!(first.event, Some(subscribe_event::Event::Subscribed(_))),
+        matches!(first.event, Some(subscribe_response::Event::Subscribed(_))),
         "{first:?}"
     );
     stream
 }
 
-async fn next(stream: &mut Streaming<SubscribeEvent>) -> SubscribeEvent {
+async fn next(stream: &mut Streaming<SubscribeResponse>) -> SubscribeResponse {
     tokio::time::timeout(Duration::from_secs(10), stream.next())
         .await
         .expect("an event within 10s")
@@ -43,11 +43,11 @@ async fn next(stream: &mut Streaming<SubscribeEvent>) -> SubscribeEvent {
 }
 
 /// The next message, skipping heartbeats.
-async fn message(stream: &mut Streaming<SubscribeEvent>) -> Message {
+async fn message(stream: &mut Streaming<SubscribeResponse>) -> Message {
     loop {
         match next(stream).await.event {
-            Some(subscribe_event::Event::Message(m)) => return m,
-            Some(subscribe_event::Event::Heartbeat(_)) => continue,
+            Some(subscribe_response::Event::Message(m)) => return m,
+            Some(subscribe_response::Event::Heartbeat(_)) => continue,
             other => panic!("expected a message, got {other:?}"),
         }
     }
@@ -321,12 +321,12 @@ async fn a_slow_subscriber_gets_a_gap_and_does_not_slow_others() {
     let mut dropped = 0u64;
     while delivered + dropped < total as u64 {
         match next(&mut slow).await.event {
-            Some(subscribe_event::Event::Message(_)) => delivered += 1,
-            Some(subscribe_event::Event::Gap(gap)) => {
+            Some(subscribe_response::Event::Message(_)) => delivered += 1,
+            Some(subscribe_response::Event::Gap(gap)) => {
                 assert!(gap.dropped > 0 && gap.reason.contains("slow"), "{gap:?}");
                 dropped += gap.dropped;
             }
-            Some(subscribe_event::Event::Heartbeat(_)) => {}
+            Some(subscribe_response::Event::Heartbeat(_)) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -367,11 +367,11 @@ async fn the_disconnect_policy_ends_a_slow_stream() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
 
-async fn expect_gap_then_message(ctx: &TestContext, stream: &mut Streaming<SubscribeEvent>) {
+async fn expect_gap_then_message(ctx: &TestContext, stream: &mut Streaming<SubscribeResponse>) {
     let gap = loop {
         match next(stream).await.event {
-            Some(subscribe_event::Event::Gap(gap)) => break gap,
-            Some(subscribe_event::Event::Heartbeat(_)) => continue,
+            Some(subscribe_response::Event::Gap(gap)) => break gap,
+            Some(subscribe_response::Event::Heartbeat(_)) => continue,
             other => panic!("expected a gap, got {other:?}"),
         }
     };
@@ -422,7 +422,7 @@ async fn idle_streams_get_heartbeats() {
     let mut stream = subscribe(
         &ctx,
         SubscribeRequest {
-            heartbeat: Some(prost_types::Duration {
+            heartbeat_interval: Some(prost_types::Duration {
                 seconds: 0,
                 nanos: 200_000_000,
             }),
@@ -433,7 +433,7 @@ async fn idle_streams_get_heartbeats() {
     for expected_sequence in [2, 3] {
         let event = next(&mut stream).await;
         assert!(
-            matches!(event.event, Some(subscribe_event::Event::Heartbeat(_))),
+            matches!(event.event, Some(subscribe_response::Event::Heartbeat(_))),
             "{event:?}"
         );
         assert_eq!(event.sequence, expected_sequence);
@@ -480,9 +480,9 @@ async fn bad_input_gets_invalid_argument_naming_the_field() {
             },
         ),
         (
-            "heartbeat",
+            "heartbeat_interval",
             SubscribeRequest {
-                heartbeat: Some(prost_types::Duration {
+                heartbeat_interval: Some(prost_types::Duration {
                     seconds: 0,
                     nanos: 1000,
                 }),

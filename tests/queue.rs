@@ -102,7 +102,14 @@ async fn stats(ctx: &TestContext, queue: &str) -> StatsResponse {
 
 /// The server time a delivery started: its lease deadline minus its lease.
 fn started_ms(d: &Delivery, lease_ms: u64) -> i64 {
-    to_ms(&d.lease_deadline) - i64::try_from(lease_ms).expect("lease")
+    to_ms(&d.lease_expire_time) - i64::try_from(lease_ms).expect("lease")
+}
+
+/// What a Consume stream sends besides heartbeats.
+#[derive(Debug)]
+enum Received {
+    Delivery(Delivery),
+    Outcome(Outcome),
 }
 
 /// A Consume stream: send requests with `tx`, read responses from `rx`.
@@ -119,6 +126,7 @@ impl Stream {
                 queue: queue.into(),
                 max_in_flight,
                 lease: ms(lease_ms),
+                heartbeat_interval: None,
             })),
         })
         .await
@@ -132,25 +140,32 @@ impl Stream {
         Self { tx, rx }
     }
 
-    async fn next(&mut self) -> consume_response::Message {
-        let message = tokio::time::timeout(Duration::from_secs(10), self.rx.next())
-            .await
-            .expect("a message within 10s")
-            .expect("stream open")
-            .expect("not an error");
-        message.message.expect("message set")
+    /// The next delivery or outcome, heartbeats skipped.
+    async fn next(&mut self) -> Received {
+        loop {
+            let message = tokio::time::timeout(Duration::from_secs(10), self.rx.next())
+                .await
+                .expect("a message within 10s")
+                .expect("stream open")
+                .expect("not an error");
+            match message.message.expect("message set") {
+                consume_response::Message::Delivery(d) => return Received::Delivery(d),
+                consume_response::Message::Outcome(o) => return Received::Outcome(o),
+                consume_response::Message::Heartbeat(_) => {}
+            }
+        }
     }
 
     async fn delivery(&mut self) -> Delivery {
         match self.next().await {
-            consume_response::Message::Delivery(d) => d,
+            Received::Delivery(d) => d,
             other => panic!("expected a delivery, got {other:?}"),
         }
     }
 
     async fn outcome(&mut self) -> Outcome {
         match self.next().await {
-            consume_response::Message::Outcome(o) => o,
+            Received::Outcome(o) => o,
             other => panic!("expected an outcome, got {other:?}"),
         }
     }
@@ -469,11 +484,11 @@ async fn enqueue_consume_ack(ctx: &TestContext) {
     let mut accepted_acks = 0;
     while accepted_acks < 50 {
         match consumer.next().await {
-            consume_response::Message::Delivery(d) => {
+            Received::Delivery(d) => {
                 assert!(seen.insert(d.job_id.clone()), "delivered once");
                 consumer.ack(&d).await;
             }
-            consume_response::Message::Outcome(o) => {
+            Received::Outcome(o) => {
                 assert!(o.ok && o.action == "ack", "{o:?}");
                 accepted_acks += 1;
             }
@@ -532,8 +547,8 @@ async fn delay_and_priority(ctx: &TestContext) {
         .into_inner()
         .job
         .expect("job");
-    let due = to_ms(&info.due_at);
-    assert_eq!(due - to_ms(&info.enqueued_at), 400);
+    let due = to_ms(&info.due_time);
+    assert_eq!(due - to_ms(&info.enqueue_time), 400);
 
     for (payload, priority) in [("low", 1), ("high", 9), ("mid", 5), ("high-2", 9)] {
         enqueue(
@@ -809,7 +824,7 @@ async fn exponential_backoff_grows(ctx: &TestContext) {
             .await
             .expect("nack")
             .into_inner();
-        dues.push(to_ms(&reply.retry_at) - started_ms(&d, 30_000));
+        dues.push(to_ms(&reply.retry_time) - started_ms(&d, 30_000));
     }
     // 50, 100, then capped at 150 (plus the few ms between start and nack).
     let expected = [50, 100, 150];
@@ -999,7 +1014,7 @@ async fn enqueue_stream_replies_in_order(ctx: &TestContext) {
             _ => {}
         }
         sent.push((queue.clone(), spec.payload.clone()));
-        tx.send(EnqueueRequest {
+        tx.send(EnqueueStreamRequest {
             queue,
             job: Some(spec),
         })
@@ -1068,7 +1083,7 @@ async fn one_wake_up_serves_several_small_consumers(ctx: &TestContext) {
     let mut payloads = HashSet::new();
     for stream in &mut streams {
         match stream.next().await {
-            consume_response::Message::Delivery(d) => {
+            Received::Delivery(d) => {
                 payloads.insert(d.payload);
             }
             other => panic!("expected a delivery, got {other:?}"),
@@ -1118,8 +1133,8 @@ async fn ordering_groups(ctx: &TestContext) {
         // With nothing in flight, read until the next delivery arrives.
         while in_flight.is_empty() {
             match consumer.next().await {
-                consume_response::Message::Outcome(o) => assert!(o.ok, "{o:?}"),
-                consume_response::Message::Delivery(d) => {
+                Received::Outcome(o) => assert!(o.ok, "{o:?}"),
+                Received::Delivery(d) => {
                     in_flight.insert(d.job_id.clone(), d);
                 }
             }
@@ -1138,11 +1153,11 @@ async fn ordering_groups(ctx: &TestContext) {
         // Take whatever else arrives until the ack is confirmed.
         loop {
             match consumer.next().await {
-                consume_response::Message::Outcome(o) => {
+                Received::Outcome(o) => {
                     assert!(o.ok, "{o:?}");
                     break;
                 }
-                consume_response::Message::Delivery(d) => {
+                Received::Delivery(d) => {
                     assert!(
                         d.group.is_empty() || in_flight.values().all(|h| h.group != d.group),
                         "two jobs of group {} in flight",
@@ -1214,11 +1229,11 @@ async fn pause_resume_and_rate_limit(ctx: &TestContext) {
     let mut starts = Vec::new();
     while starts.len() < 9 {
         match consumer.next().await {
-            consume_response::Message::Delivery(d) => {
+            Received::Delivery(d) => {
                 starts.push(started_ms(&d, 30_000));
                 consumer.ack(&d).await;
             }
-            consume_response::Message::Outcome(o) => assert!(o.ok),
+            Received::Outcome(o) => assert!(o.ok),
         }
     }
     starts.sort_unstable();
@@ -1281,7 +1296,7 @@ async fn core_checks_pass_on_a_three_master_cluster() {
     run_core_checks_on(&ctx).await;
     let queues = ctx
         .queue()
-        .list_queues(ListQueuesRequest {})
+        .list_queues(ListQueuesRequest::default())
         .await
         .expect("list")
         .into_inner()
@@ -1352,11 +1367,11 @@ async fn a_consume_stream_keeps_delivering_after_acks_fail_on_a_redis_error() {
     let mut seen = HashSet::new();
     while !wanted.is_subset(&seen) {
         match consumer.next().await {
-            consume_response::Message::Delivery(d) => {
+            Received::Delivery(d) => {
                 consumer.ack(&d).await;
                 seen.insert(d.job_id);
             }
-            consume_response::Message::Outcome(_) => {}
+            Received::Outcome(_) => {}
         }
     }
 }
@@ -1641,18 +1656,34 @@ async fn redis_kill_and_restart_loses_no_acknowledged_work() {
                     if acked.contains(&d.job_id) {
                         redelivered_after_ack.push(d.job_id.clone());
                     }
-                    let ok = client
-                        .ack(AckRequest {
-                            queue: q.into(),
-                            items: vec![AckItem {
-                                job_id: d.job_id.clone(),
-                                lease_token: d.lease_token.clone(),
-                                result: Vec::new(),
-                            }],
-                        })
-                        .await
-                        .is_ok();
-                    if ok {
+                    // A consumer retries an ack whose outcome it did not learn; a
+                    // stale lease then means the first try applied (the job is
+                    // completed) or the lease lapsed (it comes back).
+                    let ack = AckRequest {
+                        queue: q.into(),
+                        items: vec![AckItem {
+                            job_id: d.job_id.clone(),
+                            lease_token: d.lease_token.clone(),
+                            result: Vec::new(),
+                        }],
+                    };
+                    let completed = loop {
+                        match client.ack(ack.clone()).await {
+                            Ok(_) => break true,
+                            Err(e) if e.code() == Code::FailedPrecondition => {
+                                let job = client
+                                    .get_job(GetJobRequest {
+                                        queue: q.into(),
+                                        job_id: d.job_id.clone(),
+                                    })
+                                    .await;
+                                let state = job.ok().and_then(|r| r.into_inner().job);
+                                break state.is_some_and(|j| j.state == JobState::Completed as i32);
+                            }
+                            Err(_) => tokio::time::sleep(CLIENT_RETRY_BACKOFF).await,
+                        }
+                    };
+                    if completed {
                         acked.insert(d.job_id);
                     }
                 }

@@ -94,7 +94,7 @@ async fn a_subscription_gets_a_message(ctx: &TestContext, channel: &str, sharded
     };
     let first = next().await;
     assert!(
-        matches!(first, Some(subscribe_event::Event::Subscribed(_))),
+        matches!(first, Some(subscribe_response::Event::Subscribed(_))),
         "{first:?}"
     );
     ctx.pubsub()
@@ -105,7 +105,7 @@ async fn a_subscription_gets_a_message(ctx: &TestContext, channel: &str, sharded
         })
         .await
         .expect("publish");
-    let Some(subscribe_event::Event::Message(message)) = next().await else {
+    let Some(subscribe_response::Event::Message(message)) = next().await else {
         panic!("expected a message");
     };
     assert_eq!(message.payload, b"hello");

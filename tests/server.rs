@@ -165,7 +165,7 @@ async fn shutdown_reports_not_serving_first_and_ends_blocking_calls_within_grace
         .expect("enqueue stream")
         .into_inner();
     producer
-        .send(EnqueueRequest {
+        .send(EnqueueStreamRequest {
             queue: "before-shutdown".into(),
             job: Some(JobSpec::default()),
         })

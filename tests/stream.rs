@@ -69,7 +69,7 @@ async fn create_group(
 /// A ReadGroup stream.
 struct Reader {
     tx: mpsc::Sender<ReadGroupRequest>,
-    rx: Streaming<ReadGroupEvent>,
+    rx: Streaming<ReadGroupResponse>,
     consumer: String,
 }
 
@@ -87,7 +87,7 @@ impl Reader {
             .await?
             .into_inner();
         let consumer = match next_event(&mut rx).await {
-            read_group_event::Event::Consumer(name) => name,
+            read_group_response::Event::Consumer(name) => name,
             other => panic!("expected the consumer name first, got {other:?}"),
         };
         Ok(Self { tx, rx, consumer })
@@ -96,8 +96,8 @@ impl Reader {
     async fn entry(&mut self) -> Entry {
         loop {
             match next_event(&mut self.rx).await {
-                read_group_event::Event::Entry(e) => return e,
-                read_group_event::Event::Acked(_) | read_group_event::Event::Heartbeat(_) => {
+                read_group_response::Event::Entry(e) => return e,
+                read_group_response::Event::Acked(_) | read_group_response::Event::Heartbeat(_) => {
                     continue;
                 }
                 other => panic!("expected an entry, got {other:?}"),
@@ -115,7 +115,7 @@ impl Reader {
     }
 }
 
-async fn next_event(rx: &mut Streaming<ReadGroupEvent>) -> read_group_event::Event {
+async fn next_event(rx: &mut Streaming<ReadGroupResponse>) -> read_group_response::Event {
     tokio::time::timeout(Duration::from_secs(10), rx.next())
         .await
         .expect("an event within 10s")
@@ -132,18 +132,19 @@ fn open(stream: &str, group: &str, consumer: &str, max_unacked: u32) -> OpenGrou
         consumer: consumer.into(),
         max_unacked,
         claim_idle: None,
+        heartbeat_interval: None,
     }
 }
 
 /// The next entry of a Tail, skipping heartbeats.
-async fn next_entry(tail: &mut Streaming<TailEvent>) -> Entry {
+async fn next_entry(tail: &mut Streaming<TailResponse>) -> Entry {
     loop {
         let event = tokio::time::timeout(Duration::from_secs(10), tail.next())
             .await
             .expect("an entry within 10s")
             .expect("open")
             .expect("ok");
-        if let Some(tail_event::Event::Entry(e)) = event.event {
+        if let Some(tail_response::Event::Entry(e)) = event.event {
             return e;
         }
     }
@@ -254,7 +255,7 @@ async fn tail_from_now_confirms_its_start_and_misses_nothing(ctx: &TestContext) 
                     stream: stream.clone(),
                     after: "$".into(),
                 }],
-                heartbeat: None,
+                heartbeat_interval: None,
             })
             .await
             .expect("tail")
@@ -265,7 +266,7 @@ async fn tail_from_now_confirms_its_start_and_misses_nothing(ctx: &TestContext) 
             .expect("open")
             .expect("ok")
             .event;
-        let Some(tail_event::Event::Started(started)) = first else {
+        let Some(tail_response::Event::Started(started)) = first else {
             panic!("attempt {attempt}: the first event is not `started`: {first:?}");
         };
         assert_eq!(
@@ -296,7 +297,7 @@ async fn tail_resumes_without_gap_or_duplicate(ctx: &TestContext) {
                     after: "$".into(),
                 },
             ],
-            heartbeat: None,
+            heartbeat_interval: None,
         })
         .await
         .expect("tail")
@@ -326,7 +327,7 @@ async fn tail_resumes_without_gap_or_duplicate(ctx: &TestContext) {
                     after: last[*s].clone(),
                 })
                 .collect(),
-            heartbeat: None,
+            heartbeat_interval: None,
         })
         .await
         .expect("resume")
@@ -619,7 +620,7 @@ async fn append_stream_keeps_order(ctx: &TestContext) {
         .expect("append stream")
         .into_inner();
     for n in 1..=30u32 {
-        let mut request = AppendRequest {
+        let mut request = AppendStreamRequest {
             stream: s.into(),
             fields: fields(&[("n", &n.to_string())]),
             ..Default::default()
@@ -822,7 +823,22 @@ async fn concurrent_appends_share_calls_and_each_get_their_own_id(ctx: &TestCont
     // Unary calls and producers together, with different trimming.
     let producers = futures::future::join_all((1..=4).map(|p| {
         let mut client = ctx.stream();
-        let requests: Vec<AppendRequest> = (0..10).map(|k| entry(p * 100 + k)).collect();
+        let requests: Vec<AppendStreamRequest> = (0..10)
+            .map(|k| {
+                let AppendRequest {
+                    stream,
+                    fields,
+                    id,
+                    trim,
+                } = entry(p * 100 + k);
+                AppendStreamRequest {
+                    stream,
+                    fields,
+                    id,
+                    trim,
+                }
+            })
+            .collect();
         async move {
             let replies: Vec<AppendStreamResponse> = client
                 .append_stream(tokio_stream::iter(requests))
@@ -960,7 +976,7 @@ async fn bad_input_gets_clear_codes_and_changes_nothing() {
                         stream: "s".into(),
                         after: "x-y".into(),
                     }],
-                    heartbeat: None,
+                    heartbeat_interval: None,
                 })
                 .await
                 .map(drop),

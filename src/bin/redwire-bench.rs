@@ -419,7 +419,7 @@ where
 async fn enqueue_streams(
     args: &Args,
     client: &QueueClient<Channel>,
-) -> ProducerStreams<EnqueueRequest, EnqueueStreamResponse> {
+) -> ProducerStreams<EnqueueStreamRequest, EnqueueStreamResponse> {
     producer_streams(args.concurrency, |requests| {
         let mut client = client.clone();
         async move {
@@ -435,11 +435,13 @@ async fn enqueue_streams(
 
 /// Sends one job on worker `worker`'s stream and checks that it was enqueued.
 async fn enqueue_on(
-    streams: &ProducerStreams<EnqueueRequest, EnqueueStreamResponse>,
+    streams: &ProducerStreams<EnqueueStreamRequest, EnqueueStreamResponse>,
     worker: usize,
     request: EnqueueRequest,
 ) {
-    let reply = streams[worker].lock().await.call(request).await;
+    let EnqueueRequest { queue, job } = request;
+    let message = EnqueueStreamRequest { queue, job };
+    let reply = streams[worker].lock().await.call(message).await;
     assert!(
         matches!(
             reply.result,
@@ -609,7 +611,7 @@ async fn run(args: &Args, channel: Channel) -> Report {
             closed_loop(args, serde_json::json!({}), move |worker, _| {
                 let (streams, stream, payload) = (streams.clone(), stream.clone(), payload.clone());
                 async move {
-                    let request = AppendRequest {
+                    let request = AppendStreamRequest {
                         stream,
                         fields: [("v".to_owned(), payload)].into(),
                         ..Default::default()
@@ -755,6 +757,7 @@ async fn queue_consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Repor
                     queue,
                     max_in_flight,
                     lease: None,
+                    heartbeat_interval: None,
                 })),
             })
             .await
@@ -834,7 +837,7 @@ async fn pubsub(args: &Args, channel: Channel, _payload: Vec<u8>) -> Report {
                 else {
                     return;
                 };
-                if let Some(subscribe_event::Event::Message(m)) = event.event {
+                if let Some(subscribe_response::Event::Message(m)) = event.event {
                     got += 1;
                     delivered.fetch_add(1, Ordering::Relaxed);
                     if let Ok(sent) = String::from_utf8_lossy(&m.payload).parse::<u64>() {
@@ -926,6 +929,7 @@ async fn stream_group(args: &Args, channel: Channel, payload: Vec<u8>) -> Report
                 consumer: format!("c{i}"),
                 max_unacked: 32,
                 claim_idle: None,
+                heartbeat_interval: None,
             };
             tx.send(ReadGroupRequest {
                 message: Some(read_group_request::Message::Open(open)),
@@ -943,7 +947,7 @@ async fn stream_group(args: &Args, channel: Channel, payload: Vec<u8>) -> Report
                 else {
                     continue;
                 };
-                if let Some(read_group_event::Event::Entry(e)) = event.event {
+                if let Some(read_group_response::Event::Entry(e)) = event.event {
                     progress.complete_one();
                     if tx
                         .send(ReadGroupRequest {
@@ -1030,6 +1034,7 @@ async fn idle_consumers(args: &Args, channel: Channel) -> Vec<Box<dyn Send>> {
                 queue: format!("{}-idle-{}", args.prefix, i % 100),
                 max_in_flight: 1,
                 lease: None,
+                heartbeat_interval: None,
             })),
         })
         .await

@@ -74,20 +74,18 @@ impl CacheService {
 /// Maps a proto list end to a domain end, with the rpc's default for unset.
 fn list_end(field: &str, value: i32, default: End) -> Result<End> {
     match ListEnd::try_from(value) {
-        Ok(ListEnd::Default) => Ok(default),
+        Ok(ListEnd::Unspecified) => Ok(default),
         Ok(ListEnd::Front) => Ok(End::Front),
         Ok(ListEnd::Back) => Ok(End::Back),
         Err(_) => Err(Error::invalid(field, format!("unknown list end {value}"))),
     }
 }
 
-fn scored(members: Vec<(Vec<u8>, f64)>) -> SortedSetRangeResponse {
-    SortedSetRangeResponse {
-        members: members
-            .into_iter()
-            .map(|(member, score)| ScoredMember { member, score })
-            .collect(),
-    }
+fn scored(members: Vec<(Vec<u8>, f64)>) -> Vec<ScoredMember> {
+    members
+        .into_iter()
+        .map(|(member, score)| ScoredMember { member, score })
+        .collect()
 }
 
 fn score_bound(field: &str, bound: Option<&ScoreBound>) -> Result<Option<Bound>> {
@@ -128,7 +126,7 @@ impl Cache for CacheService {
             (None, false) => Expiry::Never,
         };
         let condition = match SetCondition::try_from(req.condition) {
-            Ok(SetCondition::Always) => Condition::Always,
+            Ok(SetCondition::Unspecified | SetCondition::Always) => Condition::Always,
             Ok(SetCondition::IfAbsent) => Condition::IfAbsent,
             Ok(SetCondition::IfPresent) => Condition::IfPresent,
             Ok(SetCondition::IfEqual) => {
@@ -412,13 +410,15 @@ impl Cache for CacheService {
             .store
             .sorted_set_range(&key, req.start, req.stop, req.descending)
             .await?;
-        Ok(Response::new(scored(members)))
+        Ok(Response::new(SortedSetRangeResponse {
+            members: scored(members),
+        }))
     }
 
     async fn sorted_set_range_by_score(
         &self,
         request: Request<SortedSetRangeByScoreRequest>,
-    ) -> Result<Response<SortedSetRangeResponse>, Status> {
+    ) -> Result<Response<SortedSetRangeByScoreResponse>, Status> {
         let req = request.into_inner();
         let key = self.key("key", &req.key)?;
         let min = score_bound("min", req.min.as_ref())?;
@@ -433,7 +433,9 @@ impl Cache for CacheService {
             .store
             .sorted_set_range_by_score(&key, min, max, req.descending, req.offset, req.count)
             .await?;
-        Ok(Response::new(scored(members)))
+        Ok(Response::new(SortedSetRangeByScoreResponse {
+            members: scored(members),
+        }))
     }
 
     async fn sorted_set_rank(

@@ -324,12 +324,15 @@ impl CacheStore {
         delta: i64,
         ttl: Option<Duration>,
     ) -> Result<(i64, bool)> {
-        let (value, created): (i64, i64) = INCREMENT
+        let (value, created): (String, i64) = INCREMENT
             .key(key)
             .arg(delta)
             .arg(ttl.map_or(0, millis))
             .invoke_async(&mut self.conn().await?)
             .await?;
+        let value = value
+            .parse()
+            .map_err(|_| Error::Internal(format!("INCRBY left {value:?}, not an integer")))?;
         Ok((value, created == 1))
     }
 

@@ -30,7 +30,8 @@ use store::WAITER_REFRESH;
 pub use store::{Attempt, LockState, LockStore};
 
 use crate::deadline;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
+use crate::heartbeat;
 use crate::proto::lock_server::Lock;
 use crate::proto::*;
 use crate::pubsub::hub::Hub;
@@ -57,7 +58,7 @@ impl Grant {
             acquired: true,
             token: self.token.clone(),
             fencing_token: self.fence,
-            expires_at: Some(self.expires_at.into()),
+            expire_time: Some(self.expires_at.into()),
         }
     }
 }
@@ -69,16 +70,21 @@ pub struct LockService {
     waker: Arc<Waker>,
     /// Per resource, the fair line of local waiters.
     lines: Arc<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>>,
+    /// Heartbeat interval of Hold streams that ask for none.
+    heartbeat: Duration,
     shutdown: CancellationToken,
 }
 
 impl LockService {
-    /// A Lock service over `store`; call [`LockService::spawn_background`].
-    pub fn new(store: LockStore, shutdown: CancellationToken) -> Self {
+    /// A Lock service over `store` whose Hold streams get a heartbeat after
+    /// `heartbeat` of silence unless they ask otherwise; call
+    /// [`LockService::spawn_background`].
+    pub fn new(store: LockStore, heartbeat: Duration, shutdown: CancellationToken) -> Self {
         Self {
             store,
             waker: Arc::new(Waker::new(LOCK_WAKE_CHANNEL)),
             lines: Arc::default(),
+            heartbeat,
             shutdown,
         }
     }
@@ -212,13 +218,20 @@ fn required_ttl(field: &str, ttl: Option<&prost_types::Duration>) -> Result<Dura
 }
 
 fn not_holder(resource: &str) -> Error {
-    Error::FailedPrecondition(format!(
-        "lock {resource:?} is not held with this token (it was released, expired or taken over)"
-    ))
+    Error::refused(
+        Reason::LockNotHeld,
+        format!(
+            "lock {resource:?} is not held with this token (it was released, expired or taken over)"
+        ),
+    )
+    .with("resource", resource)
 }
 
 /// The stream type of Hold.
-pub type HoldStream = ReceiverStream<std::result::Result<HoldEvent, Status>>;
+pub type HoldStream = heartbeat::Heartbeats<
+    ReceiverStream<std::result::Result<HoldResponse, Status>>,
+    fn() -> std::result::Result<HoldResponse, Status>,
+>;
 
 #[tonic::async_trait]
 impl Lock for LockService {
@@ -264,7 +277,7 @@ impl Lock for LockService {
             .await?
             .ok_or_else(|| not_holder(&req.resource))?;
         Ok(Response::new(ExtendResponse {
-            expires_at: Some(expires_at.into()),
+            expire_time: Some(expires_at.into()),
         }))
     }
 
@@ -296,6 +309,11 @@ impl Lock for LockService {
             return Err(Error::invalid("ttl", "must be at least 100ms for Hold").into());
         }
         let wait = validate::duration("wait", req.wait.as_ref())?;
+        let heartbeat = heartbeat::interval(
+            "heartbeat_interval",
+            req.heartbeat_interval.as_ref(),
+            self.heartbeat,
+        )?;
         let until = Instant::now() + wait.unwrap_or(Duration::from_secs(365 * 24 * 3600));
         let (tx, rx) = mpsc::channel(8);
         let service = self.clone();
@@ -304,8 +322,18 @@ impl Lock for LockService {
                 let _ = tx.send(Err(status)).await;
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(heartbeat::every(
+            heartbeat,
+            ReceiverStream::new(rx),
+            hold_heartbeat,
+        )))
     }
+}
+
+fn hold_heartbeat() -> std::result::Result<HoldResponse, Status> {
+    Ok(HoldResponse {
+        event: Some(hold_response::Event::Heartbeat(heartbeat::now())),
+    })
 }
 
 /// Runs one Hold stream; returns a status to end with, or None.
@@ -314,15 +342,19 @@ async fn hold(
     resource: &str,
     ttl: Duration,
     until: Instant,
-    tx: &mpsc::Sender<std::result::Result<HoldEvent, Status>>,
+    tx: &mpsc::Sender<std::result::Result<HoldResponse, Status>>,
 ) -> Option<Status> {
-    let send = |event| async move { tx.send(Ok(HoldEvent { event: Some(event) })).await.is_ok() };
+    let send = |event| async move {
+        tx.send(Ok(HoldResponse { event: Some(event) }))
+            .await
+            .is_ok()
+    };
     let token = uuid::Uuid::now_v7().to_string();
     let grant = tokio::select! {
         grant = service.obtain(resource, &token, ttl, until) => match grant {
             Ok(Some(grant)) => grant,
             Ok(None) => {
-                send(hold_event::Event::NotAcquired(true)).await;
+                send(hold_response::Event::NotAcquired(true)).await;
                 return None;
             }
             Err(e) => return Some(e.into()),
@@ -330,7 +362,7 @@ async fn hold(
         () = tx.closed() => return None,
     };
     // From here on the lock is ours: every exit must release it or report it lost.
-    if !send(hold_event::Event::Granted(grant.response())).await {
+    if !send(hold_response::Event::Granted(grant.response())).await {
         let _ = service.store.release(resource, &token).await;
         return None;
     }
@@ -339,18 +371,18 @@ async fn hold(
             () = tokio::time::sleep(ttl / 3) => {
                 match service.store.extend(resource, &token, ttl).await {
                     Ok(Some(expires_at)) => {
-                        let until: prost_types::Timestamp = expires_at.into();
-                        if !send(hold_event::Event::RenewedUntil(until)).await {
+                        let renewed = Renewed { expire_time: Some(expires_at.into()) };
+                        if !send(hold_response::Event::Renewed(renewed)).await {
                             let _ = service.store.release(resource, &token).await;
                             return None;
                         }
                     }
                     Ok(None) => {
-                        send(hold_event::Event::Lost("the lease expired or was taken over".into())).await;
+                        send(hold_response::Event::Lost("the lease expired or was taken over".into())).await;
                         return None;
                     }
                     Err(e) => {
-                        send(hold_event::Event::Lost(format!("renewal failed: {e}"))).await;
+                        send(hold_response::Event::Lost(format!("renewal failed: {e}"))).await;
                         return None;
                     }
                 }

@@ -29,17 +29,16 @@ use tonic::{Request, Response, Status};
 use self::buffer::{Buffer, Next, SlowPolicy};
 use self::hub::{Hub, Interest, Label, Target};
 use self::topic::TopicPattern;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
+use crate::heartbeat;
 use crate::proto::pub_sub_server::PubSub;
 use crate::proto::*;
 use crate::redis::Redis;
 use crate::redis::keys::pubsub_channel;
-use crate::validate::{self, Limits};
+use crate::validate::Limits;
 
 /// Longest channel, pattern or topic name.
 const MAX_CHANNEL_BYTES: usize = 256;
-/// Shortest heartbeat interval a client may ask for.
-const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 /// Events queued between a subscriber's task and its HTTP/2 stream; the bounded
 /// buffer in front of it holds the rest.
 const STREAM_CHANNEL: usize = 16;
@@ -147,7 +146,9 @@ impl PubSubService {
 
     fn buffer(&self, req: &SubscribeRequest) -> Result<Buffer> {
         let policy = match SlowSubscriberPolicy::try_from(req.slow_policy) {
-            Ok(SlowSubscriberPolicy::DropOldest) => SlowPolicy::DropOldest,
+            Ok(SlowSubscriberPolicy::Unspecified | SlowSubscriberPolicy::DropOldest) => {
+                SlowPolicy::DropOldest
+            }
             Ok(SlowSubscriberPolicy::Disconnect) => SlowPolicy::Disconnect,
             Err(_) => {
                 return Err(Error::invalid(
@@ -247,7 +248,7 @@ impl hub::Listener for Buffer {
 }
 
 /// The stream type of Subscribe.
-pub type SubscribeStream = ReceiverStream<std::result::Result<SubscribeEvent, Status>>;
+pub type SubscribeStream = ReceiverStream<std::result::Result<SubscribeResponse, Status>>;
 
 #[tonic::async_trait]
 impl PubSub for PubSubService {
@@ -280,18 +281,18 @@ impl PubSub for PubSubService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
         let interests = self.interests(&req)?;
-        let heartbeat = validate::duration("heartbeat", req.heartbeat.as_ref())?
-            .unwrap_or(self.settings.heartbeat);
-        if heartbeat < MIN_HEARTBEAT {
-            return Err(Error::invalid("heartbeat", "must be at least 100ms").into());
-        }
+        let heartbeat = heartbeat::interval(
+            "heartbeat_interval",
+            req.heartbeat_interval.as_ref(),
+            self.settings.heartbeat,
+        )?;
         let buffer = Arc::new(self.buffer(&req)?);
         let subscription = self.hub.subscribe(buffer.clone(), interests).await?;
 
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL);
-        let confirmed = SubscribeEvent {
+        let confirmed = SubscribeResponse {
             sequence: 1,
-            event: Some(subscribe_event::Event::Subscribed(Subscribed {
+            event: Some(subscribe_response::Event::Subscribed(Subscribed {
                 channels: req.channels,
                 patterns: req.patterns,
                 sharded_channels: req.sharded_channels,
@@ -313,7 +314,7 @@ impl PubSub for PubSubService {
 /// Moves events from the buffer to the gRPC stream until one of the three exits.
 async fn forward(
     buffer: Arc<Buffer>,
-    tx: mpsc::Sender<std::result::Result<SubscribeEvent, Status>>,
+    tx: mpsc::Sender<std::result::Result<SubscribeResponse, Status>>,
     heartbeat: Duration,
     shutdown: CancellationToken,
 ) {
@@ -322,28 +323,29 @@ async fn forward(
     loop {
         let event = tokio::select! {
             next = buffer.next() => match next {
-                Next::Message(m) => subscribe_event::Event::Message(Message {
+                Next::Message(m) => subscribe_response::Event::Message(Message {
                     channel: m.channel,
                     pattern: m.pattern,
                     topic: m.topic,
                     payload: m.payload,
                     sharded: m.sharded,
                 }),
-                Next::Gap { dropped, reason } => subscribe_event::Event::Gap(Gap {
+                Next::Gap { dropped, reason } => subscribe_response::Event::Gap(Gap {
                     dropped,
                     reason: reason.to_owned(),
                 }),
                 Next::Overflow => {
-                    let status = Error::ResourceExhausted(
-                        "subscriber too slow: its buffer overflowed (slow_policy DISCONNECT)".into(),
+                    let status = Error::refused(
+                        Reason::SubscriberTooSlow,
+                        "subscriber too slow: its buffer overflowed (slow_policy DISCONNECT)",
                     );
                     let _ = tx.send(Err(status.into())).await;
                     return;
                 }
             },
-            () = tokio::time::sleep_until(idle_until) => subscribe_event::Event::Heartbeat(Heartbeat {
-                at: Some(std::time::SystemTime::now().into()),
-            }),
+            () = tokio::time::sleep_until(idle_until) => {
+                subscribe_response::Event::Heartbeat(heartbeat::now())
+            }
             () = tx.closed() => return,
             () = shutdown.cancelled() => {
                 let _ = tx.send(Err(Error::ShuttingDown.into())).await;
@@ -352,7 +354,7 @@ async fn forward(
         };
         sequence += 1;
         let sent = tokio::select! {
-            sent = tx.send(Ok(SubscribeEvent { sequence, event: Some(event) })) => sent.is_ok(),
+            sent = tx.send(Ok(SubscribeResponse { sequence, event: Some(event) })) => sent.is_ok(),
             () = shutdown.cancelled() => false,
         };
         if !sent {

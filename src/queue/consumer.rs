@@ -474,7 +474,7 @@ impl Consumer {
             action: action.to_owned(),
             ok,
             error,
-            lease_deadline,
+            lease_expire_time: lease_deadline,
         };
         let _ = self.send(consume_response::Message::Outcome(outcome)).await;
     }

@@ -37,7 +37,9 @@ pub use record::JobRecord;
 pub use store::{Dequeued, Enqueued, Leased, NewJob, QueueStore, Stats, StoredJob, Taker};
 
 use crate::deadline;
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
+use crate::heartbeat;
+use crate::page;
 use crate::producer::{self, Replies};
 use crate::proto::queue_server::Queue;
 use crate::proto::*;
@@ -56,7 +58,7 @@ const MAX_ATTRIBUTES: usize = 64;
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 /// Default longest retry delay (exponential backoff).
 const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(3600);
-/// Dead jobs per ListDead page when the request says 0.
+/// Items per ListDead or ListQueues page when the request says 0.
 const DEFAULT_PAGE: u32 = 100;
 
 /// Queue settings from the config.
@@ -66,6 +68,8 @@ pub struct QueueSettings {
     pub default_lease: Duration,
     /// How often the background reaper runs.
     pub reap_interval: Duration,
+    /// Heartbeat interval of Consume streams that ask for none.
+    pub heartbeat: Duration,
 }
 
 /// The Queue service.
@@ -151,15 +155,18 @@ impl QueueService {
         }
         let delay = validate::duration(format_args!("{field}.delay"), spec.delay.as_ref())?
             .unwrap_or_default();
-        let deliver_at_ms = match &spec.deliver_at {
+        let deliver_at_ms = match &spec.deliver_time {
             Some(_) if !delay.is_zero() => {
                 return Err(Error::invalid(
-                    at("deliver_at"),
+                    at("deliver_time"),
                     "cannot be combined with delay",
                 ));
             }
             Some(t) if t.seconds < 0 || t.nanos < 0 => {
-                return Err(Error::invalid(at("deliver_at"), "must not be before 1970"));
+                return Err(Error::invalid(
+                    at("deliver_time"),
+                    "must not be before 1970",
+                ));
             }
             Some(t) => {
                 u64::try_from(t.seconds).unwrap_or(0) * 1000
@@ -298,7 +305,7 @@ fn delivery(queue: &str, job: Leased) -> Delivery {
         attempt: job.record.attempts,
         max_attempts: job.record.max_attempts,
         lease_token: job.record.token,
-        lease_deadline: Some(timestamp(job.record.due_ms)),
+        lease_expire_time: Some(timestamp(job.record.due_ms)),
         group: job.record.group,
     }
 }
@@ -316,8 +323,8 @@ fn job_info(job: StoredJob) -> JobInfo {
         result: job.result.unwrap_or_default(),
         priority: r.priority,
         group: r.group,
-        enqueued_at: Some(timestamp(r.enqueued_ms)),
-        due_at: (r.due_ms > 0).then(|| timestamp(r.due_ms)),
+        enqueue_time: Some(timestamp(r.enqueued_ms)),
+        due_time: (r.due_ms > 0).then(|| timestamp(r.due_ms)),
     }
 }
 
@@ -340,19 +347,22 @@ impl Queue for QueueService {
 
     async fn enqueue_stream(
         &self,
-        request: Request<Streaming<EnqueueRequest>>,
+        request: Request<Streaming<EnqueueStreamRequest>>,
     ) -> Result<Response<Self::EnqueueStreamStream>, Status> {
         let service = self.clone();
         let replies = producer::serve(
             request.into_inner(),
             self.limits.max_batch,
             self.shutdown.clone(),
-            move |batch: Vec<EnqueueRequest>| {
+            move |batch: Vec<EnqueueStreamRequest>| {
                 let service = service.clone();
                 async move {
                     // Polled in order, so jobs for one queue join its lane in order.
-                    let outcomes =
-                        join_all(batch.into_iter().map(|req| service.enqueue_one(req))).await;
+                    let outcomes = join_all(batch.into_iter().map(|message| {
+                        let EnqueueStreamRequest { queue, job } = message;
+                        service.enqueue_one(EnqueueRequest { queue, job })
+                    }))
+                    .await;
                     outcomes.into_iter().map(enqueue_stream_reply).collect()
                 }
             },
@@ -401,6 +411,11 @@ impl Queue for QueueService {
             self.limits
                 .count("subscribe.max_in_flight", subscribe.max_in_flight, 1)?;
         let lease = self.lease("subscribe.lease", subscribe.lease.as_ref())?;
+        let heartbeat = heartbeat::interval(
+            "subscribe.heartbeat_interval",
+            subscribe.heartbeat_interval.as_ref(),
+            self.settings.heartbeat,
+        )?;
         let (tx, rx) = tokio::sync::mpsc::channel(max_in_flight + 16);
         let consumer = consumer::Consumer::new(
             self.store.clone(),
@@ -416,9 +431,15 @@ impl Queue for QueueService {
             self.shutdown.clone(),
         );
         tokio::spawn(consumer.run(inbound));
-        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(
-            ReceiverStream::new(rx),
-            |message| *message,
+        let outbound = tokio_stream::StreamExt::map(ReceiverStream::new(rx), |message| *message);
+        Ok(Response::new(Box::pin(heartbeat::every(
+            heartbeat,
+            outbound,
+            || {
+                Ok(ConsumeResponse {
+                    message: Some(consume_response::Message::Heartbeat(heartbeat::now())),
+                })
+            },
         ))))
     }
 
@@ -483,7 +504,7 @@ impl Queue for QueueService {
         let (new_state, due) = outcome.ok_or_else(|| settle::stale(&item.job_id))?;
         Ok(Response::new(NackResponse {
             state: state(&new_state) as i32,
-            retry_at: (due > 0).then(|| timestamp(due)),
+            retry_time: (due > 0).then(|| timestamp(due)),
         }))
     }
 
@@ -503,7 +524,7 @@ impl Queue for QueueService {
             .await?
             .ok_or_else(|| settle::stale(&item.job_id))?;
         Ok(Response::new(ExtendLeaseResponse {
-            lease_deadline: Some(timestamp(deadline)),
+            lease_expire_time: Some(timestamp(deadline)),
         }))
     }
 
@@ -519,7 +540,12 @@ impl Queue for QueueService {
             .get_job(&req.queue, &req.job_id)
             .await?
             .ok_or_else(|| {
-                Error::NotFound(format!("queue {:?} has no job {:?}", req.queue, req.job_id))
+                Error::refused(
+                    Reason::JobNotFound,
+                    format!("queue {:?} has no job {:?}", req.queue, req.job_id),
+                )
+                .with("queue", &req.queue)
+                .with("job_id", &req.job_id)
             })?;
         Ok(Response::new(GetJobResponse {
             job: Some(job_info(job)),
@@ -552,12 +578,18 @@ impl Queue for QueueService {
     ) -> Result<Response<ListDeadResponse>, Status> {
         let req = request.into_inner();
         validate::name("queue", &req.queue)?;
-        let limit = self.limits.count("limit", req.limit, DEFAULT_PAGE)?;
-        let offset = usize::try_from(req.offset).unwrap_or(usize::MAX);
-        let (jobs, total) = self.store.list_dead(&req.queue, offset, limit).await?;
+        let size = self
+            .limits
+            .count("page_size", req.page_size, DEFAULT_PAGE)?;
+        let after = page::position("page_token", &req.page_token)?;
+        let (jobs, total, next) = self
+            .store
+            .list_dead(&req.queue, after.as_deref(), size)
+            .await?;
         Ok(Response::new(ListDeadResponse {
             jobs: jobs.into_iter().map(job_info).collect(),
             total,
+            next_page_token: next.as_deref().map(page::token).unwrap_or_default(),
         }))
     }
 
@@ -644,9 +676,21 @@ impl Queue for QueueService {
 
     async fn list_queues(
         &self,
-        _request: Request<ListQueuesRequest>,
+        request: Request<ListQueuesRequest>,
     ) -> Result<Response<ListQueuesResponse>, Status> {
-        let queues = self.store.list_queues().await?;
-        Ok(Response::new(ListQueuesResponse { queues }))
+        let req = request.into_inner();
+        let size = self
+            .limits
+            .count("page_size", req.page_size, DEFAULT_PAGE)?;
+        let after = page::position("page_token", &req.page_token)?;
+        let (queues, more) = self.store.queue_page(after.as_deref(), size).await?;
+        let next_page_token = match queues.last() {
+            Some(last) if more => page::token(last),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListQueuesResponse {
+            queues,
+            next_page_token,
+        }))
     }
 }

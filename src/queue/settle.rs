@@ -8,7 +8,7 @@
 use std::fmt::Display;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::proto::{AckItem, ExtendItem, NackItem};
 use crate::time::millis;
 use crate::validate::{self, Limits};
@@ -44,7 +44,11 @@ pub(super) fn extend(
 /// The refusal of an ack, nack or extend whose lease token is not the job's
 /// current lease.
 pub(super) fn stale(job_id: &str) -> Error {
-    Error::FailedPrecondition(format!(
-        "job {job_id:?}: the lease token is not the job's current lease (it expired, was redelivered, or the job finished)"
-    ))
+    Error::refused(
+        Reason::LeaseStale,
+        format!(
+            "job {job_id:?}: the lease token is not the job's current lease (it expired, was redelivered, or the job finished)"
+        ),
+    )
+    .with("job_id", job_id)
 }

@@ -458,26 +458,59 @@ impl QueueStore {
         })
     }
 
-    /// A page of dead jobs (oldest death first) and the total.
+    /// A page of at most `size` dead jobs, oldest death first, after `after` (a
+    /// position this returned for an earlier page); the total; and the position
+    /// the next page starts after (`None` on the last page).
     pub async fn list_dead(
         &self,
         queue: &str,
-        offset: usize,
-        limit: usize,
-    ) -> Result<(Vec<StoredJob>, i64)> {
+        after: Option<&str>,
+        size: usize,
+    ) -> Result<(Vec<StoredJob>, i64, Option<String>)> {
         let keys = queue_keys(queue);
+        let dead = &keys[6];
         let mut conn = self.conn().await?;
-        let (ids, total): (Vec<String>, i64) = redis::pipe()
-            .zrange(
-                &keys[6],
-                isize::try_from(offset).unwrap_or(isize::MAX),
-                isize::try_from(offset + limit).unwrap_or(isize::MAX) - 1,
+        let start = match after.map(dead_position) {
+            None => 0,
+            Some(None) => {
+                return Err(Error::invalid(
+                    "page_token",
+                    "is not a page token this server gave out",
+                ));
+            }
+            Some(Some((died, id))) => {
+                // Where the last job listed is now, or where it would be if it
+                // was redriven or purged meanwhile.
+                let (rank, earlier, same_time): (Option<usize>, usize, Vec<String>) = redis::pipe()
+                    .zrank(dead, id)
+                    .zcount(dead, "-inf", format!("({died}"))
+                    .zrangebyscore(dead, died, died)
+                    .query_async(&mut conn)
+                    .await?;
+                rank.map_or_else(
+                    || earlier + same_time.iter().filter(|other| other.as_str() < id).count(),
+                    |rank| rank + 1,
+                )
+            }
+        };
+        let last = start + size.max(1) - 1;
+        let (page, total): (Vec<(String, f64)>, i64) = redis::pipe()
+            .zrange_withscores(
+                dead,
+                isize::try_from(start).unwrap_or(isize::MAX),
+                isize::try_from(last).unwrap_or(isize::MAX),
             )
-            .zcard(&keys[6])
+            .zcard(dead)
             .query_async(&mut conn)
             .await?;
+        let more = usize::try_from(total).is_ok_and(|total| total > last + 1);
+        let next = page
+            .last()
+            .filter(|_| more)
+            .map(|(id, died)| format!("{died}/{id}"));
+        let ids: Vec<String> = page.into_iter().map(|(id, _)| id).collect();
         if ids.is_empty() {
-            return Ok((Vec::new(), total));
+            return Ok((Vec::new(), total, None));
         }
         let (records, payloads): (Vec<MaybeBytes>, Vec<MaybeBytes>) = redis::pipe()
             .cmd("HMGET")
@@ -503,7 +536,7 @@ impl QueueStore {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok((jobs, total))
+        Ok((jobs, total, next))
     }
 
     /// Pauses or resumes deliveries; resuming wakes consumers.
@@ -565,6 +598,30 @@ impl QueueStore {
         queues.sort();
         Ok(queues)
     }
+
+    /// A page of at most `size` queue names after `after`, sorted, and whether
+    /// more follow.
+    pub async fn queue_page(
+        &self,
+        after: Option<&str>,
+        size: usize,
+    ) -> Result<(Vec<String>, bool)> {
+        let mut queues = self.list_queues().await?;
+        let first = after.map_or(0, |after| {
+            queues.partition_point(|name| name.as_str() <= after)
+        });
+        let mut page = queues.split_off(first.min(queues.len()));
+        let more = page.len() > size;
+        page.truncate(size);
+        Ok((page, more))
+    }
+}
+
+/// A dead job's place in its queue's dead set, as `list_dead` writes it into a
+/// page token: its time of death (ms) and its id.
+fn dead_position(position: &str) -> Option<(f64, &str)> {
+    let (died, id) = position.split_once('/')?;
+    Some((died.parse().ok()?, id))
 }
 
 /// How nack.lua fails a job (its ARGV[5..8]).

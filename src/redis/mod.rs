@@ -37,7 +37,7 @@ use tokio::sync::OnceCell;
 pub use conn::Conn;
 use conn::Link;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 
 /// How many shared multiplexed connections a standalone Redis gets. Two keep one
 /// large reply from stalling every other call; more buy nothing on one Redis thread.
@@ -262,12 +262,14 @@ impl Redis {
                 settled: true,
                 command_timeout: self.settings.command_timeout,
             }),
-            Err(PoolError::Timeout(managed::TimeoutType::Wait)) => {
-                Err(Error::ResourceExhausted(format!(
+            Err(PoolError::Timeout(managed::TimeoutType::Wait)) => Err(Error::refused(
+                Reason::BlockingPoolExhausted,
+                format!(
                     "all {} connections for blocking calls are busy",
                     self.settings.blocking_pool_size
-                )))
-            }
+                ),
+            )
+            .with("limit", self.settings.blocking_pool_size)),
             Err(PoolError::Backend(e)) => Err(e.into()),
             Err(e) => Err(Error::Unavailable(e.to_string())),
         }

@@ -21,12 +21,12 @@ use super::readers::StreamSignal;
 use super::store::{ClaimWhat, StoredEntry, StreamStore};
 use super::to_entry;
 use crate::error::Error;
-use crate::proto::{ReadGroupEvent, ReadGroupRequest, read_group_event, read_group_request};
+use crate::proto::{ReadGroupRequest, ReadGroupResponse, read_group_request, read_group_response};
 
 /// Pause before trying Redis again after it failed.
 const REDIS_RETRY: Duration = Duration::from_millis(250);
 
-type Outbound = mpsc::Sender<Result<ReadGroupEvent, Status>>;
+type Outbound = mpsc::Sender<Result<ReadGroupResponse, Status>>;
 
 /// The state of one ReadGroup stream.
 pub(super) struct GroupConsumer {
@@ -72,16 +72,16 @@ impl GroupConsumer {
         }
     }
 
-    async fn send(&self, event: read_group_event::Event) -> bool {
+    async fn send(&self, event: read_group_response::Event) -> bool {
         self.tx
-            .send(Ok(ReadGroupEvent { event: Some(event) }))
+            .send(Ok(ReadGroupResponse { event: Some(event) }))
             .await
             .is_ok()
     }
 
     async fn serve(&self, inbound: &mut Streaming<ReadGroupRequest>) -> Option<Status> {
         if !self
-            .send(read_group_event::Event::Consumer(self.consumer.clone()))
+            .send(read_group_response::Event::Consumer(self.consumer.clone()))
             .await
         {
             return None;
@@ -107,8 +107,10 @@ impl GroupConsumer {
                         if !entries.is_empty() {
                             for entry in entries {
                                 held.insert(entry.id.clone());
-                                let event =
-                                    read_group_event::Event::Entry(to_entry(&self.stream, entry));
+                                let event = read_group_response::Event::Entry(to_entry(
+                                    &self.stream,
+                                    entry,
+                                ));
                                 if !self.send(event).await {
                                     return None;
                                 }
@@ -146,7 +148,7 @@ impl GroupConsumer {
                             Ok(_) => {
                                 for id in ids {
                                     held.remove(&id);
-                                    if !self.send(read_group_event::Event::Acked(id)).await {
+                                    if !self.send(read_group_response::Event::Acked(id)).await {
                                         return None;
                                     }
                                 }
@@ -160,7 +162,7 @@ impl GroupConsumer {
                 () = tokio::time::sleep_until(claim_wait), if claim_at.is_some() && credits > 0 => {}
                 () = tokio::time::sleep(REDIS_RETRY), if redis_trouble => redis_trouble = false,
                 () = tokio::time::sleep_until(idle_until) => {
-                    if !self.send(read_group_event::Event::Heartbeat(true)).await {
+                    if !self.send(read_group_response::Event::Heartbeat(crate::heartbeat::now())).await {
                         return None;
                     }
                     idle_until = Instant::now() + self.heartbeat;

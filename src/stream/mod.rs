@@ -30,6 +30,7 @@ pub use store::{ClaimWhat, Claimed, Fields, NewEntries, StoredEntry, StreamStore
 use self::readers::Readers;
 use crate::error::{Error, Result};
 use crate::group_commit::GroupCommit;
+use crate::heartbeat;
 use crate::producer::{self, Replies};
 use crate::proto::stream_server::Stream;
 use crate::proto::*;
@@ -259,9 +260,9 @@ fn to_entry(stream: &str, e: StoredEntry) -> Entry {
 }
 
 /// The stream type of Tail.
-pub type TailStream = ReceiverStream<std::result::Result<TailEvent, Status>>;
+pub type TailStream = ReceiverStream<std::result::Result<TailResponse, Status>>;
 /// The stream type of ReadGroup.
-pub type ReadGroupStream = ReceiverStream<std::result::Result<ReadGroupEvent, Status>>;
+pub type ReadGroupStream = ReceiverStream<std::result::Result<ReadGroupResponse, Status>>;
 
 #[tonic::async_trait]
 impl Stream for StreamService {
@@ -283,15 +284,16 @@ impl Stream for StreamService {
 
     async fn append_stream(
         &self,
-        request: Request<Streaming<AppendRequest>>,
+        request: Request<Streaming<AppendStreamRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let service = self.clone();
         let replies = producer::serve(
             request.into_inner(),
             self.limits.max_batch,
             self.shutdown.clone(),
-            move |batch: Vec<AppendRequest>| {
+            move |batch: Vec<AppendStreamRequest>| {
                 let service = service.clone();
+                let batch = batch.into_iter().map(append_request).collect();
                 async move { service.append_in_order(batch).await }
             },
         );
@@ -347,8 +349,11 @@ impl Stream for StreamService {
     ) -> Result<Response<Self::TailStream>, Status> {
         let req = request.into_inner();
         self.limits.batch("streams", &req.streams)?;
-        let heartbeat =
-            validate::ttl("heartbeat", req.heartbeat.as_ref())?.unwrap_or(self.heartbeat);
+        let heartbeat = heartbeat::interval(
+            "heartbeat_interval",
+            req.heartbeat_interval.as_ref(),
+            self.heartbeat,
+        )?;
         let mut positions = Vec::with_capacity(req.streams.len());
         for (i, p) in req.streams.iter().enumerate() {
             validate::name(format_args!("streams[{i}].stream"), &p.stream)?;
@@ -381,8 +386,8 @@ impl Stream for StreamService {
                 .collect(),
         };
         // The channel is new and has room: the first event is always `started`.
-        let _ = tx.try_send(Ok(TailEvent {
-            event: Some(tail_event::Event::Started(started)),
+        let _ = tx.try_send(Ok(TailResponse {
+            event: Some(tail_response::Event::Started(started)),
         }));
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
@@ -470,6 +475,11 @@ impl Stream for StreamService {
             self.limits
                 .count("open.max_unacked", open.max_unacked, DEFAULT_UNACKED)?;
         let claim_idle = validate::ttl("open.claim_idle", open.claim_idle.as_ref())?;
+        let heartbeat = heartbeat::interval(
+            "open.heartbeat_interval",
+            open.heartbeat_interval.as_ref(),
+            self.heartbeat,
+        )?;
         // Fail fast with NOT_FOUND when the group does not exist.
         self.store
             .pending_summary(&open.stream, &open.group)
@@ -484,7 +494,7 @@ impl Stream for StreamService {
             ephemeral,
             max_unacked,
             claim_idle,
-            heartbeat: self.heartbeat,
+            heartbeat,
             tx,
             shutdown: self.shutdown.clone(),
         };
@@ -684,7 +694,7 @@ async fn tail_loop(
     mut positions: Vec<(String, String)>,
     signals: Vec<Arc<readers::StreamSignal>>,
     heartbeat: Duration,
-    tx: &mpsc::Sender<std::result::Result<TailEvent, Status>>,
+    tx: &mpsc::Sender<std::result::Result<TailResponse, Status>>,
     shutdown: CancellationToken,
 ) -> Option<Status> {
     let mut idle_until = Instant::now() + heartbeat;
@@ -703,8 +713,8 @@ async fn tail_loop(
             };
             for entry in entries {
                 *after = entry.id.clone();
-                let event = TailEvent {
-                    event: Some(tail_event::Event::Entry(to_entry(stream, entry))),
+                let event = TailResponse {
+                    event: Some(tail_response::Event::Entry(to_entry(stream, entry))),
                 };
                 if tx.send(Ok(event)).await.is_err() {
                     return None;
@@ -719,7 +729,7 @@ async fn tail_loop(
         tokio::select! {
             _ = futures::future::select_all(woken) => {}
             () = tokio::time::sleep_until(idle_until) => {
-                let beat = TailEvent { event: Some(tail_event::Event::Heartbeat(true)) };
+                let beat = TailResponse { event: Some(tail_response::Event::Heartbeat(heartbeat::now())) };
                 if tx.send(Ok(beat)).await.is_err() {
                     return None;
                 }
@@ -728,6 +738,23 @@ async fn tail_loop(
             () = tx.closed() => return None,
             () = shutdown.cancelled() => return Some(Error::ShuttingDown.into()),
         }
+    }
+}
+
+/// One AppendStream message as the append it asks for (every field named, so a
+/// new field cannot be forgotten here).
+fn append_request(message: AppendStreamRequest) -> AppendRequest {
+    let AppendStreamRequest {
+        stream,
+        fields,
+        id,
+        trim,
+    } = message;
+    AppendRequest {
+        stream,
+        fields,
+        id,
+        trim,
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::{Script, Value};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Reason, Result};
 use crate::group_commit::{Commit, Weight};
 use crate::redis::keys::stream_keys;
 use crate::redis::{Conn, Redis};
@@ -179,16 +179,30 @@ pub struct StreamStore {
     redis: Arc<Redis>,
 }
 
+/// The error of a call on a stream that does not exist.
+fn missing_stream(stream: &str) -> Error {
+    Error::refused(
+        Reason::StreamNotFound,
+        format!("there is no stream {stream:?}"),
+    )
+    .with("stream", stream)
+}
+
 /// Maps NOGROUP to NOT_FOUND naming the group and stream, and any other
 /// NOT_FOUND (the stream itself is missing) to one naming the stream.
 fn no_group(stream: &str, group: &str) -> impl Fn(redis::RedisError) -> Error {
     let (stream, group) = (stream.to_owned(), group.to_owned());
     move |e| {
         if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP") {
-            return Error::NotFound(format!("stream {stream:?} has no group {group:?}"));
+            return Error::refused(
+                Reason::GroupNotFound,
+                format!("stream {stream:?} has no group {group:?}"),
+            )
+            .with("stream", &stream)
+            .with("group", &group);
         }
         match Error::from(e) {
-            Error::NotFound(_) => Error::NotFound(format!("there is no stream {stream:?}")),
+            err if err.reason() == Reason::StreamNotFound => missing_stream(&stream),
             other => other,
         }
     }
@@ -637,7 +651,7 @@ impl StreamStore {
             .await
             .map_err(|e| {
                 if e.to_string().contains("no such key") {
-                    Error::NotFound(format!("no stream {stream:?}"))
+                    missing_stream(stream)
                 } else {
                     e.into()
                 }

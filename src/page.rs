@@ -1,0 +1,50 @@
+//! Page tokens of the listing RPCs (`page_token` / `next_page_token`): opaque to
+//! clients (hex, so nobody is tempted to build one), a position to the server.
+
+use crate::error::{Error, Result};
+
+/// The token that resumes a listing after `position`.
+pub fn token(position: &str) -> String {
+    position.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The position a `page_token` from [`token`] resumes after; `None` for the
+/// first page (an empty token).
+pub fn position(field: &str, token: &str) -> Result<Option<String>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let refuse = || Error::invalid(field, "is not a page token this server gave out");
+    if !token.len().is_multiple_of(2) {
+        return Err(refuse());
+    }
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(token.get(i..i + 2).ok_or_else(refuse)?, 16).map_err(|_| refuse())
+        })
+        .collect::<Result<Vec<u8>>>()?;
+    String::from_utf8(bytes).map(Some).map_err(|_| refuse())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_gives_back_its_position() {
+        for position in ["", "mail", "1700000000000/job:7", "ünïcode"] {
+            let back = super::position("page_token", &token(position)).expect("valid");
+            let expected = (!position.is_empty()).then(|| position.to_owned());
+            assert_eq!(back, expected);
+        }
+    }
+
+    #[test]
+    fn a_token_we_did_not_make_is_invalid_naming_the_field() {
+        for bad in ["xyz", "abc", "ff"] {
+            let err = position("page_token", bad).expect_err(bad);
+            assert!(err.to_string().starts_with("page_token: "), "{err}");
+        }
+    }
+}
