@@ -317,6 +317,39 @@ impl From<RedisError> for Error {
     }
 }
 
+/// Redis error replies a store tells apart from the rest, recognised here and
+/// nowhere else: by their code where Redis gives one, by their text where it does
+/// not (inside MULTI/EXEC, and for stream commands on a missing key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisReply {
+    /// The consumer group does not exist (`NOGROUP`).
+    NoGroup,
+    /// The consumer group exists already (`BUSYGROUP`).
+    GroupExists,
+    /// An explicit stream id is not above the stream's last one.
+    IdNotAboveLast,
+    /// The text is not a stream id.
+    InvalidStreamId,
+    /// A stream command on a key that does not exist (XGROUP, XINFO).
+    NoSuchKey,
+}
+
+impl RedisReply {
+    /// True when `err` is this reply.
+    pub fn matches(self, err: &RedisError) -> bool {
+        let text = err.to_string();
+        match self {
+            Self::NoGroup => err.code() == Some("NOGROUP") || text.contains("NOGROUP"),
+            Self::GroupExists => err.code() == Some("BUSYGROUP") || text.contains("BUSYGROUP"),
+            Self::IdNotAboveLast => text.contains("equal or smaller"),
+            Self::InvalidStreamId => text.contains("Invalid stream ID"),
+            Self::NoSuchKey => {
+                text.contains("requires the key to exist") || text.contains("no such key")
+            }
+        }
+    }
+}
+
 /// Classifies Redis error replies by their code, the first word of the reply.
 /// Errors from inside a MULTI/EXEC carry no code of their own, so the text is
 /// searched for the codes we care about as well.
@@ -353,8 +386,7 @@ fn classify_by_code(err: RedisError) -> Error {
                 "redis refused Redwire's credentials (check the user and password in the Redis URL): {text}"
             ),
         ),
-        // XGROUP and XINFO on a key that does not exist.
-        _ if detail.contains("requires the key to exist") || detail.contains("no such key") => {
+        _ if RedisReply::NoSuchKey.matches(&err) => {
             Error::refused(Reason::StreamNotFound, "the stream does not exist")
         }
         _ if detail.contains("not an integer")

@@ -87,11 +87,6 @@ impl<C: Commit> GroupCommit<C> {
         }
     }
 
-    /// The committer, for calls that bypass the lanes.
-    pub fn committer(&self) -> &C {
-        &self.committer
-    }
-
     /// Commits `item` for `key` in the next call for that key.
     pub async fn submit(self: &Arc<Self>, key: &str, item: C::Item) -> Result<C::Done> {
         let (reply, outcome) = oneshot::channel();

@@ -33,7 +33,6 @@ use crate::pubsub::hub::Hub;
 use crate::pubsub::{PubSubService, PubSubSettings};
 use crate::queue::{QueueService, QueueSettings, QueueStore};
 use crate::redis::embedded::{EmbeddedRedis, StartError};
-use crate::redis::keys::{PUBSUB_PREFIX, SHARDED_PUBSUB_PREFIX};
 use crate::redis::{Redis, RedisSettings};
 use crate::stream::{StreamService, StreamStore};
 use crate::validate::Limits;
@@ -178,8 +177,7 @@ async fn serve(
         },
         token.clone(),
     );
-    const USER_CHANNEL_PREFIXES: &[&str] = &[SHARDED_PUBSUB_PREFIX, PUBSUB_PREFIX];
-    let (hub, hub_task) = Hub::start(redis.clone(), USER_CHANNEL_PREFIXES, token.clone());
+    let (hub, hub_task) = Hub::start(redis.clone(), token.clone());
     let mut background = queue.spawn_background(hub.clone());
     background.push(hub_task);
     let pubsub = PubSubService::new(

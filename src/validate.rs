@@ -56,20 +56,18 @@ impl Limits {
 
     /// A list of entries: at least one, at most `max_batch`.
     pub fn batch<T>(&self, field: &str, items: &[T]) -> Result<()> {
-        if items.is_empty() {
-            return Err(Error::invalid(field, "must contain at least one entry"));
-        }
-        if items.len() > self.max_batch {
+        self.entries(field, items.len())
+    }
+
+    /// `len` entries of a list or map: at least one, at most `max_batch`.
+    pub fn entries(&self, field: impl Display, len: usize) -> Result<()> {
+        if len == 0 {
             return Err(Error::invalid(
-                field,
-                format!(
-                    "has {} entries; the limit is {}",
-                    items.len(),
-                    self.max_batch
-                ),
+                field.to_string(),
+                "must contain at least one entry",
             ));
         }
-        Ok(())
+        at_most_entries(field, len, self.max_batch)
     }
 
     /// A requested number of items (jobs, entries, values): `default` when 0, and
@@ -168,6 +166,33 @@ pub fn ttl(
         )),
         other => Ok(other),
     }
+}
+
+/// `len` entries of a list or map: at most `max` (none is fine).
+pub fn at_most_entries(field: impl Display, len: usize, max: usize) -> Result<()> {
+    if len > max {
+        return Err(Error::invalid(
+            field.to_string(),
+            format!("has {len} entries; the limit is {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A number that is at most `max`.
+pub fn at_most(field: impl Display, value: u32, max: u32) -> Result<()> {
+    if value > max {
+        return Err(Error::invalid(
+            field.to_string(),
+            format!("must be at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A field the request must set.
+pub fn required<T>(field: impl Display, value: Option<T>) -> Result<T> {
+    value.ok_or_else(|| Error::invalid(field.to_string(), "is required"))
 }
 
 /// A duration that, when present, is at least `min`.

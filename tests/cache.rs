@@ -1054,43 +1054,24 @@ async fn a_rejected_increment_writes_nothing(ctx: &TestContext) {
     assert_eq!((twice.added, twice.scores), (1, vec![1.0, 3.0]));
 }
 
-async fn run_core_checks_on(ctx: &TestContext) {
-    a_rejected_increment_writes_nothing(ctx).await;
-    strings_and_conditions(ctx).await;
-    ttls_expire_and_update(ctx).await;
-    counters(ctx).await;
-    many_keys_round_trip(ctx).await;
-    concurrent_compare_and_set_has_one_winner(ctx).await;
-    hashes(ctx).await;
-    sets(ctx).await;
-    leaderboard(ctx).await;
-    lists(ctx).await;
-    blocking_pop_is_woken_by_a_push(ctx).await;
-    blocking_pop_respects_the_deadline(ctx).await;
-    bloom_filter_rates(ctx).await;
-    wrong_type_is_failed_precondition(ctx).await;
-}
-
 // ---------------------------------------------------------------- standalone
 
-mod standalone {
-    crate::standalone_tests!(
-        strings_and_conditions,
-        ttls_expire_and_update,
-        counters,
-        many_keys_round_trip,
-        concurrent_compare_and_set_has_one_winner,
-        hashes,
-        sets,
-        leaderboard,
-        a_rejected_increment_writes_nothing,
-        lists,
-        blocking_pop_is_woken_by_a_push,
-        blocking_pop_respects_the_deadline,
-        bloom_filter_rates,
-        wrong_type_is_failed_precondition,
-    );
-}
+crate::core_checks!(
+    strings_and_conditions,
+    ttls_expire_and_update,
+    counters,
+    many_keys_round_trip,
+    concurrent_compare_and_set_has_one_winner,
+    hashes,
+    sets,
+    leaderboard,
+    a_rejected_increment_writes_nothing,
+    lists,
+    blocking_pop_is_woken_by_a_push,
+    blocking_pop_respects_the_deadline,
+    bloom_filter_rates,
+    wrong_type_is_failed_precondition,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_keys_are_stored_under_the_schema_with_braces_escaped() {

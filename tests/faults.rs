@@ -454,7 +454,7 @@ async fn durable_mode_acknowledges_only_what_a_replica_has() {
         .query(&mut on_replica)
         .expect("xrange");
     assert_eq!(entries.len(), 1, "the appended entry is on the replica");
-    let jobs = &redwire::redis::keys::queue_keys("mail")[0];
+    let jobs = &redwire::redis::keys::QueueKeys::new("mail").jobs;
     let stored: bool = redis::cmd("HEXISTS")
         .arg(jobs)
         .arg(&job)

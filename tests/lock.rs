@@ -307,25 +307,14 @@ async fn describe_counts_every_waiter_on_every_instance(ctx: &TestContext) {
     describe_counts_all_five_waiters(ctx, &other, "busy-desk").await;
 }
 
-async fn run_core_checks_on(ctx: &TestContext) {
-    describe_counts_every_waiter_on_every_instance(ctx).await;
-    contention_never_overlaps_and_fences_increase(ctx).await;
-    expired_holders_are_fenced_off(ctx).await;
-    waiters_are_woken_by_release_and_give_up_in_time(ctx).await;
-    retried_acquire_with_a_lease_id_is_idempotent(ctx).await;
-    hold_keeps_and_releases(ctx).await;
-}
-
-mod standalone {
-    crate::standalone_tests!(
-        contention_never_overlaps_and_fences_increase,
-        expired_holders_are_fenced_off,
-        waiters_are_woken_by_release_and_give_up_in_time,
-        retried_acquire_with_a_lease_id_is_idempotent,
-        hold_keeps_and_releases,
-        describe_counts_every_waiter_on_every_instance,
-    );
-}
+crate::core_checks!(
+    contention_never_overlaps_and_fences_increase,
+    expired_holders_are_fenced_off,
+    waiters_are_woken_by_release_and_give_up_in_time,
+    retried_acquire_with_a_lease_id_is_idempotent,
+    hold_keeps_and_releases,
+    describe_counts_every_waiter_on_every_instance,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_checks_pass_on_a_three_master_cluster() {

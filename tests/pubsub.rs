@@ -194,23 +194,13 @@ async fn sharded_channels(ctx: &TestContext) {
     assert_eq!(got, names);
 }
 
-async fn run_core_checks_on(ctx: &TestContext) {
-    channels_and_confirmation_before_publish(ctx).await;
-    sequence_numbers_count_every_event(ctx).await;
-    glob_patterns(ctx).await;
-    topic_patterns_match_exactly(ctx).await;
-    sharded_channels(ctx).await;
-}
-
-mod standalone {
-    crate::standalone_tests!(
-        channels_and_confirmation_before_publish,
-        sequence_numbers_count_every_event,
-        glob_patterns,
-        topic_patterns_match_exactly,
-        sharded_channels,
-    );
-}
+crate::core_checks!(
+    channels_and_confirmation_before_publish,
+    sequence_numbers_count_every_event,
+    glob_patterns,
+    topic_patterns_match_exactly,
+    sharded_channels,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_checks_pass_on_a_three_master_cluster() {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use prost_types::Duration as PbDuration;
 use redwire::proto::*;
-use redwire::queue::{JobRecord, NewJob, QueueStore, Taker};
+use redwire::queue::{JobRecord, NewJob, QueueStore, State, Taker};
 use redwire::redis::{Redis, RedisSettings};
 use support::{TestContext, command_calls, eventually};
 use tokio::sync::mpsc;
@@ -246,11 +246,11 @@ async fn a_waiting_consumer_gets_new_jobs_without_a_dequeue() {
     let ctx = TestContext::standalone().await;
     let q = "handoff";
     let mut conn = ctx.redis_connection(&format!("rw:q:{{{q}}}:jobs"));
-    // A queue script's sha, as Redwire loads it: the prelude, then the operation.
-    // Loaded here first: a script's first call otherwise logs a failed EVALSHA
-    // (NOSCRIPT) before redis-rs loads it and calls again.
+    // A queue script's sha, as Redwire loads it. Loaded here first: a script's
+    // first call otherwise logs a failed EVALSHA (NOSCRIPT) before redis-rs loads
+    // it and calls again.
     let mut load = |operation: &str| {
-        let code = format!("{}{operation}", include_str!("../src/queue/queue.lua"));
+        let code = redwire::queue::script_source(operation);
         let sha: String = redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(code)
@@ -373,10 +373,10 @@ async fn an_enqueue_hands_jobs_to_takers_in_queue_order() {
         .await
         .expect("enqueue");
     assert!(enqueued.iter().all(|e| e.created), "{enqueued:?}");
-    let states: Vec<&str> = enqueued.iter().map(|e| e.state.as_str()).collect();
+    let states: Vec<State> = enqueued.iter().map(|e| e.state).collect();
     assert_eq!(
         states,
-        ["active", "active", "waiting"],
+        [State::Active, State::Active, State::Waiting],
         "states after the call"
     );
     let order: Vec<&[u8]> = handed.jobs.iter().map(|j| j.payload.as_slice()).collect();
@@ -385,7 +385,7 @@ async fn an_enqueue_hands_jobs_to_takers_in_queue_order() {
     assert_eq!(due[0], due[1], "the first taker's two jobs");
     assert_eq!(due[2] - due[1], 10_000, "the second taker's longer lease");
     for j in &handed.jobs {
-        assert_eq!((j.record.state.as_str(), j.record.attempts), ("active", 1));
+        assert_eq!((j.record.state, j.record.attempts), (State::Active, 1));
     }
     let s = stats(&ctx, q).await;
     assert_eq!((s.active, s.waiting), (3, 1), "{s:?}");
@@ -1256,39 +1256,25 @@ fn to_ms_duration(d: &Option<PbDuration>) -> i64 {
     d.seconds * 1000 + i64::from(d.nanos / 1_000_000)
 }
 
-async fn run_core_checks_on(ctx: &TestContext) {
-    enqueue_consume_ack(ctx).await;
-    delay_and_priority(ctx).await;
-    lease_expiry_redelivers_once(ctx).await;
-    dropped_stream_gives_jobs_back(ctx).await;
-    failing_handler_dead_letters_once(ctx).await;
-    ordering_groups(ctx).await;
-    concurrent_duplicate_ids_make_one_job(ctx).await;
-    an_id_repeated_in_one_call_counts_once(ctx).await;
-    enqueue_stream_replies_in_order(ctx).await;
-}
-
-mod standalone {
-    crate::standalone_tests!(
-        enqueue_consume_ack,
-        delay_and_priority,
-        lease_expiry_redelivers_once,
-        dropped_stream_gives_jobs_back,
-        extend_lease_keeps_a_job,
-        failing_handler_dead_letters_once,
-        exponential_backoff_grows,
-        concurrent_duplicate_ids_make_one_job,
-        an_id_repeated_in_one_call_counts_once,
-        a_full_size_batch_goes_through_whole,
-        concurrent_enqueues_each_get_their_own_outcome,
-        enqueue_stream_replies_in_order,
-        one_wake_up_serves_several_small_consumers,
-        hand_offs_respect_credits,
-        a_cancelled_enqueue_batch_still_hands_off,
-        ordering_groups,
-        pause_resume_and_rate_limit,
-    );
-}
+crate::core_checks!(
+    enqueue_consume_ack,
+    delay_and_priority,
+    lease_expiry_redelivers_once,
+    dropped_stream_gives_jobs_back,
+    extend_lease_keeps_a_job,
+    failing_handler_dead_letters_once,
+    exponential_backoff_grows,
+    concurrent_duplicate_ids_make_one_job,
+    an_id_repeated_in_one_call_counts_once,
+    a_full_size_batch_goes_through_whole,
+    concurrent_enqueues_each_get_their_own_outcome,
+    enqueue_stream_replies_in_order,
+    one_wake_up_serves_several_small_consumers,
+    hand_offs_respect_credits,
+    a_cancelled_enqueue_batch_still_hands_off,
+    ordering_groups,
+    pause_resume_and_rate_limit,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_checks_pass_on_a_three_master_cluster() {

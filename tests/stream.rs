@@ -887,31 +887,17 @@ async fn concurrent_appends_share_calls_and_each_get_their_own_id(ctx: &TestCont
     }
 }
 
-async fn run_core_checks_on(ctx: &TestContext) {
-    append_and_range(ctx).await;
-    append_stream_keeps_order(ctx).await;
-    append_batch_with_explicit_ids_is_all_or_nothing(ctx).await;
-    concurrent_appends_share_calls_and_each_get_their_own_id(ctx).await;
-    tail_resumes_without_gap_or_duplicate(ctx).await;
-    tail_from_now_confirms_its_start_and_misses_nothing(ctx).await;
-    groups_share_and_each_group_sees_all(ctx).await;
-    dead_consumers_are_claimed_then_dead_lettered_once(ctx).await;
-    resuming_consumers_get_their_pending_entries_first(ctx).await;
-}
-
-mod standalone {
-    crate::standalone_tests!(
-        append_and_range,
-        append_stream_keeps_order,
-        append_batch_with_explicit_ids_is_all_or_nothing,
-        concurrent_appends_share_calls_and_each_get_their_own_id,
-        tail_resumes_without_gap_or_duplicate,
-        tail_from_now_confirms_its_start_and_misses_nothing,
-        groups_share_and_each_group_sees_all,
-        dead_consumers_are_claimed_then_dead_lettered_once,
-        resuming_consumers_get_their_pending_entries_first,
-    );
-}
+crate::core_checks!(
+    append_and_range,
+    append_stream_keeps_order,
+    append_batch_with_explicit_ids_is_all_or_nothing,
+    concurrent_appends_share_calls_and_each_get_their_own_id,
+    tail_resumes_without_gap_or_duplicate,
+    tail_from_now_confirms_its_start_and_misses_nothing,
+    groups_share_and_each_group_sees_all,
+    dead_consumers_are_claimed_then_dead_lettered_once,
+    resuming_consumers_get_their_pending_entries_first,
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_checks_pass_on_a_three_master_cluster() {

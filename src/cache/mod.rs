@@ -239,10 +239,10 @@ impl Cache for CacheService {
         let req = request.into_inner();
         let key = self.key("key", &req.key)?;
         let ttl = match req.change {
-            Some(update_ttl_request::Change::Ttl(ttl)) => Some(
-                validate::ttl("ttl", Some(&ttl))?
-                    .ok_or_else(|| Error::invalid("ttl", "is required"))?,
-            ),
+            Some(update_ttl_request::Change::Ttl(ttl)) => Some(validate::required(
+                "ttl",
+                validate::ttl("ttl", Some(&ttl))?,
+            )?),
             Some(update_ttl_request::Change::Persist(true)) => None,
             Some(update_ttl_request::Change::Persist(false)) | None => {
                 return Err(Error::invalid("change", "set either ttl or persist: true").into());
@@ -258,16 +258,7 @@ impl Cache for CacheService {
     ) -> Result<Response<HashSetResponse>, Status> {
         let req = request.into_inner();
         let key = self.key("key", &req.key)?;
-        if req.fields.is_empty() {
-            return Err(Error::invalid("fields", "must contain at least one entry").into());
-        }
-        if req.fields.len() > self.limits.max_batch {
-            return Err(Error::invalid(
-                "fields",
-                format!("has more than {} entries", self.limits.max_batch),
-            )
-            .into());
-        }
+        self.limits.entries("fields", req.fields.len())?;
         for (name, value) in &req.fields {
             self.limits.key(format_args!("fields[{name:?}]"), name)?;
             self.limits.value(format_args!("fields[{name:?}]"), value)?;

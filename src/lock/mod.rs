@@ -214,7 +214,7 @@ fn token(lease_id: &str) -> Result<String> {
 }
 
 fn required_ttl(field: &str, ttl: Option<&prost_types::Duration>) -> Result<Duration> {
-    validate::ttl(field, ttl)?.ok_or_else(|| Error::invalid(field, "is required"))
+    validate::required(field, validate::ttl(field, ttl)?)
 }
 
 fn not_holder(resource: &str) -> Error {
@@ -304,10 +304,8 @@ impl Lock for LockService {
     ) -> Result<Response<Self::HoldStream>, Status> {
         let req = request.into_inner();
         validate::name("resource", &req.resource)?;
-        let ttl = required_ttl("ttl", req.ttl.as_ref())?;
-        if ttl < MIN_HOLD_TTL {
-            return Err(Error::invalid("ttl", "must be at least 100ms for Hold").into());
-        }
+        let ttl = validate::at_least("ttl", req.ttl.as_ref(), MIN_HOLD_TTL)?;
+        let ttl = validate::required("ttl", ttl)?;
         let wait = validate::duration("wait", req.wait.as_ref())?;
         let heartbeat = heartbeat::interval(
             "heartbeat_interval",

@@ -21,6 +21,7 @@ use futures::future::join_all;
 use redis::Script;
 
 use crate::error::{Error, Result};
+use crate::pubsub::waker::wake_message;
 use crate::redis::Redis;
 use crate::redis::keys::{LOCK_WAKE_CHANNEL, lock_keys};
 use crate::time::millis as ms;
@@ -277,7 +278,7 @@ impl LockStore {
         if released {
             let _: Result<i64, _> = redis::cmd("PUBLISH")
                 .arg(LOCK_WAKE_CHANNEL)
-                .arg(format!("1 {resource}"))
+                .arg(wake_message(1, resource))
                 .query_async(&mut self.main.conn().await?)
                 .await;
         }

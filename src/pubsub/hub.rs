@@ -41,6 +41,7 @@ use super::buffer::Delivered;
 use super::topic::TopicPattern;
 use crate::error::{Error, Result};
 use crate::redis::Redis;
+use crate::redis::keys::{PUBSUB_PREFIX, SHARDED_PUBSUB_PREFIX};
 
 /// Receives what the hub dispatches. Implementations must return at once.
 pub trait Listener: Send + Sync {
@@ -133,7 +134,6 @@ impl Hub {
     /// Starts the hub task; it runs until `shutdown`.
     pub fn start(
         redis: Arc<Redis>,
-        strip_prefixes: &'static [&'static str],
         shutdown: CancellationToken,
     ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -144,7 +144,6 @@ impl Hub {
             sharded_pending: HashSet::new(),
             sharded_retry_at: Instant::now(),
             redis,
-            strip_prefixes,
             commands: rx,
             listeners: HashMap::new(),
             interests: HashMap::new(),
@@ -214,8 +213,6 @@ struct Sharded {
 
 struct HubTask {
     redis: Arc<Redis>,
-    /// Redis channel prefixes to strip to get the user-facing channel name.
-    strip_prefixes: &'static [&'static str],
     commands: mpsc::UnboundedReceiver<Command>,
     listeners: HashMap<u64, Arc<dyn Listener>>,
     interests: HashMap<Target, Vec<Registered>>,
@@ -486,7 +483,7 @@ impl HubTask {
     }
 
     fn user_channel<'a>(&self, redis_channel: &'a str) -> &'a str {
-        self.strip_prefixes
+        [SHARDED_PUBSUB_PREFIX, PUBSUB_PREFIX]
             .iter()
             .find_map(|p| redis_channel.strip_prefix(p))
             .unwrap_or(redis_channel)

@@ -20,6 +20,22 @@ use tokio_util::sync::CancellationToken;
 use super::buffer::Delivered;
 use super::hub::{Hub, Interest, Label, Listener, Target};
 
+/// What separates the count from the name in a wake message.
+pub const WAKE_SEPARATOR: char = ' ';
+
+/// The wake message announcing that `count` things named `name` are ready
+/// (`"<count> <name>"`). Queue scripts build the same text with the Lua
+/// `wake_message` generated from [`WAKE_SEPARATOR`] (`queue::store`).
+pub fn wake_message(count: u64, name: &str) -> String {
+    format!("{count}{WAKE_SEPARATOR}{name}")
+}
+
+/// The count and name of a wake message, if it is one.
+fn parse_wake_message(text: &str) -> Option<(u64, &str)> {
+    let (count, name) = text.split_once(WAKE_SEPARATOR)?;
+    Some((count.parse().ok()?, name))
+}
+
 /// The waiters of one name (a queue, a lock resource) in this process.
 #[derive(Debug, Default)]
 pub struct Signal {
@@ -127,8 +143,8 @@ impl Waker {
     /// Handles one wake message, `"<count> <name>"`.
     fn dispatch(&self, payload: &[u8]) {
         let text = String::from_utf8_lossy(payload);
-        if let Some((count, name)) = text.split_once(' ')
-            && count.parse::<u64>().is_ok_and(|count| count > 0)
+        if let Some((count, name)) = parse_wake_message(&text)
+            && count > 0
         {
             self.wake(name);
         }

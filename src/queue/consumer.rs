@@ -35,7 +35,7 @@ use crate::proto::{
 };
 use crate::pubsub::waker::Signal;
 use crate::time::{millis, proto_timestamp_ms as timestamp};
-use crate::validate::Limits;
+use crate::validate::{self, Limits};
 
 /// How long to wait before trying Redis again after it failed.
 const REDIS_RETRY: Duration = Duration::from_millis(250);
@@ -346,17 +346,16 @@ impl Consumer {
         let mut acks = Vec::new();
         let mut others = Vec::new();
         for request in batch {
-            match request.message {
-                Some(consume_request::Message::Ack(ack)) => acks.push(ack),
-                Some(consume_request::Message::Subscribe(_)) => {
+            match validate::required("message", request.message)? {
+                consume_request::Message::Ack(ack) => acks.push(ack),
+                consume_request::Message::Subscribe(_) => {
                     return Err(Error::invalid(
                         "message",
                         "subscribe may only be the first message",
                     )
                     .into());
                 }
-                Some(other) => others.push(other),
-                None => return Err(Error::invalid("message", "is required").into()),
+                other => others.push(other),
             }
         }
         if !acks.is_empty() {

@@ -57,7 +57,7 @@ for i, id in ipairs(ids) do
       -- What make_ready does for a job without a group, with the ZADD batched.
       rec.st = 'waiting'
       rec.due = 0
-      waiting[#waiting + 1] = (1000 - rec.pr) * PRIORITY_SPAN + rec.seq
+      waiting[#waiting + 1] = (MAX_PRIORITY - rec.pr) * PRIORITY_SPAN + rec.seq
       waiting[#waiting + 1] = id
       ready = ready + 1
     end

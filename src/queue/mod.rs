@@ -33,8 +33,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use batcher::{EnqueueBatcher, Enqueuer};
 use handoff::IdleConsumers;
-pub use record::JobRecord;
-pub use store::{Dequeued, Enqueued, Leased, NewJob, QueueStore, Stats, StoredJob, Taker};
+use record::MAX_PRIORITY;
+pub use record::{JobRecord, State};
+pub use store::{
+    Dequeued, Enqueued, Leased, NewJob, QueueStore, Stats, StoredJob, Taker, script_source,
+};
 
 use crate::deadline;
 use crate::error::{Error, Reason, Result};
@@ -50,8 +53,6 @@ use crate::validate::{self, Limits};
 
 /// Deliveries allowed when a job does not say.
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-/// Highest priority.
-const MAX_PRIORITY: u32 = 1000;
 /// Most attributes on one job.
 const MAX_ATTRIBUTES: usize = 64;
 /// Default base retry delay.
@@ -133,12 +134,7 @@ impl QueueService {
         let at = |name: &str| format!("{field}.{name}");
         self.limits
             .value(format_args!("{field}.payload"), &spec.payload)?;
-        if spec.attributes.len() > MAX_ATTRIBUTES {
-            return Err(Error::invalid(
-                at("attributes"),
-                format!("has more than {MAX_ATTRIBUTES} entries"),
-            ));
-        }
+        validate::at_most_entries(at("attributes"), spec.attributes.len(), MAX_ATTRIBUTES)?;
         for (name, value) in &spec.attributes {
             let at_name = format_args!("{field}.attributes[{name:?}]");
             self.limits.key(at_name, name)?;
@@ -174,12 +170,7 @@ impl QueueService {
             }
             None => 0,
         };
-        if spec.priority > MAX_PRIORITY {
-            return Err(Error::invalid(
-                at("priority"),
-                format!("must be at most {MAX_PRIORITY}"),
-            ));
-        }
+        validate::at_most(at("priority"), spec.priority, MAX_PRIORITY)?;
         let backoff = spec.backoff.unwrap_or_default();
         let base = validate::ttl(
             format_args!("{field}.backoff.delay"),
@@ -267,14 +258,13 @@ impl QueueService {
     }
 }
 
-fn state(name: &str) -> JobState {
-    match name {
-        "waiting" => JobState::Waiting,
-        "delayed" => JobState::Delayed,
-        "active" => JobState::Active,
-        "completed" => JobState::Completed,
-        "dead" => JobState::Dead,
-        _ => JobState::Unspecified,
+fn state(state: State) -> JobState {
+    match state {
+        State::Waiting => JobState::Waiting,
+        State::Delayed => JobState::Delayed,
+        State::Active => JobState::Active,
+        State::Completed => JobState::Completed,
+        State::Dead => JobState::Dead,
     }
 }
 
@@ -282,7 +272,7 @@ fn enqueued(e: Enqueued) -> EnqueueResponse {
     EnqueueResponse {
         job_id: e.id,
         created: e.created,
-        state: state(&e.state) as i32,
+        state: state(e.state) as i32,
     }
 }
 
@@ -314,7 +304,7 @@ fn job_info(job: StoredJob) -> JobInfo {
     let r = job.record;
     JobInfo {
         job_id: job.id,
-        state: state(&r.state) as i32,
+        state: state(r.state) as i32,
         payload: job.payload,
         attributes: r.attributes,
         attempts: r.attempts,
@@ -486,9 +476,7 @@ impl Queue for QueueService {
     async fn nack(&self, request: Request<NackRequest>) -> Result<Response<NackResponse>, Status> {
         let req = request.into_inner();
         validate::name("queue", &req.queue)?;
-        let item = req
-            .item
-            .ok_or_else(|| Error::invalid("item", "is required"))?;
+        let item = validate::required("item", req.item)?;
         let retry_after_ms = settle::nack(&self.limits, "item", &item)?;
         let outcome = self
             .store
@@ -503,7 +491,7 @@ impl Queue for QueueService {
             .await?;
         let (new_state, due) = outcome.ok_or_else(|| settle::stale(&item.job_id))?;
         Ok(Response::new(NackResponse {
-            state: state(&new_state) as i32,
+            state: state(new_state) as i32,
             retry_time: (due > 0).then(|| timestamp(due)),
         }))
     }
@@ -514,9 +502,7 @@ impl Queue for QueueService {
     ) -> Result<Response<ExtendLeaseResponse>, Status> {
         let req = request.into_inner();
         validate::name("queue", &req.queue)?;
-        let item = req
-            .item
-            .ok_or_else(|| Error::invalid("item", "is required"))?;
+        let item = validate::required("item", req.item)?;
         let lease = settle::extend("item", &item, self.settings.default_lease)?;
         let deadline = self
             .store
@@ -599,13 +585,7 @@ impl Queue for QueueService {
     ) -> Result<Response<RedriveResponse>, Status> {
         let req = request.into_inner();
         validate::name("queue", &req.queue)?;
-        if req.job_ids.len() > self.limits.max_batch {
-            return Err(Error::invalid(
-                "job_ids",
-                format!("has more than {} entries", self.limits.max_batch),
-            )
-            .into());
-        }
+        validate::at_most_entries("job_ids", req.job_ids.len(), self.limits.max_batch)?;
         for (i, id) in req.job_ids.iter().enumerate() {
             validate::name(format_args!("job_ids[{i}]"), id)?;
         }

@@ -1,9 +1,11 @@
--- Shared by every queue script (prepended at build time). Every queue script gets
--- the same KEYS, built by QueueKeys in Rust, all with the queue's hash tag:
+-- Shared by every queue script. Before it comes what Rust generates from the facts
+-- both sides share (`script_facts` in store.rs): the table K naming the KEYS in the
+-- order of QueueKeys::NAMES, MAX_PRIORITY, MAX_ERRORS and wake_message(count, name).
+-- Every queue script gets the same KEYS, all with the queue's hash tag:
 --   KEYS[1]  jobs       HASH id -> job record (cmsgpack map, fields below)
 --   KEYS[2]  payloads   HASH id -> payload bytes
 --   KEYS[3]  results    HASH id -> result bytes (kept completed jobs)
---   KEYS[4]  waiting    ZSET id -> (1000 - priority) * 2^40 + sequence
+--   KEYS[4]  waiting    ZSET id -> (MAX_PRIORITY - priority) * 2^40 + sequence
 --   KEYS[5]  delayed    ZSET id -> due time (ms)
 --   KEYS[6]  active     ZSET id -> lease deadline (ms)
 --   KEYS[7]  dead       ZSET id -> time of death (ms)
@@ -19,12 +21,6 @@
 -- backoff cap ms, bj jitter per mille, kc keep-completed ms, et enqueued ms, due (ms:
 -- ready time when delayed, lease deadline when active, removal when completed), tok
 -- lease token, errs last errors, at attributes.
-local K = {
-  jobs = KEYS[1], payloads = KEYS[2], results = KEYS[3], waiting = KEYS[4],
-  delayed = KEYS[5], active = KEYS[6], dead = KEYS[7], completed = KEYS[8],
-  backlog = KEYS[9], groups = KEYS[10], meta = KEYS[11], rate = KEYS[12],
-}
-local MAX_ERRORS = 10
 local PRIORITY_SPAN = 1099511627776 -- 2^40 sequence numbers per priority level
 
 -- Redis server time: milliseconds, and the microsecond part (a little entropy).
@@ -99,7 +95,7 @@ local function make_ready(id, rec, seq)
     redis.call('HSET', K.groups, rec.g, id)
   end
   seq = seq or redis.call('HINCRBY', K.meta, 'seq', 1)
-  redis.call('ZADD', K.waiting, (1000 - rec.pr) * PRIORITY_SPAN + seq, id)
+  redis.call('ZADD', K.waiting, (MAX_PRIORITY - rec.pr) * PRIORITY_SPAN + seq, id)
 end
 
 -- Hands the group of a job that is finished (completed or dead) to the group's next
@@ -118,7 +114,7 @@ local function release_group(id, rec)
   local next_rec = load(next_id)
   redis.call('HSET', K.groups, rec.g, next_id)
   local seq = redis.call('HINCRBY', K.meta, 'seq', 1)
-  redis.call('ZADD', K.waiting, (1000 - next_rec.pr) * PRIORITY_SPAN + seq, next_id)
+  redis.call('ZADD', K.waiting, (MAX_PRIORITY - next_rec.pr) * PRIORITY_SPAN + seq, next_id)
   return 1
 end
 
@@ -204,7 +200,7 @@ end
 -- Tells consumers (in every Redwire process) that `count` jobs became ready.
 local function wake(channel, queue, count)
   if count > 0 then
-    redis.call('PUBLISH', channel, count .. ' ' .. queue)
+    redis.call('PUBLISH', channel, wake_message(count, queue))
   end
 end
 

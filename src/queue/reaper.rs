@@ -34,10 +34,15 @@ pub(super) async fn run(store: QueueStore, interval: Duration, shutdown: Cancell
         tick = tick.wrapping_add(1);
         for queue in &queues {
             match store.reap(queue, REAP_LIMIT).await {
-                Ok((expired, _, _)) if expired > 0 => {
-                    tracing::info!(queue, expired, "leases expired")
+                Ok(reaped) if reaped.expired > 0 => {
+                    tracing::info!(queue, expired = reaped.expired, "leases expired")
                 }
-                Ok(_) => {}
+                Ok(reaped) => tracing::trace!(
+                    queue,
+                    promoted = reaped.promoted,
+                    removed = reaped.removed,
+                    "reaped"
+                ),
                 Err(e) => tracing::debug!(queue, error = %e, "reap failed"),
             }
         }

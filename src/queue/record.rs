@@ -8,19 +8,65 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 
+/// Highest job priority (0 is the lowest and the default).
+pub(super) const MAX_PRIORITY: u32 = 1000;
+
+/// Errors kept with a job (the most recent).
+pub(super) const MAX_ERRORS_KEPT: usize = 10;
+
+/// A job's state, as the queue scripts write it in a record's `st` and in their
+/// replies (lowercase names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Ready for a consumer, or queued behind its ordering group.
+    #[default]
+    Waiting,
+    /// Waiting for its delay or backoff.
+    Delayed,
+    /// Leased to a consumer.
+    Active,
+    /// Acked and kept for a while.
+    Completed,
+    /// Failed for good.
+    Dead,
+}
+
+impl State {
+    /// Every state, with the name the scripts use.
+    pub const ALL: [(State, &'static str); 5] = [
+        (State::Waiting, "waiting"),
+        (State::Delayed, "delayed"),
+        (State::Active, "active"),
+        (State::Completed, "completed"),
+        (State::Dead, "dead"),
+    ];
+
+    /// The state a script named; an unknown name is a bug, not a client mistake.
+    pub fn parse(name: &str) -> Result<State> {
+        Self::ALL
+            .iter()
+            .find(|(_, known)| *known == name)
+            .map(|(state, _)| *state)
+            .ok_or_else(|| {
+                Error::Internal(format!("a queue script wrote the unknown state {name:?}"))
+            })
+    }
+}
+
 /// A job's record. Times are Redis server milliseconds since the epoch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
-    /// State: waiting, delayed, active, completed or dead.
+    /// Its state.
     #[serde(rename = "st", default)]
-    pub state: String,
+    pub state: State,
     /// Deliveries so far.
     #[serde(rename = "att", default)]
     pub attempts: u32,
     /// Deliveries allowed.
     #[serde(rename = "max")]
     pub max_attempts: u32,
-    /// 0..=1000, higher first.
+    /// 0..=[`MAX_PRIORITY`], higher first.
     #[serde(rename = "pr", default)]
     pub priority: u32,
     /// Enqueue sequence number (FIFO order within a group).
@@ -108,10 +154,40 @@ fn seq_or_empty_map<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::E
 mod tests {
     use super::*;
 
+    /// Every state a queue script writes or compares is one `State` knows.
+    #[test]
+    fn every_state_the_scripts_name_is_known() {
+        let scripts = [
+            include_str!("queue.lua"),
+            include_str!("enqueue.lua"),
+            include_str!("dequeue.lua"),
+            include_str!("ack.lua"),
+            include_str!("nack.lua"),
+            include_str!("extend.lua"),
+            include_str!("reap.lua"),
+            include_str!("redrive.lua"),
+        ];
+        let mut seen = 0;
+        for script in scripts {
+            for marker in ["st = '", "st == '", "st ~= '", "state == '"] {
+                for (at, _) in script.match_indices(marker) {
+                    let rest = &script[at + marker.len()..];
+                    let name = &rest[..rest.find('\'').expect("closing quote")];
+                    assert!(
+                        State::parse(name).is_ok(),
+                        "a script names the state {name:?}"
+                    );
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 10, "found only {seen} state names");
+    }
+
     #[test]
     fn records_round_trip() {
         let record = JobRecord {
-            state: "waiting".into(),
+            state: State::Waiting,
             max_attempts: 3,
             priority: 7,
             group: "user-1".into(),
@@ -142,7 +218,7 @@ mod tests {
         })
         .expect("encode");
         let record = JobRecord::decode(&bytes).expect("decode");
-        assert_eq!(record.state, "dead");
+        assert_eq!(record.state, State::Dead);
         assert!(record.attributes.is_empty() && record.errors.is_empty());
     }
 }

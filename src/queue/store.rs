@@ -6,16 +6,36 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use redis::{Script, Value};
 
-use super::record::JobRecord;
+use super::record::{JobRecord, MAX_ERRORS_KEPT, MAX_PRIORITY, State};
 use crate::error::{Error, Result};
-use crate::redis::keys::{QUEUE_REGISTRY, QUEUE_WAKE_CHANNEL, queue_keys};
+use crate::pubsub::waker::{WAKE_SEPARATOR, wake_message};
+use crate::redis::keys::{QUEUE_REGISTRY, QUEUE_WAKE_CHANNEL, QueueKeys};
 use crate::redis::{Conn, Redis};
 
-/// A queue script: the shared prelude `queue.lua` followed by the operation.
+/// A queue script: the generated [`script_facts`], the shared prelude
+/// `queue.lua`, then the operation.
 macro_rules! queue_script {
     ($file:literal) => {
-        LazyLock::new(|| Script::new(concat!(include_str!("queue.lua"), include_str!($file))))
+        LazyLock::new(|| Script::new(&script_source(include_str!($file))))
     };
+}
+
+/// The full source of the queue script whose operation is `operation` (the text
+/// of one of `src/queue/*.lua` besides `queue.lua`), as Redwire loads it.
+pub fn script_source(operation: &str) -> String {
+    format!("{}{}{operation}", script_facts(), include_str!("queue.lua"))
+}
+
+/// The facts queue scripts share with Rust, written as Lua from their one Rust
+/// source: the names of the scripts' KEYS ([`QueueKeys::NAMES`]), the limits on
+/// priorities and kept errors, and the wake message format.
+fn script_facts() -> String {
+    format!(
+        "{keys}local MAX_PRIORITY = {MAX_PRIORITY}\n\
+         local MAX_ERRORS = {MAX_ERRORS_KEPT}\n\
+         local function wake_message(count, name) return count .. '{WAKE_SEPARATOR}' .. name end\n",
+        keys = QueueKeys::lua_table(),
+    )
 }
 
 static ENQUEUE: LazyLock<Script> = queue_script!("enqueue.lua");
@@ -56,7 +76,18 @@ pub struct Enqueued {
     /// False when the id already existed.
     pub created: bool,
     /// The job's state after the call.
-    pub state: String,
+    pub state: State,
+}
+
+/// What one reap of a queue did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    /// Leases that ran out (their jobs retried or dead-lettered).
+    pub expired: i64,
+    /// Delayed jobs that became ready.
+    pub promoted: i64,
+    /// Kept completed jobs removed.
+    pub removed: i64,
 }
 
 /// A leased job.
@@ -154,7 +185,7 @@ impl QueueStore {
         args: &[&[u8]],
     ) -> Result<T> {
         let mut invocation = script.prepare_invoke();
-        for key in queue_keys(queue) {
+        for key in QueueKeys::new(queue).in_script_order() {
             invocation.key(key);
         }
         for arg in args {
@@ -239,7 +270,7 @@ impl QueueStore {
                 [id, created, state] => Ok(Enqueued {
                     id: text(id)?,
                     created: int(created)? == 1,
-                    state: text(state)?,
+                    state: State::parse(&text(state)?)?,
                 }),
                 _ => Err(unexpected("enqueue")),
             })
@@ -285,7 +316,7 @@ impl QueueStore {
         error: &str,
         permanent: bool,
         retry_after_ms: Option<u64>,
-    ) -> Result<Option<(String, u64)>> {
+    ) -> Result<Option<(State, u64)>> {
         let retry = retry_after_ms.map_or_else(|| "-1".to_owned(), |ms| ms.to_string());
         let failure = Failure {
             error,
@@ -317,7 +348,7 @@ impl QueueStore {
         id: &str,
         token: &str,
         failure: Failure<'_>,
-    ) -> Result<Option<(String, u64)>> {
+    ) -> Result<Option<(State, u64)>> {
         let args: [&[u8]; 8] = [
             QUEUE_WAKE_CHANNEL.as_bytes(),
             queue.as_bytes(),
@@ -331,7 +362,10 @@ impl QueueStore {
         let reply: Vec<Value> = self.invoke(&NACK, queue, &args).await?;
         match reply.as_slice() {
             [ok] if int(ok)? == 0 => Ok(None),
-            [_, state, due] => Ok(Some((text(state)?, u64::try_from(int(due)?).unwrap_or(0)))),
+            [_, state, due] => Ok(Some((
+                State::parse(&text(state)?)?,
+                u64::try_from(int(due)?).unwrap_or(0),
+            ))),
             _ => Err(unexpected("nack")),
         }
     }
@@ -354,8 +388,9 @@ impl QueueStore {
         }
     }
 
-    /// Background upkeep: returns (leases expired, jobs promoted, completed removed).
-    pub async fn reap(&self, queue: &str, limit: usize) -> Result<(i64, i64, i64)> {
+    /// Background upkeep: expires lapsed leases, promotes due jobs, removes kept
+    /// completed jobs past their time.
+    pub async fn reap(&self, queue: &str, limit: usize) -> Result<Reaped> {
         let limit = limit.to_string();
         let args: [&[u8]; 3] = [
             QUEUE_WAKE_CHANNEL.as_bytes(),
@@ -364,7 +399,11 @@ impl QueueStore {
         ];
         let (expired, promoted, removed): (i64, i64, i64) =
             self.invoke(&REAP, queue, &args).await?;
-        Ok((expired, promoted, removed))
+        Ok(Reaped {
+            expired,
+            promoted,
+            removed,
+        })
     }
 
     /// Moves dead jobs (these ids, or the oldest `limit`) back to waiting.
@@ -397,16 +436,16 @@ impl QueueStore {
 
     /// Reads a job.
     pub async fn get_job(&self, queue: &str, id: &str) -> Result<Option<StoredJob>> {
-        let keys = queue_keys(queue);
+        let keys = QueueKeys::new(queue);
         let (record, payload, result): (MaybeBytes, MaybeBytes, MaybeBytes) = redis::pipe()
             .cmd("HGET")
-            .arg(&keys[0])
+            .arg(&keys.jobs)
             .arg(id)
             .cmd("HGET")
-            .arg(&keys[1])
+            .arg(&keys.payloads)
             .arg(id)
             .cmd("HGET")
-            .arg(&keys[2])
+            .arg(&keys.results)
             .arg(id)
             .query_async(&mut self.conn().await?)
             .await?;
@@ -424,7 +463,7 @@ impl QueueStore {
 
     /// Counts per state and the queue's settings.
     pub async fn stats(&self, queue: &str) -> Result<Stats> {
-        let keys = queue_keys(queue);
+        let keys = QueueKeys::new(queue);
         #[allow(clippy::type_complexity)]
         let (waiting, backlog, delayed, active, completed, dead, meta): (
             i64,
@@ -435,14 +474,14 @@ impl QueueStore {
             i64,
             (Option<String>, Option<u32>, Option<u64>),
         ) = redis::pipe()
-            .zcard(&keys[3])
-            .zcard(&keys[8])
-            .zcard(&keys[4])
-            .zcard(&keys[5])
-            .zcard(&keys[7])
-            .zcard(&keys[6])
+            .zcard(&keys.waiting)
+            .zcard(&keys.backlog)
+            .zcard(&keys.delayed)
+            .zcard(&keys.active)
+            .zcard(&keys.completed)
+            .zcard(&keys.dead)
             .cmd("HMGET")
-            .arg(&keys[10])
+            .arg(&keys.meta)
             .arg(&["paused", "rate_max", "rate_window"])
             .query_async(&mut self.conn().await?)
             .await?;
@@ -467,8 +506,8 @@ impl QueueStore {
         after: Option<&str>,
         size: usize,
     ) -> Result<(Vec<StoredJob>, i64, Option<String>)> {
-        let keys = queue_keys(queue);
-        let dead = &keys[6];
+        let keys = QueueKeys::new(queue);
+        let dead = &keys.dead;
         let mut conn = self.conn().await?;
         let start = match after.map(dead_position) {
             None => 0,
@@ -514,10 +553,10 @@ impl QueueStore {
         }
         let (records, payloads): (Vec<MaybeBytes>, Vec<MaybeBytes>) = redis::pipe()
             .cmd("HMGET")
-            .arg(&keys[0])
+            .arg(&keys.jobs)
             .arg(&ids)
             .cmd("HMGET")
-            .arg(&keys[1])
+            .arg(&keys.payloads)
             .arg(&ids)
             .query_async(&mut conn)
             .await?;
@@ -541,7 +580,7 @@ impl QueueStore {
 
     /// Pauses or resumes deliveries; resuming wakes consumers.
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<()> {
-        let meta = &queue_keys(queue)[10];
+        let meta = &QueueKeys::new(queue).meta;
         let mut conn = self.conn().await?;
         if paused {
             let _: () = redis::cmd("HSET")
@@ -558,7 +597,7 @@ impl QueueStore {
                 .await?;
             let _: () = redis::cmd("PUBLISH")
                 .arg(QUEUE_WAKE_CHANNEL)
-                .arg(format!("{} {queue}", u32::MAX))
+                .arg(wake_message(u64::from(u32::MAX), queue))
                 .query_async(&mut conn)
                 .await?;
         }
@@ -567,7 +606,7 @@ impl QueueStore {
 
     /// Sets (max > 0) or clears the rate limit.
     pub async fn set_rate_limit(&self, queue: &str, max: u32, window_ms: u64) -> Result<()> {
-        let meta = &queue_keys(queue)[10];
+        let meta = &QueueKeys::new(queue).meta;
         let mut conn = self.conn().await?;
         if max > 0 {
             let _: () = redis::cmd("HSET")

@@ -96,12 +96,43 @@ pub const QUEUE_REGISTRY: &str = "rw:queues";
 /// (message: `"<count> <queue>"`).
 pub const QUEUE_WAKE_CHANNEL: &str = "rw:q:wake";
 
-/// The keys of one queue, in the order every queue script expects them in `KEYS`
-/// (see `src/queue/queue.lua`). All share the hash tag `{<queue>}`, so one queue
-/// lives in one cluster slot and its scripts are cluster-safe.
-pub fn queue_keys(queue: &str) -> [String; 12] {
-    let base = format!("{PREFIX}{}:{{{}}}", Space::Queue.tag(), escape(queue));
-    [
+/// The keys of one queue. Every queue script gets them as `KEYS`, in the order of
+/// [`QueueKeys::NAMES`], and refers to them by those names (`K.jobs`, `K.dead`):
+/// the scripts' `K` table is generated from the same list (`queue::store`), so
+/// Rust and Lua cannot disagree on the order. All share the hash tag `{<queue>}`,
+/// so one queue lives in one cluster slot and its scripts are cluster-safe. What
+/// each key holds is described in `src/queue/queue.lua`.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    /// HASH id -> job record.
+    pub jobs: String,
+    /// HASH id -> payload.
+    pub payloads: String,
+    /// HASH id -> result (kept completed jobs).
+    pub results: String,
+    /// ZSET of ready jobs, by priority then enqueue order.
+    pub waiting: String,
+    /// ZSET id -> due time (ms).
+    pub delayed: String,
+    /// ZSET id -> lease deadline (ms).
+    pub active: String,
+    /// ZSET id -> time of death (ms).
+    pub dead: String,
+    /// ZSET id -> removal time (ms) of kept completed jobs.
+    pub completed: String,
+    /// ZSET of jobs queued behind their ordering group's current job.
+    pub backlog: String,
+    /// HASH group -> the group's current job.
+    pub groups: String,
+    /// HASH of counters and settings (paused, rate limit).
+    pub meta: String,
+    /// ZSET lease token -> start time (ms): the rate limit's log.
+    pub rate: String,
+}
+
+impl QueueKeys {
+    /// The keys' names, in the order of the scripts' `KEYS`.
+    pub const NAMES: [&'static str; 12] = [
         "jobs",
         "payloads",
         "results",
@@ -114,8 +145,55 @@ pub fn queue_keys(queue: &str) -> [String; 12] {
         "groups",
         "meta",
         "rate",
-    ]
-    .map(|suffix| format!("{base}:{suffix}"))
+    ];
+
+    /// The keys of `queue`.
+    pub fn new(queue: &str) -> Self {
+        let base = format!("{PREFIX}{}:{{{}}}", Space::Queue.tag(), escape(queue));
+        let key = |name: &str| format!("{base}:{name}");
+        Self {
+            jobs: key("jobs"),
+            payloads: key("payloads"),
+            results: key("results"),
+            waiting: key("waiting"),
+            delayed: key("delayed"),
+            active: key("active"),
+            dead: key("dead"),
+            completed: key("completed"),
+            backlog: key("backlog"),
+            groups: key("groups"),
+            meta: key("meta"),
+            rate: key("rate"),
+        }
+    }
+
+    /// The keys in the order of [`QueueKeys::NAMES`], for a script's `KEYS`.
+    pub fn in_script_order(&self) -> [&str; 12] {
+        [
+            &self.jobs,
+            &self.payloads,
+            &self.results,
+            &self.waiting,
+            &self.delayed,
+            &self.active,
+            &self.dead,
+            &self.completed,
+            &self.backlog,
+            &self.groups,
+            &self.meta,
+            &self.rate,
+        ]
+    }
+
+    /// The Lua that names the keys for the scripts: `local K = { jobs = KEYS[1], ... }`.
+    pub fn lua_table() -> String {
+        let fields: Vec<String> = Self::NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{name} = KEYS[{}]", i + 1))
+            .collect();
+        format!("local K = {{ {} }}\n", fields.join(", "))
+    }
 }
 
 /// The Redis key for the user key `name` in `space`: `rw:c:<escaped name>`.
@@ -182,13 +260,25 @@ mod tests {
 
     #[test]
     fn queue_keys_are_pinned_and_share_one_slot() {
-        let keys = queue_keys("mail");
-        assert_eq!(keys[0], "rw:q:{mail}:jobs");
-        assert_eq!(keys[3], "rw:q:{mail}:waiting");
-        assert_eq!(keys[11], "rw:q:{mail}:rate");
+        let keys = QueueKeys::new("mail");
+        assert_eq!(keys.jobs, "rw:q:{mail}:jobs");
+        assert_eq!(keys.waiting, "rw:q:{mail}:waiting");
+        assert_eq!(keys.rate, "rw:q:{mail}:rate");
         let slot = hash_slot(b"mail");
-        assert!(keys.iter().all(|k| hash_slot(k.as_bytes()) == slot));
-        assert_eq!(queue_keys("a{b}")[0], "rw:q:{a%7Bb%7D}:jobs");
+        let in_order = keys.in_script_order();
+        assert!(in_order.iter().all(|k| hash_slot(k.as_bytes()) == slot));
+        assert_eq!(QueueKeys::new("a{b}").jobs, "rw:q:{a%7Bb%7D}:jobs");
+    }
+
+    #[test]
+    fn the_script_order_follows_the_names_the_lua_table_uses() {
+        let keys = QueueKeys::new("mail");
+        for (key, name) in keys.in_script_order().iter().zip(QueueKeys::NAMES) {
+            assert_eq!(*key, format!("rw:q:{{mail}}:{name}"));
+        }
+        let table = QueueKeys::lua_table();
+        assert!(table.starts_with("local K = { jobs = KEYS[1], payloads = KEYS[2],"));
+        assert!(table.ends_with("rate = KEYS[12] }\n"), "{table}");
     }
 
     #[test]

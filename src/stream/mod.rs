@@ -76,15 +76,7 @@ impl StreamService {
     }
 
     fn fields(&self, field: &str, fields: &Fields) -> Result<()> {
-        if fields.is_empty() {
-            return Err(Error::invalid(field, "must contain at least one field"));
-        }
-        if fields.len() > self.limits.max_batch {
-            return Err(Error::invalid(
-                field,
-                format!("has more than {} fields", self.limits.max_batch),
-            ));
-        }
+        self.limits.entries(field, fields.len())?;
         for (name, value) in fields {
             self.limits.key(format_args!("{field}[{name:?}]"), name)?;
             self.limits
@@ -680,8 +672,7 @@ impl Stream for StreamService {
     async fn trim(&self, request: Request<TrimRequest>) -> Result<Response<TrimResponse>, Status> {
         let req = request.into_inner();
         validate::name("stream", &req.stream)?;
-        let trim = trim("trim", req.trim.as_ref())?
-            .ok_or_else(|| Error::invalid("trim", "is required"))?;
+        let trim = validate::required("trim", trim("trim", req.trim.as_ref())?)?;
         let removed = self.store.trim(&req.stream, &trim).await?;
         Ok(Response::new(TrimResponse { removed }))
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::{Script, Value};
 
-use crate::error::{Error, Reason, Result};
+use crate::error::{Error, Reason, RedisReply, Result};
 use crate::group_commit::{Commit, Weight};
 use crate::redis::keys::stream_keys;
 use crate::redis::{Conn, Redis};
@@ -193,7 +193,7 @@ fn missing_stream(stream: &str) -> Error {
 fn no_group(stream: &str, group: &str) -> impl Fn(redis::RedisError) -> Error {
     let (stream, group) = (stream.to_owned(), group.to_owned());
     move |e| {
-        if e.code() == Some("NOGROUP") || e.to_string().contains("NOGROUP") {
+        if RedisReply::NoGroup.matches(&e) {
             return Error::refused(
                 Reason::GroupNotFound,
                 format!("stream {stream:?} has no group {group:?}"),
@@ -272,7 +272,7 @@ impl StreamStore {
     async fn query_ids(&self, pipe: &redis::Pipeline) -> Result<Vec<String>> {
         let mut conn = self.conn().await?;
         let ids = pipe.query_async(&mut conn).await.map_err(|e| {
-            if e.to_string().contains("equal or smaller") {
+            if RedisReply::IdNotAboveLast.matches(&e) {
                 Error::invalid("id", "must be greater than the stream's last id")
             } else {
                 Error::from(e)
@@ -415,8 +415,8 @@ impl StreamStore {
             .await
         {
             Ok(()) => true,
-            Err(e) if e.code() == Some("BUSYGROUP") || e.to_string().contains("BUSYGROUP") => false,
-            Err(e) if e.to_string().contains("Invalid stream ID") => {
+            Err(e) if RedisReply::GroupExists.matches(&e) => false,
+            Err(e) if RedisReply::InvalidStreamId.matches(&e) => {
                 return Err(Error::invalid(
                     "start",
                     "is not a stream id, \"$\" or \"0\"",
@@ -446,7 +446,7 @@ impl StreamStore {
         {
             Ok(n) => n,
             // No stream: no group.
-            Err(e) if e.to_string().contains("requires the key to exist") => 0,
+            Err(e) if RedisReply::NoSuchKey.matches(&e) => 0,
             Err(e) => return Err(e.into()),
         };
         let _: i64 = redis::cmd("HDEL")
@@ -650,7 +650,7 @@ impl StreamStore {
             .query_async(&mut conn)
             .await
             .map_err(|e| {
-                if e.to_string().contains("no such key") {
+                if RedisReply::NoSuchKey.matches(&e) {
                     missing_stream(stream)
                 } else {
                     e.into()

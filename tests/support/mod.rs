@@ -32,18 +32,29 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-/// Declares one `#[tokio::test]` per named check function of the enclosing test
-/// file (`super::<name>(&ctx)`), each on its own fresh standalone Redis, so the
-/// checks also run in parallel; the cluster test runs the same functions in turn.
+/// Declares a test file's core checks once. Each named check function
+/// (`async fn name(ctx: &TestContext)`) runs as its own `#[tokio::test]` on a
+/// fresh standalone Redis (in `mod standalone`, so they run in parallel), and all
+/// of them run in turn in the generated `run_core_checks_on(ctx)`, which the
+/// file's cluster test calls: one list, so a check cannot miss the cluster.
 #[macro_export]
-macro_rules! standalone_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let ctx = $crate::support::TestContext::standalone().await;
-            super::$name(&ctx).await;
+macro_rules! core_checks {
+    ($($name:ident),* $(,)?) => {
+        mod standalone {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let ctx = $crate::support::TestContext::standalone().await;
+                    super::$name(&ctx).await;
+                }
+            )*
         }
-    )*};
+
+        /// Every core check of this file, in turn, on `ctx`.
+        async fn run_core_checks_on(ctx: &$crate::support::TestContext) {
+            $($name(ctx).await;)*
+        }
+    };
 }
 
 /// Calls of `command` (lower case, e.g. `xadd`) the Redis behind `conn` has run
