@@ -6,6 +6,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
 COPY src src
+COPY bench/redwire-bench bench/redwire-bench
 RUN cargo build --release --locked --bin redwire
 
 FROM debian:bookworm-slim

@@ -213,12 +213,7 @@ impl QueueStore {
         Ok(())
     }
 
-    /// Enqueues jobs atomically; an existing id is returned as it is.
-    pub async fn enqueue(&self, queue: &str, jobs: &[NewJob]) -> Result<Vec<Enqueued>> {
-        Ok(self.enqueue_handing_off(queue, jobs, &[]).await?.0)
-    }
-
-    /// Enqueues `jobs` and, in the same script call, leases ready jobs to `takers`
+    /// Enqueues `jobs` atomically (an existing id is returned as it is) and, in the same script call, leases ready jobs to `takers`
     /// (consumers waiting in this process) as a dequeue would: the first taker's
     /// jobs come first in the returned [`Dequeued`], up to its `most`.
     pub async fn enqueue_handing_off(

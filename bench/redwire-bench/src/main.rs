@@ -25,6 +25,7 @@ use redwire::proto::pub_sub_client::PubSubClient;
 use redwire::proto::queue_client::QueueClient;
 use redwire::proto::stream_client::StreamClient;
 use redwire::proto::*;
+use redwire::redis::keys::{Space, user_key};
 use tokio::sync::Mutex;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -1086,7 +1087,7 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
     match args.workload {
         Workload::DirectGet | Workload::DirectSet => {
             let store = redwire::cache::CacheStore::new(redis, usize::MAX);
-            let key = format!("rw:c:{}:k", args.prefix);
+            let key = user_key(Space::Cache, &format!("{}:k", args.prefix));
             store_set(&store, &key, &payload).await;
             let get = args.workload == Workload::DirectGet;
             closed_loop(args, serde_json::json!({}), move |_, _| {
@@ -1104,7 +1105,7 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
         Workload::DirectGetMany => {
             let store = redwire::cache::CacheStore::new(redis, usize::MAX);
             let keys: Vec<String> = (0..args.batch)
-                .map(|i| format!("rw:c:{}:m{i}", args.prefix))
+                .map(|i| user_key(Space::Cache, &format!("{}:m{i}", args.prefix)))
                 .collect();
             let values: Vec<(String, Vec<u8>)> =
                 keys.iter().map(|k| (k.clone(), payload.clone())).collect();
@@ -1203,7 +1204,10 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
                                 deliver_at_ms: 0,
                             })
                             .collect();
-                        store.enqueue(&queue, &jobs).await.expect("enqueue");
+                        store
+                            .enqueue_handing_off(&queue, &jobs, &[])
+                            .await
+                            .expect("enqueue");
                         let leased = store
                             .dequeue(&queue, jobs.len(), 30_000)
                             .await
