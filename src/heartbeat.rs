@@ -44,11 +44,13 @@ where
     S: Stream + Unpin,
     F: FnMut() -> S::Item,
 {
+    let now = Instant::now();
     Heartbeats {
         inner,
         heartbeat,
         interval,
-        quiet_until: Box::pin(tokio::time::sleep(interval)),
+        last_sent: now,
+        timer: Box::pin(tokio::time::sleep_until(now + interval)),
     }
 }
 
@@ -57,7 +59,12 @@ pub struct Heartbeats<S, F> {
     inner: S,
     heartbeat: F,
     interval: Duration,
-    quiet_until: Pin<Box<Sleep>>,
+    /// When the last item went out.
+    last_sent: Instant,
+    /// Fires at the earliest moment a heartbeat may be due. A message only
+    /// notes `last_sent`; the timer is moved when it fires early, so a busy
+    /// stream does not touch the timer wheel per message.
+    timer: Pin<Box<Sleep>>,
 }
 
 impl<S, F> Stream for Heartbeats<S, F>
@@ -69,18 +76,24 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         let this = &mut *self;
-        let next = match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Ready(item) => item,
-            Poll::Pending => {
-                if this.quiet_until.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                Some((this.heartbeat)())
+        if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
+            this.last_sent = Instant::now();
+            return Poll::Ready(item);
+        }
+        loop {
+            if this.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
-        };
-        let again = Instant::now() + this.interval;
-        this.quiet_until.as_mut().reset(again);
-        Poll::Ready(next)
+            let due = this.last_sent + this.interval;
+            if Instant::now() < due {
+                // Something went out since the timer was set: wait from then.
+                this.timer.as_mut().reset(due);
+                continue;
+            }
+            this.last_sent = Instant::now();
+            this.timer.as_mut().reset(this.last_sent + this.interval);
+            return Poll::Ready(Some((this.heartbeat)()));
+        }
     }
 }
 

@@ -71,16 +71,14 @@ async fn connections_that_never_finish_the_handshake_are_closed() {
     cache_works(&ctx).await;
 }
 
-/// A connection with no call in flight is closed after `--idle-timeout`; one
-/// that carries a long-lived stream is not, and the stream still delivers after
-/// the idle connection beside it was closed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connections_are_closed_but_not_those_with_an_open_stream() {
-    let ctx = TestContext::standalone_with(&["--idle-timeout", "500ms"]).await;
-    let mut subscription = ctx
-        .pubsub()
+/// A subscription to `channel` through `client`, its `subscribed` event read.
+async fn subscribed(
+    mut client: PubSubClient<tonic::transport::Channel>,
+    channel: &str,
+) -> tonic::Streaming<SubscribeResponse> {
+    let mut subscription = client
         .subscribe(SubscribeRequest {
-            channels: vec!["news".into()],
+            channels: vec![channel.into()],
             ..Default::default()
         })
         .await
@@ -91,6 +89,16 @@ async fn idle_connections_are_closed_but_not_those_with_an_open_stream() {
         first.event,
         Some(subscribe_response::Event::Subscribed(_))
     ));
+    subscription
+}
+
+/// A connection with no call in flight is closed after `--idle-timeout`; one
+/// that carries a long-lived stream is not, and the stream still delivers after
+/// the idle connection beside it was closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_but_not_those_with_an_open_stream() {
+    let ctx = TestContext::standalone_with(&["--idle-timeout", "500ms"]).await;
+    let mut subscription = subscribed(ctx.pubsub(), "news").await;
 
     let mut idle = open_raw(ctx.addr).await;
     idle.write_all(HTTP2_HANDSHAKE).await.expect("handshake");
@@ -184,19 +192,7 @@ async fn a_client_that_vanishes_mid_stream_is_let_go_after_the_keepalive() {
         .connect()
         .await
         .expect("connect through the proxy");
-    let mut subscription = PubSubClient::new(channel)
-        .subscribe(SubscribeRequest {
-            channels: vec!["vanish".into()],
-            ..Default::default()
-        })
-        .await
-        .expect("subscribe")
-        .into_inner();
-    let first = subscription.next().await.expect("an event").expect("ok");
-    assert!(matches!(
-        first.event,
-        Some(subscribe_response::Event::Subscribed(_))
-    ));
+    let _subscription = subscribed(PubSubClient::new(channel), "vanish").await;
     let mut redis = ctx.redis().connection();
     let mut subscribers = move || {
         let (_, count): (String, i64) = redis::cmd("PUBSUB")
