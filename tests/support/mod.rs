@@ -78,7 +78,7 @@ pub fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
 }
 
 /// How often polling loops look again (they always end at a deadline).
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
