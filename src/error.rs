@@ -413,19 +413,7 @@ impl From<Error> for Status {
         let message = err.to_string();
         let reason = err.reason();
         let code = reason.code();
-        // `error`, not `message`: a field named `message` would be a second
-        // "message" key next to the event's own in JSON logs.
-        let name = code_name(code);
         let why = reason.as_str();
-        match code {
-            Code::Internal => {
-                tracing::error!(code = name, reason = why, error = %message, "request failed")
-            }
-            Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded => {
-                tracing::warn!(code = name, reason = why, error = %message, "request failed")
-            }
-            _ => tracing::debug!(code = name, reason = why, error = %message, "request rejected"),
-        }
         let mut metadata: HashMap<String, String> = HashMap::new();
         let mut details = ErrorDetails::new();
         match &err {

@@ -28,7 +28,7 @@
 //! - [`producer`]: producer streams (EnqueueStream, AppendStream): one reply per
 //!   message, in order, what has arrived handled as one batch.
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logging setup and the per-call log line (a tower layer).
 //! - [`time`]: durations, timestamps and milliseconds on the wire.
 //! - [`proto`]: generated protobuf/gRPC code and the reflection descriptors.
 

@@ -35,6 +35,7 @@ use crate::queue::{QueueService, QueueSettings, QueueStore};
 use crate::redis::embedded::{EmbeddedRedis, StartError};
 use crate::redis::{Redis, RedisSettings};
 use crate::stream::{StreamService, StreamStore};
+use crate::telemetry::requests::RequestLogLayer;
 use crate::validate::Limits;
 
 /// The Redwire services this server serves, registered together with the names
@@ -260,6 +261,9 @@ async fn serve(
         // Pings close connections whose peer is gone, streams in flight or not.
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        // Outermost first: the log line sees the status the client sees,
+        // a reply-budget refusal included.
+        .layer(RequestLogLayer)
         .layer(ReplyLayer::new(config.reply_buffer_bytes))
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(

@@ -193,7 +193,8 @@ def unique_keys(pairs):
 
 class JsonLogTest(unittest.TestCase):
     """--log-format json: every line is one JSON object with each key once, as a
-    log shipper needs, and request failures carry code and error as fields."""
+    log shipper needs, and each call has one line with method, code, reason,
+    peer, duration and error as fields."""
 
     def test_every_line_is_json_with_unique_keys(self):
         with tempfile.TemporaryDirectory(prefix="rw-json-") as tmp:
@@ -219,7 +220,16 @@ class JsonLogTest(unittest.TestCase):
                     if e.get("fields", {}).get("message") == "request rejected"]
         self.assertEqual(len(rejected), 1, lines)
         self.assertEqual(rejected[0]["code"], "INVALID_ARGUMENT")
+        self.assertEqual(rejected[0]["reason"], "INVALID_ARGUMENT")
+        self.assertEqual(rejected[0]["method"], "/redwire.v1.Cache/Set")
+        self.assertTrue(rejected[0]["peer"].startswith("127.0.0.1:"), rejected[0])
+        self.assertGreater(rejected[0]["duration_ms"], 0)
         self.assertTrue(rejected[0]["error"].startswith("key:"), rejected[0])
+        # Every call gets its line, successful ones too (the health checks).
+        answered = [e["fields"] for e in events
+                    if e.get("fields", {}).get("message") == "request"]
+        self.assertIn(("/grpc.health.v1.Health/Check", "OK"),
+                      [(e["method"], e["code"]) for e in answered], lines)
         listening = [e["fields"] for e in events
                      if e.get("fields", {}).get("message") == "redwire listening"]
         self.assertEqual(listening[0]["addr"], addr)

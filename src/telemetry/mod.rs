@@ -1,6 +1,10 @@
 //! Logging setup: tracing to stderr as text or JSON, filtered by `--log` (or
 //! RUST_LOG when set). Text is coloured only when stderr is a terminal and
 //! `NO_COLOR` is unset or empty (<https://no-color.org>); JSON never is.
+//!
+//! [`requests`] writes one line per call, from a tower layer around every service.
+
+pub mod requests;
 
 use std::io::IsTerminal;
 
