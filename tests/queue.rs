@@ -222,41 +222,39 @@ async fn a_cancelled_enqueue_batch_still_hands_off(ctx: &TestContext) {
     // A thousand jobs take Redis far longer than the 5 ms deadline. On a busy
     // machine the deadline can pass before the server even starts the batch, and
     // then nothing is written; try again until a cancelled batch was written.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for round in 0.. {
-        assert!(
-            Instant::now() < deadline,
-            "no cancelled batch was ever written"
-        );
-        let jobs: Vec<JobSpec> = (0..1000).map(|i| job(&format!("b{round}-{i}"))).collect();
-        let mut request = tonic::Request::new(EnqueueBatchRequest {
-            queue: q.into(),
-            jobs,
-        });
-        request.set_timeout(Duration::from_millis(5));
-        let cancelled = ctx
-            .queue()
-            .enqueue_batch(request)
-            .await
-            .expect_err("the deadline ends the call first");
-        assert!(
-            matches!(cancelled.code(), Code::DeadlineExceeded | Code::Cancelled),
-            "{cancelled:?}"
-        );
-        // A batch is one script call: it is in Redis whole, or not at all.
-        let written = Instant::now() + Duration::from_secs(2);
-        let mut seen = false;
-        while !seen && Instant::now() < written {
-            let s = stats(ctx, q).await;
-            seen = s.waiting + s.active > 0;
-            if !seen {
-                tokio::time::sleep(support::POLL_INTERVAL).await;
+    let mut round = 0;
+    support::eventually(
+        Duration::from_secs(30),
+        "a cancelled batch that was written",
+        || {
+            round += 1;
+            let batch = round;
+            async move {
+                let jobs: Vec<JobSpec> = (0..1000).map(|i| job(&format!("b{batch}-{i}"))).collect();
+                let mut request = tonic::Request::new(EnqueueBatchRequest {
+                    queue: q.into(),
+                    jobs,
+                });
+                request.set_timeout(Duration::from_millis(5));
+                let cancelled = ctx
+                    .queue()
+                    .enqueue_batch(request)
+                    .await
+                    .expect_err("the deadline ends the call first");
+                assert!(
+                    matches!(cancelled.code(), Code::DeadlineExceeded | Code::Cancelled),
+                    "{cancelled:?}"
+                );
+                // A batch is one script call: it is in Redis whole, or not at all.
+                support::within(Duration::from_secs(2), || async {
+                    let s = stats(ctx, q).await;
+                    (s.waiting + s.active > 0).then_some(())
+                })
+                .await
             }
-        }
-        if seen {
-            break;
-        }
-    }
+        },
+    )
+    .await;
     let d = consumer.delivery().await;
     assert!(d.payload.starts_with(b"b"), "{d:?}");
 }

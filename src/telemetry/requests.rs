@@ -57,7 +57,8 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let mut call = Call {
-            method: request.uri().path().to_owned(),
+            // Shares the request's bytes: no allocation per call.
+            path: request.uri().path_and_query().cloned(),
             peer: request
                 .extensions()
                 .get::<ClientInfo>()
@@ -109,7 +110,7 @@ macro_rules! write_line {
 /// What is known of a call until its line is written.
 #[derive(Debug)]
 struct Call {
-    method: String,
+    path: Option<http::uri::PathAndQuery>,
     peer: Option<std::net::SocketAddr>,
     started: Instant,
     logged: bool,
@@ -142,7 +143,7 @@ impl Call {
         }
         let elapsed = self.started.elapsed();
         let line = Line {
-            method: &self.method,
+            method: self.path.as_ref().map_or("", |path| path.path()),
             peer: self.peer,
             code: code_name(code),
             reason,
