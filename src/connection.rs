@@ -48,17 +48,38 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// and stay counted against the reply budget until fully handed over.
 pub const REPLY_CHUNK: usize = 64 * 1024;
 
-/// The per-connection limits, from `Config`.
-#[derive(Debug, Clone, Copy)]
+/// Limits on client connections, from the config.
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct ConnectionLimits {
-    /// Most open client connections.
+    /// Most open client connections; one more is closed at once.
+    #[arg(long, env = "REDWIRE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
-    /// How long a new connection may take to start its HTTP/2 handshake.
+
+    /// Most concurrent gRPC streams (calls) on one HTTP/2 connection; long-lived
+    /// Consume and subscription streams count too.
+    #[arg(long, env = "REDWIRE_MAX_CONCURRENT_STREAMS", default_value_t = 4096)]
+    pub max_concurrent_streams: u32,
+
+    /// How long a new connection may take to send its HTTP/2 preface before it
+    /// is closed.
+    #[arg(long, env = "REDWIRE_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
-    /// How long a connection may stay open with no call in flight.
+
+    /// How long a connection may stay open with no call in flight (gRPC's
+    /// MAX_CONNECTION_IDLE); clients reconnect on their next call.
+    #[arg(long, env = "REDWIRE_IDLE_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
-    /// TCP keepalive probes on accepted sockets start after this much silence.
-    pub tcp_keepalive: Duration,
+
+    /// How long a client connection may be silent before an HTTP/2 ping (and TCP
+    /// keepalive) checks that its peer is still there.
+    #[arg(long, env = "REDWIRE_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a ping may go unanswered before the connection (and every stream
+    /// on it) is closed: a peer that vanished without closing is found within
+    /// interval + timeout.
+    #[arg(long, env = "REDWIRE_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub keepalive_timeout: Duration,
 }
 
 /// Accepted client connections, within `limits`. The stream never yields an
@@ -68,7 +89,7 @@ pub fn incoming(
     limits: ConnectionLimits,
 ) -> impl Stream<Item = io::Result<ClientConnection>> {
     let open = Arc::new(AtomicUsize::new(0));
-    let keepalive = socket2::TcpKeepalive::new().with_time(limits.tcp_keepalive);
+    let keepalive = socket2::TcpKeepalive::new().with_time(limits.keepalive_interval);
     futures::stream::unfold(
         (listener, open, keepalive),
         move |(listener, open, keepalive)| async move {

@@ -9,8 +9,11 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::codegen::{Service, http};
 use tonic::server::NamedService;
@@ -20,7 +23,7 @@ use tonic_health::ServingStatus;
 
 use crate::cache::{CacheService, CacheStore};
 use crate::config::{Config, RedisTarget};
-use crate::connection::{self, ConnectionLimits, ReplyLayer};
+use crate::connection::{self, ReplyLayer};
 use crate::health::{self, Health};
 use crate::lock::{LockService, LockStore};
 use crate::proto;
@@ -29,14 +32,13 @@ use crate::proto::lock_server::LockServer;
 use crate::proto::pub_sub_server::PubSubServer;
 use crate::proto::queue_server::QueueServer;
 use crate::proto::stream_server::StreamServer;
+use crate::pubsub::PubSubService;
 use crate::pubsub::hub::Hub;
-use crate::pubsub::{PubSubService, PubSubSettings};
-use crate::queue::{QueueService, QueueSettings, QueueStore};
+use crate::queue::{QueueService, QueueStore};
 use crate::redis::embedded::{EmbeddedRedis, StartError};
 use crate::redis::{Redis, RedisSettings};
 use crate::stream::{StreamService, StreamStore};
 use crate::telemetry::requests::RequestLogLayer;
-use crate::validate::Limits;
 
 /// The Redwire services this server serves, registered together with the names
 /// health reports on: a service cannot be served without its health entry.
@@ -126,105 +128,13 @@ async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let settings = RedisSettings {
-        blocking_pool_size: config.blocking_pool_size,
-        command_timeout: config.redis_timeout,
-        connect_timeout: config.connect_timeout,
-        durable_replicas: config.durable_replicas,
-        tls: crate::redis::tls_certificates(
-            config.redis_tls_ca_file.as_deref(),
-            config
-                .redis_tls_cert_file
-                .as_deref()
-                .zip(config.redis_tls_key_file.as_deref()),
-        )?,
-    };
-    let redis = Arc::new(match (config.redis_target(), embedded_url) {
-        (RedisTarget::Cluster(seeds), _) => Redis::cluster(&seeds, settings.clone())?,
-        (RedisTarget::Standalone(url), _) => Redis::standalone(&url, settings.clone())?,
-        (RedisTarget::Embedded, Some(url)) => Redis::standalone(url, settings.clone())?,
-        (RedisTarget::Embedded, None) => {
-            return Err(crate::Error::Internal("embedded redis has no url".into()).into());
-        }
-    });
-    let limits = Limits {
-        max_key_bytes: config.max_key_bytes,
-        max_value_bytes: config.max_value_bytes,
-        max_batch: config.max_batch,
-    };
+    let redis = Arc::new(connect_redis(config, embedded_url)?);
     let token = CancellationToken::new();
-
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
-    let cache = CacheService::new(
-        CacheStore::new(redis.clone(), config.max_message_bytes),
-        limits,
-        token.clone(),
-    );
-    let queue = QueueService::new(
-        QueueStore::new(redis.clone()),
-        limits,
-        QueueSettings {
-            default_lease: config.queue_lease,
-            reap_interval: config.queue_reap_interval,
-            heartbeat: config.heartbeat,
-        },
-        token.clone(),
-    );
-    let (hub, hub_task) = Hub::start(redis.clone(), token.clone());
-    let mut background = queue.spawn_background(hub.clone());
-    background.push(hub_task);
-    let pubsub = PubSubService::new(
-        redis.clone(),
-        hub.clone(),
-        limits,
-        PubSubSettings {
-            buffer_messages: config.pubsub_buffer_messages,
-            buffer_bytes: config.pubsub_buffer_bytes,
-            heartbeat: config.heartbeat,
-        },
-        token.clone(),
-    );
-    let lock_store = if config.lock_redlock.is_empty() {
-        LockStore::single(redis.clone())
-    } else {
-        let nodes = config
-            .lock_redlock
-            .iter()
-            .map(|url| {
-                // Redlock servers are independent and usually have no replicas:
-                // a grant's safety comes from the majority, not from WAIT.
-                let settings = RedisSettings {
-                    durable_replicas: 0,
-                    ..settings.clone()
-                };
-                Redis::standalone(url, settings).map(Arc::new)
-            })
-            .collect::<crate::Result<Vec<_>>>()?;
-        LockStore::redlock(redis.clone(), nodes)
-    };
-    let lock = LockService::new(lock_store, config.heartbeat, token.clone());
-    background.push(lock.spawn_background(hub.clone()));
-    let stream = StreamService::new(
-        StreamStore::new(redis.clone()),
-        limits,
-        config.heartbeat,
-        token.clone(),
-    );
-    let max = config.max_message_bytes;
-    let mut services = Services::default();
-    services.add(limited!(CacheServer::new(cache), max));
-    services.add(limited!(QueueServer::new(queue), max));
-    services.add(limited!(PubSubServer::new(pubsub), max));
-    services.add(limited!(LockServer::new(lock), max));
-    services.add(limited!(StreamServer::new(stream), max));
+    let Redwire {
+        services,
+        mut background,
+        hub,
+    } = Redwire::build(config, &redis, &token)?;
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let mut health = Health::new(reporter, &services.names);
@@ -233,53 +143,187 @@ async fn serve(
         service: PubSubServer::<PubSubService>::NAME,
         is_up: Box::new(move || hub.is_live()),
     };
-    let watcher = tokio::spawn(health::watch_redis(
+    background.push(tokio::spawn(health::watch_redis(
         redis.clone(),
         health.clone(),
         config.health_interval,
         vec![pubsub_connection],
         token.clone(),
-    ));
+    )));
     let mut routes = services.routes;
-    routes
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha);
+    routes.add_service(health_service);
+    add_reflection(&mut routes)?;
 
     let local_addr = listener
         .local_addr()
         .map_or_else(|e| format!("unknown ({e})"), |addr| addr.to_string());
-    let limits = ConnectionLimits {
-        max_connections: config.max_connections,
-        handshake_timeout: config.handshake_timeout,
-        idle_timeout: config.idle_timeout,
-        tcp_keepalive: config.keepalive_interval,
-    };
+    let connections = config.connections;
     let server = Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
-        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .max_concurrent_streams(Some(connections.max_concurrent_streams))
         // Pings close connections whose peer is gone, streams in flight or not.
-        .http2_keepalive_interval(Some(config.keepalive_interval))
-        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .http2_keepalive_interval(Some(connections.keepalive_interval))
+        .http2_keepalive_timeout(Some(connections.keepalive_timeout))
         // Outermost first: the log line sees the status the client sees,
         // a reply-budget refusal included.
         .layer(RequestLogLayer)
         .layer(ReplyLayer::new(config.reply_buffer_bytes))
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(
-            connection::incoming(listener, limits),
+            connection::incoming(listener, connections),
             token.clone().cancelled_owned(),
         );
     tracing::info!(addr = %local_addr, cluster = redis.is_cluster(), "redwire listening");
+    let result = run_until_shutdown(
+        server,
+        shutdown,
+        config.shutdown_grace,
+        &mut health,
+        &token,
+        background,
+    )
+    .await;
+    tracing::info!("redwire stopped");
+    Ok(result?)
+}
 
+/// The Redis handle for the configured target (the embedded server's when
+/// Redwire runs its own).
+fn connect_redis(config: &Config, embedded_url: Option<&str>) -> crate::Result<Redis> {
+    let settings = config.redis.clone();
+    match (config.redis_target(), embedded_url) {
+        (RedisTarget::Cluster(seeds), _) => Redis::cluster(&seeds, settings),
+        (RedisTarget::Standalone(url), _) => Redis::standalone(&url, settings),
+        (RedisTarget::Embedded, Some(url)) => Redis::standalone(url, settings),
+        (RedisTarget::Embedded, None) => {
+            Err(crate::Error::Internal("embedded redis has no url".into()))
+        }
+    }
+}
+
+/// The Lock service's store: on the main Redis, or by majority over the
+/// `--lock-redlock` servers.
+fn lock_store(config: &Config, redis: &Arc<Redis>) -> crate::Result<LockStore> {
+    if config.lock_redlock.is_empty() {
+        return Ok(LockStore::single(redis.clone()));
+    }
+    let nodes = config
+        .lock_redlock
+        .iter()
+        .map(|url| {
+            // Redlock servers are independent and usually have no replicas:
+            // a grant's safety comes from the majority, not from WAIT.
+            let settings = RedisSettings {
+                durable_replicas: 0,
+                ..config.redis.clone()
+            };
+            Redis::standalone(url, settings).map(Arc::new)
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    Ok(LockStore::redlock(redis.clone(), nodes))
+}
+
+/// Adds server reflection, both protocol versions (grpcurl and older tools use
+/// v1alpha), over Redwire's and the health service's descriptors.
+fn add_reflection(routes: &mut RoutesBuilder) -> Result<(), tonic_reflection::server::Error> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    routes
+        .add_service(builder().build_v1()?)
+        .add_service(builder().build_v1alpha()?);
+    Ok(())
+}
+
+/// The five services, ready to serve, and the background tasks they need.
+struct Redwire {
+    services: Services,
+    background: Vec<JoinHandle<()>>,
+    /// The shared pub/sub connection, whose liveness PubSub's health follows.
+    hub: Arc<Hub>,
+}
+
+impl Redwire {
+    /// Builds every service on `redis` with the config's limits; `token` ends
+    /// their streams and background tasks.
+    fn build(
+        config: &Config,
+        redis: &Arc<Redis>,
+        token: &CancellationToken,
+    ) -> crate::Result<Self> {
+        let limits = config.limits;
+        let heartbeat = config.heartbeat;
+        let (hub, hub_task) = Hub::start(redis.clone(), token.clone());
+        let cache = CacheService::new(
+            CacheStore::new(redis.clone(), config.max_message_bytes),
+            limits,
+            token.clone(),
+        );
+        let queue = QueueService::new(
+            QueueStore::new(redis.clone()),
+            limits,
+            config.queue,
+            heartbeat,
+            token.clone(),
+        );
+        let pubsub = PubSubService::new(
+            redis.clone(),
+            hub.clone(),
+            limits,
+            config.pubsub,
+            heartbeat,
+            token.clone(),
+        );
+        let lock = LockService::new(lock_store(config, redis)?, heartbeat, token.clone());
+        let stream = StreamService::new(
+            StreamStore::new(redis.clone()),
+            limits,
+            heartbeat,
+            token.clone(),
+        );
+        let mut background = queue.spawn_background(hub.clone());
+        background.push(hub_task);
+        background.push(lock.spawn_background(hub.clone()));
+
+        let max = config.max_message_bytes;
+        let mut services = Services::default();
+        services.add(limited!(CacheServer::new(cache), max));
+        services.add(limited!(QueueServer::new(queue), max));
+        services.add(limited!(PubSubServer::new(pubsub), max));
+        services.add(limited!(LockServer::new(lock), max));
+        services.add(limited!(StreamServer::new(stream), max));
+        Ok(Self {
+            services,
+            background,
+            hub,
+        })
+    }
+}
+
+/// Serves until `server` ends or `shutdown` resolves, then runs the shutdown
+/// sequence: health NOT_SERVING, `token` fires, in-flight calls and background
+/// tasks drain, all within `grace`.
+async fn run_until_shutdown<E>(
+    server: impl Future<Output = Result<(), E>>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    health: &mut Health,
+    token: &CancellationToken,
+    mut background: Vec<JoinHandle<()>>,
+) -> Result<(), E> {
     tokio::pin!(server);
     let (result, grace_ends) = tokio::select! {
-        result = &mut server => (result, tokio::time::Instant::now() + config.shutdown_grace),
+        result = &mut server => (result, Instant::now() + grace),
         () = shutdown => {
-            let grace_ends = tokio::time::Instant::now() + config.shutdown_grace;
-            tracing::info!(grace = %humantime::format_duration(config.shutdown_grace), "shutting down");
-            // Stop the watcher first so it cannot flip the status back to SERVING.
-            watcher.abort();
+            let grace_ends = Instant::now() + grace;
+            tracing::info!(grace = %humantime::format_duration(grace), "shutting down");
+            // The health watcher is the last task pushed: stop it first so it
+            // cannot flip the status back to SERVING.
+            if let Some(watcher) = background.last() {
+                watcher.abort();
+            }
             health.set_all(ServingStatus::NotServing).await;
             token.cancel();
             health.close_watchers().await;
@@ -296,15 +340,12 @@ async fn serve(
     token.cancel();
     // Background tasks stop with the token; one waiting on a Redis that does not
     // answer is cut off when the grace ends, so the grace bounds the whole exit.
-    let mut tasks = background;
-    tasks.push(watcher);
-    let joined = futures::future::join_all(tasks.iter_mut());
+    let joined = futures::future::join_all(background.iter_mut());
     if tokio::time::timeout_at(grace_ends, joined).await.is_err() {
         tracing::warn!("background tasks still busy when the grace ended; stopping them");
-        for task in &tasks {
+        for task in &background {
             task.abort();
         }
     }
-    tracing::info!("redwire stopped");
-    Ok(result?)
+    result
 }

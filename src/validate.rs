@@ -6,14 +6,19 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// Size limits from the config.
-#[derive(Debug, Clone, Copy)]
+/// Size limits on what a request carries, from the config.
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct Limits {
-    /// Largest key or field name, in bytes.
+    /// Largest key (or hash field name) accepted, in bytes.
+    #[arg(long, env = "REDWIRE_MAX_KEY_BYTES", default_value_t = 1024)]
     pub max_key_bytes: usize,
-    /// Largest value, member or item, in bytes.
+
+    /// Largest value (or member, or item) accepted, in bytes.
+    #[arg(long, env = "REDWIRE_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
     pub max_value_bytes: usize,
-    /// Most entries in one request.
+
+    /// Most keys, fields, members or values in one request.
+    #[arg(long, env = "REDWIRE_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,
 }
 

@@ -340,7 +340,7 @@ fn direct_store(ctx: &mut TestContext) -> QueueStore {
         blocking_pool_size: 1,
         command_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
-        tls: None,
+        tls: Default::default(),
         durable_replicas: 0,
     };
     let redis = Redis::standalone(&ctx.redis().url(), settings).expect("redis");

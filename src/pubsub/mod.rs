@@ -44,14 +44,20 @@ const MAX_CHANNEL_BYTES: usize = 256;
 const STREAM_CHANNEL: usize = 16;
 
 /// PubSub settings from the config.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct PubSubSettings {
-    /// Default and largest per-subscriber buffer, in messages.
+    /// Default and largest per-subscriber PubSub buffer, in messages.
+    #[arg(
+        long = "pubsub-buffer-messages",
+        value_name = "PUBSUB_BUFFER_MESSAGES",
+        env = "REDWIRE_PUBSUB_BUFFER_MESSAGES",
+        default_value_t = 1024
+    )]
     pub buffer_messages: usize,
-    /// Default and largest per-subscriber buffer, in payload bytes.
+
+    /// Default and largest per-subscriber PubSub buffer, in payload bytes.
+    #[arg(long = "pubsub-buffer-bytes", value_name = "PUBSUB_BUFFER_BYTES", env = "REDWIRE_PUBSUB_BUFFER_BYTES", default_value_t = 1024 * 1024)]
     pub buffer_bytes: usize,
-    /// Default heartbeat interval.
-    pub heartbeat: Duration,
 }
 
 /// The PubSub service.
@@ -61,16 +67,19 @@ pub struct PubSubService {
     hub: Arc<Hub>,
     limits: Limits,
     settings: PubSubSettings,
+    heartbeat: Duration,
     shutdown: CancellationToken,
 }
 
 impl PubSubService {
-    /// A PubSub service publishing through `redis` and subscribing through `hub`.
+    /// A PubSub service publishing through `redis` and subscribing through `hub`;
+    /// subscriptions that ask for no heartbeat interval get `heartbeat`.
     pub fn new(
         redis: Arc<Redis>,
         hub: Arc<Hub>,
         limits: Limits,
         settings: PubSubSettings,
+        heartbeat: Duration,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -78,6 +87,7 @@ impl PubSubService {
             hub,
             limits,
             settings,
+            heartbeat,
             shutdown,
         }
     }
@@ -284,7 +294,7 @@ impl PubSub for PubSubService {
         let heartbeat = heartbeat::interval(
             "heartbeat_interval",
             req.heartbeat_interval.as_ref(),
-            self.settings.heartbeat,
+            self.heartbeat,
         )?;
         let buffer = Arc::new(self.buffer(&req)?);
         let subscription = self.hub.subscribe(buffer.clone(), interests).await?;

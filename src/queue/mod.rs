@@ -63,14 +63,15 @@ const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(3600);
 const DEFAULT_PAGE: u32 = 100;
 
 /// Queue settings from the config.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct QueueSettings {
-    /// Lease length when a consumer does not choose one.
+    /// Lease length of a queue delivery when the consumer does not choose one.
+    #[arg(long = "queue-lease", value_name = "QUEUE_LEASE", env = "REDWIRE_QUEUE_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub default_lease: Duration,
-    /// How often the background reaper runs.
+
+    /// How often the background reaper expires leases and promotes delayed jobs.
+    #[arg(long = "queue-reap-interval", value_name = "QUEUE_REAP_INTERVAL", env = "REDWIRE_QUEUE_REAP_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub reap_interval: Duration,
-    /// Heartbeat interval of Consume streams that ask for none.
-    pub heartbeat: Duration,
 }
 
 /// The Queue service.
@@ -82,15 +83,18 @@ pub struct QueueService {
     waker: Arc<Waker>,
     limits: Limits,
     settings: QueueSettings,
+    heartbeat: Duration,
     shutdown: CancellationToken,
 }
 
 impl QueueService {
     /// A Queue service; call [`QueueService::spawn_background`] to start its tasks.
+    /// Consume streams that ask for no heartbeat interval get `heartbeat`.
     pub fn new(
         store: QueueStore,
         limits: Limits,
         settings: QueueSettings,
+        heartbeat: Duration,
         shutdown: CancellationToken,
     ) -> Self {
         let idle = Arc::new(IdleConsumers::default());
@@ -105,6 +109,7 @@ impl QueueService {
             waker: Arc::new(Waker::new(QUEUE_WAKE_CHANNEL)),
             limits,
             settings,
+            heartbeat,
             shutdown,
         }
     }
@@ -404,7 +409,7 @@ impl Queue for QueueService {
         let heartbeat = heartbeat::interval(
             "subscribe.heartbeat_interval",
             subscribe.heartbeat_interval.as_ref(),
-            self.settings.heartbeat,
+            self.heartbeat,
         )?;
         let (tx, rx) = tokio::sync::mpsc::channel(max_in_flight + 16);
         let consumer = consumer::Consumer::new(

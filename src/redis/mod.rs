@@ -17,7 +17,7 @@ mod conn;
 pub mod embedded;
 pub mod keys;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -64,52 +64,97 @@ fn client(url: &str, field: &str, tls: Option<&TlsCertificates>) -> Result<Clien
     .map_err(|e| Error::invalid(field, e.to_string()))
 }
 
-/// The certificates for TLS to Redis, read from PEM files: a CA bundle to trust
-/// instead of the system's, and a client certificate with its key. None when no
-/// file is given (a `rediss://` URL then trusts the system's CAs).
-pub fn tls_certificates(
-    ca_file: Option<&Path>,
-    client_cert_and_key: Option<(&Path, &Path)>,
-) -> Result<Option<TlsCertificates>> {
-    if ca_file.is_none() && client_cert_and_key.is_none() {
-        return Ok(None);
-    }
-    let read = |field: &str, path: &Path| {
-        std::fs::read(path)
-            .map_err(|e| Error::invalid(field, format!("cannot read {}: {e}", path.display())))
-    };
-    let root_cert = ca_file
-        .map(|path| read("redis_tls_ca_file", path))
-        .transpose()?;
-    let client_tls = client_cert_and_key
-        .map(|(cert, key)| {
-            Ok::<_, Error>(ClientTlsConfig {
-                client_cert: read("redis_tls_cert_file", cert)?,
-                client_key: read("redis_tls_key_file", key)?,
-            })
-        })
-        .transpose()?;
-    Ok(Some(TlsCertificates {
-        client_tls,
-        root_cert,
-    }))
+/// How Redwire talks to Redis, from the config (`--redis-*` and friends).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisSettings {
+    /// Most dedicated Redis connections for blocking commands (ListPop with a wait).
+    /// When all are busy, further blocking calls fail with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REDWIRE_BLOCKING_POOL_SIZE", default_value_t = 64)]
+    pub blocking_pool_size: usize,
+
+    /// How long a Redis command may take before the call fails with UNAVAILABLE.
+    #[arg(long = "redis-timeout", value_name = "REDIS_TIMEOUT", env = "REDWIRE_REDIS_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub command_timeout: Duration,
+
+    /// How long to wait for a Redis connection (pool checkout or connect).
+    #[arg(long, env = "REDWIRE_CONNECT_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Durable mode: a write (enqueue, ack, nack, lease change, stream append, lock
+    /// grant) is acknowledged only once this many replicas of its master have it
+    /// (Redis WAIT, up to half of --redis-timeout); 0 acknowledges on the master.
+    #[arg(long, env = "REDWIRE_DURABLE_REPLICAS", default_value_t = 0)]
+    pub durable_replicas: u32,
+
+    /// The PEM files for `rediss://` connections.
+    #[command(flatten)]
+    pub tls: TlsFiles,
 }
 
-/// Connection settings taken from the config.
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    /// Most dedicated connections for blocking commands.
-    pub blocking_pool_size: usize,
-    /// How long one ordinary command may take.
-    pub command_timeout: Duration,
-    /// How long connecting (or waiting for a pooled connection) may take.
-    pub connect_timeout: Duration,
-    /// Certificates for `rediss://` connections ([`tls_certificates`]); None trusts
-    /// the system's CAs and sends no client certificate.
-    pub tls: Option<TlsCertificates>,
-    /// Replicas that must have a write before it is acknowledged (WAIT); 0 for
-    /// none ([`Redis::await_replicas`]).
-    pub durable_replicas: u32,
+/// PEM files for TLS to Redis (`rediss://` URLs: standalone, cluster and Redlock
+/// nodes). None given trusts the system's CAs and sends no client certificate.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsFiles {
+    /// TLS to Redis (`rediss://` URLs, standalone, cluster and Redlock nodes): a PEM
+    /// file of CA certificates to trust instead of the system's.
+    #[arg(
+        id = "redis_tls_ca_file",
+        long = "redis-tls-ca-file",
+        value_name = "PEM_FILE",
+        env = "REDWIRE_REDIS_TLS_CA_FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+
+    /// TLS to Redis: a PEM client certificate for Redis servers that require one
+    /// (`tls-auth-clients yes`); needs --redis-tls-key-file.
+    #[arg(
+        id = "redis_tls_cert_file",
+        long = "redis-tls-cert-file",
+        value_name = "PEM_FILE",
+        env = "REDWIRE_REDIS_TLS_CERT_FILE",
+        requires = "redis_tls_key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+
+    /// TLS to Redis: the PEM private key of --redis-tls-cert-file.
+    #[arg(
+        id = "redis_tls_key_file",
+        long = "redis-tls-key-file",
+        value_name = "PEM_FILE",
+        env = "REDWIRE_REDIS_TLS_KEY_FILE",
+        requires = "redis_tls_cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Reads the files into the driver's certificates; None when no file is
+    /// given (a `rediss://` URL then trusts the system's CAs).
+    fn load(&self) -> Result<Option<TlsCertificates>> {
+        if self.ca_file.is_none() && self.cert_file.is_none() {
+            return Ok(None);
+        }
+        let read = |field: &str, path: &Path| {
+            std::fs::read(path)
+                .map_err(|e| Error::invalid(field, format!("cannot read {}: {e}", path.display())))
+        };
+        let root_cert = self
+            .ca_file
+            .as_deref()
+            .map(|path| read("redis_tls_ca_file", path))
+            .transpose()?;
+        let client_tls = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some(ClientTlsConfig {
+                client_cert: read("redis_tls_cert_file", cert)?,
+                client_key: read("redis_tls_key_file", key)?,
+            }),
+            _ => None,
+        };
+        Ok(Some(TlsCertificates {
+            client_tls,
+            root_cert,
+        }))
+    }
 }
 
 /// Where the shared connections go.
@@ -135,6 +180,8 @@ pub struct Redis {
     pubsub_next: AtomicUsize,
     blocking: Pool<BlockingManager>,
     settings: RedisSettings,
+    /// The certificates read from `settings.tls` when this handle was built.
+    tls: Option<TlsCertificates>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -150,7 +197,8 @@ impl Redis {
     /// Prepares connections to a standalone Redis at `url`. Connecting happens
     /// lazily, so Redwire starts (NOT_SERVING) even while Redis is down.
     pub fn standalone(url: &str, settings: RedisSettings) -> Result<Self> {
-        let client = client(url, "redis_url", settings.tls.as_ref())?;
+        let tls = settings.tls.load()?;
+        let client = client(url, "redis_url", tls.as_ref())?;
         // No response timeout of the driver's: `Conn` bounds every command.
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(None)
@@ -178,13 +226,15 @@ impl Redis {
             },
             blocking: build_blocking_pool(blocking, &settings)?,
             settings,
+            tls,
         })
     }
 
     /// Prepares connections to a Redis Cluster through its seed nodes.
     pub fn cluster(seeds: &[String], settings: RedisSettings) -> Result<Self> {
+        let tls = settings.tls.load()?;
         let build = |response_timeout: Duration| {
-            cluster_builder(seeds, &settings)
+            cluster_builder(seeds, &settings, tls.as_ref())
                 .response_timeout(response_timeout)
                 .build()
                 .map_err(|e| Error::invalid("redis_cluster", e.to_string()))
@@ -209,6 +259,7 @@ impl Redis {
             },
             blocking: build_blocking_pool(blocking, &settings)?,
             settings,
+            tls,
         })
     }
 
@@ -296,7 +347,7 @@ impl Redis {
     }
 
     async fn pubsub_at(&self, url: &str) -> Result<redis::aio::PubSub> {
-        let client = client(url, "redis_url", self.settings.tls.as_ref())?;
+        let client = client(url, "redis_url", self.tls.as_ref())?;
         tokio::time::timeout(self.settings.connect_timeout, client.get_async_pubsub())
             .await
             .map_err(|_| Error::Unavailable("timed out opening a pub/sub connection".into()))?
@@ -318,7 +369,7 @@ impl Redis {
             ));
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let client = cluster_builder(seeds, &self.settings)
+        let client = cluster_builder(seeds, &self.settings, self.tls.as_ref())
             .use_protocol(redis::ProtocolVersion::RESP3)
             .response_timeout(self.settings.command_timeout)
             .push_sender(tx)
@@ -448,11 +499,15 @@ async fn ping_every_master(mut conn: ClusterConnection) -> Result<()> {
 
 /// A cluster client builder for `seeds` with [`tcp_settings`], the connect timeout
 /// and the configured certificates.
-fn cluster_builder(seeds: &[String], settings: &RedisSettings) -> ClusterClientBuilder {
+fn cluster_builder(
+    seeds: &[String],
+    settings: &RedisSettings,
+    tls: Option<&TlsCertificates>,
+) -> ClusterClientBuilder {
     let builder = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
         .tcp_settings(tcp_settings())
         .connection_timeout(settings.connect_timeout);
-    match &settings.tls {
+    match tls {
         Some(certificates) => builder.certs(certificates.clone()),
         None => builder,
     }

@@ -1079,7 +1079,7 @@ async fn direct(args: &Args, payload: Vec<u8>) -> Report {
         blocking_pool_size: 4,
         command_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
-        tls: None,
+        tls: Default::default(),
         durable_replicas: 0,
     };
     let redis =
