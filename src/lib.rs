@@ -25,6 +25,10 @@
 //!   of a queue, appends to a stream).
 //! - [`heartbeat`]: heartbeats on long-lived streams (one interval rule, one
 //!   message, one stream adapter).
+//! - [`named`]: per-process registry of named waiters (wake-up signals, stream
+//!   readers, a lock's local line), alive while someone waits.
+//! - [`waker`]: wake-ups by name over pub/sub, for queues (ready jobs) and
+//!   locks (released resources).
 //! - [`producer`]: producer streams (EnqueueStream, AppendStream): one reply per
 //!   message, in order, what has arrived handled as one batch.
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
@@ -42,6 +46,7 @@ pub mod group_commit;
 pub mod health;
 pub mod heartbeat;
 pub mod lock;
+pub mod named;
 pub mod page;
 pub mod producer;
 pub mod proto;
@@ -53,6 +58,7 @@ pub mod stream;
 pub mod telemetry;
 pub mod time;
 pub mod validate;
+pub mod waker;
 
 pub use config::Config;
 pub use error::{Error, Result};

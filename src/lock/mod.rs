@@ -15,9 +15,8 @@
 
 mod store;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
@@ -32,13 +31,14 @@ pub use store::{Attempt, LockState, LockStore};
 use crate::deadline;
 use crate::error::{Error, Reason, Result};
 use crate::heartbeat;
+use crate::named::Named;
 use crate::proto::lock_server::Lock;
 use crate::proto::*;
 use crate::pubsub::hub::Hub;
-use crate::pubsub::waker::Waker;
 use crate::redis::keys::LOCK_WAKE_CHANNEL;
 use crate::time::proto_duration;
 use crate::validate;
+use crate::waker::Waker;
 
 /// Shortest ttl a Hold may use (it renews at a third of it).
 const MIN_HOLD_TTL: Duration = Duration::from_millis(100);
@@ -69,7 +69,7 @@ pub struct LockService {
     store: LockStore,
     waker: Arc<Waker>,
     /// Per resource, the fair line of local waiters.
-    lines: Arc<Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>>,
+    lines: Arc<Named<tokio::sync::Mutex<()>>>,
     /// Heartbeat interval of Hold streams that ask for none.
     heartbeat: Duration,
     shutdown: CancellationToken,
@@ -92,19 +92,6 @@ impl LockService {
     /// Starts listening for released locks through the pub/sub hub.
     pub fn spawn_background(&self, hub: Arc<Hub>) -> tokio::task::JoinHandle<()> {
         tokio::spawn(self.waker.clone().run(hub, self.shutdown.clone()))
-    }
-
-    fn line(&self, resource: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let Ok(mut lines) = self.lines.lock() else {
-            return Arc::default();
-        };
-        if let Some(line) = lines.get(resource).and_then(Weak::upgrade) {
-            return line;
-        }
-        lines.retain(|_, weak| weak.strong_count() > 0);
-        let line = Arc::new(tokio::sync::Mutex::new(()));
-        lines.insert(resource.to_owned(), Arc::downgrade(&line));
-        line
     }
 
     /// Acquires `resource` for `token`, waiting until `until`; None when it stayed held.
@@ -150,7 +137,7 @@ impl LockService {
         until: Instant,
     ) -> Result<Option<Grant>> {
         // Line up behind earlier local waiters (tokio's mutex is fair).
-        let line = self.line(resource);
+        let line = self.lines.get_or_default(resource);
         let _turn = tokio::select! {
             turn = tokio::time::timeout_at(until, line.lock()) => match turn {
                 Ok(turn) => turn,

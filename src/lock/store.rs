@@ -21,10 +21,10 @@ use futures::future::join_all;
 use redis::Script;
 
 use crate::error::{Error, Result};
-use crate::pubsub::waker::wake_message;
 use crate::redis::Redis;
 use crate::redis::keys::{LOCK_WAKE_CHANNEL, lock_keys};
 use crate::time::millis as ms;
+use crate::waker::wake_message;
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("acquire.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));

@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 use super::buffer::Delivered;
 use super::topic::TopicPattern;
 use crate::error::{Error, Result};
-use crate::redis::Redis;
 use crate::redis::keys::{PUBSUB_PREFIX, SHARDED_PUBSUB_PREFIX};
+use crate::redis::{REDIS_RETRY, Redis};
 
 /// Receives what the hub dispatches. Implementations must return at once.
 pub trait Listener: Send + Sync {
@@ -552,8 +552,7 @@ impl HubTask {
     /// Subscribes the pending sharded channels again (reconnecting if needed);
     /// what fails is retried shortly: a failover takes a few seconds to settle.
     async fn retry_sharded(&mut self) {
-        const RETRY: Duration = Duration::from_millis(250);
-        self.sharded_retry_at = Instant::now() + RETRY;
+        self.sharded_retry_at = Instant::now() + REDIS_RETRY;
         if self.sharded.is_none() {
             match self.redis.sharded_pubsub().await {
                 Ok((conn, pushes)) => self.sharded = Some(Sharded { conn, pushes }),

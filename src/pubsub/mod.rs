@@ -15,7 +15,6 @@
 pub mod buffer;
 pub mod hub;
 mod topic;
-pub mod waker;
 
 use std::sync::Arc;
 use std::time::Duration;

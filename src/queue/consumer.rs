@@ -33,12 +33,10 @@ use crate::proto::{
     AckItem, ConsumeRequest, ConsumeResponse, ExtendItem, NackItem, Outcome, consume_request,
     consume_response,
 };
-use crate::pubsub::waker::Signal;
+use crate::redis::REDIS_RETRY;
 use crate::time::{millis, proto_timestamp_ms as timestamp};
 use crate::validate::{self, Limits};
-
-/// How long to wait before trying Redis again after it failed.
-const REDIS_RETRY: Duration = Duration::from_millis(250);
+use crate::waker::Signal;
 
 /// Messages are boxed in the channel: tokio allocates a channel's first block of 32
 /// slots when it is created, and a boxed slot is 8 bytes where a message is 200, so

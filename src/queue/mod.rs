@@ -8,7 +8,7 @@
 //! `queue.lua` (shared prelude: key list, record format, group hand-over, backoff),
 //! `enqueue.lua`, `dequeue.lua`, `ack.lua`, `nack.lua`, `extend.lua`, `reap.lua`,
 //! `redrive.lua`, `purge.lua`. Idle consumers are woken through
-//! `crate::pubsub::waker` (channel `rw:q:wake`).
+//! `crate::waker` (channel `rw:q:wake`).
 //!
 //! Keys (all `rw:q:{<queue>}:<part>`, one cluster slot per queue): jobs, payloads,
 //! results, waiting, delayed, active, dead, completed, backlog, groups, meta, rate;
@@ -46,10 +46,10 @@ use crate::page;
 use crate::producer::{self, Replies};
 use crate::proto::queue_server::Queue;
 use crate::proto::*;
-use crate::pubsub::waker::Waker;
 use crate::redis::keys::QUEUE_WAKE_CHANNEL;
 use crate::time::{millis, proto_duration, proto_timestamp_ms as timestamp};
 use crate::validate::{self, Limits};
+use crate::waker::Waker;
 
 /// Deliveries allowed when a job does not say.
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;

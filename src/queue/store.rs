@@ -8,9 +8,9 @@ use redis::{Script, Value};
 
 use super::record::{JobRecord, MAX_ERRORS_KEPT, MAX_PRIORITY, State};
 use crate::error::{Error, Result};
-use crate::pubsub::waker::{WAKE_SEPARATOR, wake_message};
 use crate::redis::keys::{QUEUE_REGISTRY, QUEUE_WAKE_CHANNEL, QueueKeys};
 use crate::redis::{Conn, Redis};
+use crate::waker::{WAKE_SEPARATOR, wake_message};
 
 /// A queue script: the generated [`script_facts`], the shared prelude
 /// `queue.lua`, then the operation.

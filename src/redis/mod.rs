@@ -43,6 +43,11 @@ use crate::error::{Error, Reason, Result};
 /// large reply from stalling every other call; more buy nothing on one Redis thread.
 const SHARED_CONNECTIONS: usize = 2;
 
+/// How long a background or streaming task (a waker's subscription, a stream
+/// reader, a Consume or ReadGroup stream) waits after Redis failed it before
+/// trying again: soon enough to resume within a blip, slow enough not to spin.
+pub const REDIS_RETRY: Duration = Duration::from_millis(250);
+
 /// TCP settings for every Redis connection. redis-rs leaves Nagle's algorithm on by
 /// default; with small pipelined commands that costs a delayed-ACK stall (~40 ms)
 /// on many requests.

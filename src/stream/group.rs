@@ -22,9 +22,7 @@ use super::store::{ClaimWhat, StoredEntry, StreamStore};
 use super::to_entry;
 use crate::error::Error;
 use crate::proto::{ReadGroupRequest, ReadGroupResponse, read_group_request, read_group_response};
-
-/// Pause before trying Redis again after it failed.
-const REDIS_RETRY: Duration = Duration::from_millis(250);
+use crate::redis::REDIS_RETRY;
 
 type Outbound = mpsc::Sender<Result<ReadGroupResponse, Status>>;
 

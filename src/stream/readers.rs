@@ -5,19 +5,18 @@
 //! many tailing clients do not each pin a Redis connection, and a wake-up can never
 //! cause a gap or a duplicate. A reader ends when the last stream using it ends.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::store::StreamStore;
+use crate::named::Named;
+use crate::redis::REDIS_RETRY;
 
 /// How long one XREAD BLOCK waits before the reader checks whether it is still needed.
 const BLOCK: Duration = Duration::from_secs(1);
-/// Pause after a Redis error before reading again.
-const RETRY: Duration = Duration::from_millis(250);
 
 /// Wakes the local readers of one stream.
 #[derive(Debug, Default)]
@@ -37,7 +36,7 @@ impl StreamSignal {
 #[derive(Debug)]
 pub(super) struct Readers {
     store: StreamStore,
-    signals: Mutex<HashMap<String, Weak<StreamSignal>>>,
+    signals: Named<StreamSignal>,
     shutdown: CancellationToken,
 }
 
@@ -46,29 +45,23 @@ impl Readers {
     pub(super) fn new(store: StreamStore, shutdown: CancellationToken) -> Self {
         Self {
             store,
-            signals: Mutex::default(),
+            signals: Named::default(),
             shutdown,
         }
     }
 
     /// The signal of `stream`, starting its reader if none runs.
     pub(super) fn signal(&self, stream: &str) -> Arc<StreamSignal> {
-        let Ok(mut signals) = self.signals.lock() else {
-            return Arc::default();
-        };
-        if let Some(signal) = signals.get(stream).and_then(Weak::upgrade) {
-            return signal;
-        }
-        signals.retain(|_, weak| weak.strong_count() > 0);
-        let signal = Arc::new(StreamSignal::default());
-        signals.insert(stream.to_owned(), Arc::downgrade(&signal));
-        tokio::spawn(read_loop(
-            self.store.clone(),
-            stream.to_owned(),
-            Arc::downgrade(&signal),
-            self.shutdown.clone(),
-        ));
-        signal
+        self.signals.get_or_insert_with(stream, || {
+            let signal = Arc::new(StreamSignal::default());
+            tokio::spawn(read_loop(
+                self.store.clone(),
+                stream.to_owned(),
+                Arc::downgrade(&signal),
+                self.shutdown.clone(),
+            ));
+            signal
+        })
     }
 }
 
@@ -116,7 +109,7 @@ async fn read_loop(
                     tracing::debug!(stream, error = %e, "stream reader failed; retrying");
                     last = None;
                     tokio::select! {
-                        () = tokio::time::sleep(RETRY) => {}
+                        () = tokio::time::sleep(REDIS_RETRY) => {}
                         () = shutdown.cancelled() => return,
                     }
                 }

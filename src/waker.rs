@@ -1,6 +1,7 @@
-//! Named wake-ups without polling, shared by the Queue (ready jobs) and the Lock
-//! (released locks). A [`Waker`] listens on one pub/sub channel through the
-//! process's hub; scripts publish `"<count> <name>"` there, and the waker wakes one
+//! Named wake-ups without polling, owned by neither service: the Queue (ready
+//! jobs) and the Lock (released locks) each have one [`Waker`], which listens on
+//! its pub/sub channel through the process's hub ([`crate::pubsub::hub`]);
+//! scripts publish `"<count> <name>"` there, and the waker wakes one
 //! local waiter of that name, which passes the wake-up on when it could not take
 //! everything. Idle waiters hold no Redis connection: they
 //! wait on a [`Signal`] in memory.
@@ -9,16 +10,16 @@
 //! all waiters are woken once to look for work. Delayed jobs and rate limits are covered
 //! by [`Signal::wake_at`], one timer per name however many waiters there are.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::buffer::Delivered;
-use super::hub::{Hub, Interest, Label, Listener, Target};
+use crate::named::Named;
+use crate::pubsub::buffer::Delivered;
+use crate::pubsub::hub::{Hub, Interest, Label, Listener, Target};
+use crate::redis::REDIS_RETRY;
 
 /// What separates the count from the name in a wake message.
 pub const WAKE_SEPARATOR: char = ' ';
@@ -61,9 +62,7 @@ impl Signal {
     /// slot). Only the earliest pending timer runs.
     pub fn wake_at(self: &Arc<Self>, at: Instant) {
         {
-            let Ok(mut timer) = self.timer.lock() else {
-                return;
-            };
+            let mut timer = self.timer();
             if timer.is_some_and(|current| current <= at && current > Instant::now()) {
                 return;
             }
@@ -73,14 +72,20 @@ impl Signal {
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             if let Some(signal) = signal.upgrade() {
-                if let Ok(mut timer) = signal.timer.lock()
-                    && *timer == Some(at)
-                {
+                let mut timer = signal.timer();
+                if *timer == Some(at) {
                     *timer = None;
                 }
+                drop(timer);
                 signal.notify.notify_one();
             }
         });
+    }
+
+    /// The armed timer, also after a panic elsewhere while it was locked (it
+    /// holds one plain value).
+    fn timer(&self) -> MutexGuard<'_, Option<Instant>> {
+        self.timer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -88,7 +93,7 @@ impl Signal {
 #[derive(Debug)]
 pub struct Waker {
     channel: &'static str,
-    signals: Mutex<HashMap<String, Weak<Signal>>>,
+    signals: Named<Signal>,
 }
 
 impl Waker {
@@ -96,22 +101,13 @@ impl Waker {
     pub fn new(channel: &'static str) -> Self {
         Self {
             channel,
-            signals: Mutex::default(),
+            signals: Named::default(),
         }
     }
 
     /// The signal of `name`; it lives while some waiter holds it.
-    pub fn signal(&self, queue: &str) -> Arc<Signal> {
-        let Ok(mut signals) = self.signals.lock() else {
-            return Arc::default();
-        };
-        if let Some(signal) = signals.get(queue).and_then(Weak::upgrade) {
-            return signal;
-        }
-        signals.retain(|_, weak| weak.strong_count() > 0);
-        let signal = Arc::new(Signal::default());
-        signals.insert(queue.to_owned(), Arc::downgrade(&signal));
-        signal
+    pub fn signal(&self, name: &str) -> Arc<Signal> {
+        self.signals.get_or_default(name)
     }
 
     /// Wakes one waiter of `name`, however many jobs or locks became free: the
@@ -119,22 +115,13 @@ impl Waker {
     /// ([`Signal::pass_on`]). Waking one per free item instead would send several
     /// waiters to Redis for a batch the first one takes whole.
     fn wake(&self, name: &str) {
-        let signal = self
-            .signals
-            .lock()
-            .ok()
-            .and_then(|s| s.get(name).and_then(Weak::upgrade));
-        if let Some(signal) = signal {
+        if let Some(signal) = self.signals.get(name) {
             signal.notify.notify_one();
         }
     }
 
     fn wake_everyone(&self) {
-        let signals: Vec<Arc<Signal>> = match self.signals.lock() {
-            Ok(s) => s.values().filter_map(Weak::upgrade).collect(),
-            Err(_) => return,
-        };
-        for signal in signals {
+        for signal in self.signals.all() {
             signal.notify.notify_waiters();
             signal.notify.notify_one();
         }
@@ -173,7 +160,7 @@ impl Waker {
                 }
             }
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = tokio::time::sleep(REDIS_RETRY) => {}
                 () = shutdown.cancelled() => return,
             }
         }
@@ -193,6 +180,8 @@ impl Listener for Waker {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]
