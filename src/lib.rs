@@ -31,6 +31,8 @@
 //!   locks (released resources).
 //! - [`producer`]: producer streams (EnqueueStream, AppendStream): one reply per
 //!   message, in order, what has arrived handled as one batch.
+//! - [`streaming`]: the kit long-lived streams are built from (ready batches,
+//!   heartbeats, named waiters, the Redis retry pause, the final status).
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
 //! - [`telemetry`]: logging setup and the per-call log line (a tower layer).
 //! - [`time`]: durations, timestamps and milliseconds on the wire.
@@ -55,6 +57,7 @@ pub mod queue;
 pub mod redis;
 pub mod server;
 pub mod stream;
+pub mod streaming;
 pub mod telemetry;
 pub mod time;
 pub mod validate;

@@ -18,7 +18,6 @@
 
 use std::future::Future;
 
-use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +25,7 @@ use tonic::{Status, Streaming};
 
 use crate::error::Error;
 use crate::proto::Failure;
+use crate::streaming;
 
 /// The reply stream a producer-stream handler returns.
 pub type Replies<T> = ReceiverStream<Result<T, Status>>;
@@ -77,23 +77,7 @@ async fn run<Req, Resp, H, Fut>(
                 }
             },
         };
-        let mut batch = vec![first];
-        // How the request side ended while this batch was read, if it did.
-        let mut ended = None;
-        while batch.len() < max_batch {
-            match inbound.message().now_or_never() {
-                Some(Ok(Some(message))) => batch.push(message),
-                Some(Ok(None)) => {
-                    ended = Some(Ok(()));
-                    break;
-                }
-                Some(Err(status)) => {
-                    ended = Some(Err(status));
-                    break;
-                }
-                None => break,
-            }
-        }
+        let (batch, ended) = streaming::ready_batch(first, &mut inbound, max_batch);
         for reply in handle(batch).await {
             if tx.send(Ok(reply)).await.is_err() {
                 return;

@@ -16,11 +16,13 @@
 //! own script call (`handoff.rs`).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
 use futures::future::join_all;
+use tokio::sync::futures::Notified;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
@@ -34,6 +36,7 @@ use crate::proto::{
     consume_response,
 };
 use crate::redis::REDIS_RETRY;
+use crate::streaming;
 use crate::time::{millis, proto_timestamp_ms as timestamp};
 use crate::validate::{self, Limits};
 use crate::waker::Signal;
@@ -42,6 +45,9 @@ use crate::waker::Signal;
 /// slots when it is created, and a boxed slot is 8 bytes where a message is 200, so
 /// an idle stream holds 256 bytes here instead of 6.4 KiB.
 pub(super) type Outbound = mpsc::Sender<Box<Result<ConsumeResponse, Status>>>;
+
+/// Go on, or end the stream with this status (None: the client left).
+type Flow<T = ()> = ControlFlow<Option<Status>, T>;
 
 /// A job leased to this stream.
 struct Held {
@@ -75,6 +81,10 @@ pub(super) struct Consumer {
     offered: usize,
     /// Credits of a claimed offer whose jobs have not arrived yet.
     pending: usize,
+    /// There may be ready jobs: dequeue before waiting.
+    look: bool,
+    /// Redis failed the last dequeue: wait [`REDIS_RETRY`] before the next.
+    redis_trouble: bool,
 }
 
 /// Where a new consumer takes its jobs from and how many.
@@ -96,8 +106,9 @@ enum Settled {
 
 /// What woke a waiting consumer.
 enum Event {
-    /// The client sent messages (the first, and everything else already there).
-    Requests(Vec<ConsumeRequest>),
+    /// The client sent messages (the first, and everything else already
+    /// there); true when its request side ended after them.
+    Requests(Vec<ConsumeRequest>, bool),
     /// The client is gone or its request side ended or broke.
     ClientGone,
     /// Jobs may be ready.
@@ -140,6 +151,8 @@ impl Consumer {
             inbox_tx,
             offered: 0,
             pending: 0,
+            look: true,
+            redis_trouble: false,
         }
     }
 
@@ -191,11 +204,6 @@ impl Consumer {
 
     /// Returns the status to end the stream with, or `None` when the client left.
     async fn serve(&mut self, inbound: &mut Streaming<ConsumeRequest>) -> Option<Status> {
-        let mut redis_trouble = false;
-        // Look for work only with a reason: at start, after a wake-up, when acks
-        // free credits of a full consumer, or after a full batch (more may wait).
-        // An ack alone makes no job ready, so it does not cost a dequeue.
-        let mut look = true;
         loop {
             let credits = self.credits();
             let signal = self.signal.clone();
@@ -206,115 +214,141 @@ impl Consumer {
             if credits > 0 {
                 woken.as_mut().enable();
             }
-
-            if credits > 0 && look && !redis_trouble {
-                look = false;
-                match self
-                    .store
-                    .dequeue(&self.queue, credits, millis(self.lease))
-                    .await
-                {
-                    Ok(found) => {
-                        look = found.jobs.len() == credits;
-                        if look {
-                            // More may be ready than this stream can take.
-                            self.signal.pass_on();
-                        }
-                        if self.take(found).await.is_err() {
-                            return None;
-                        }
-                        if look {
-                            continue;
-                        }
-                    }
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(queue = %self.queue, error = %e, "consumer cannot reach redis; retrying");
-                        redis_trouble = true;
-                    }
-                    Err(e) => return Some(e.into()),
+            if credits > 0 && self.look && !self.redis_trouble {
+                match self.look_for_work(credits).await {
+                    ControlFlow::Continue(true) => continue,
+                    ControlFlow::Continue(false) => {}
+                    ControlFlow::Break(ending) => return ending,
                 }
             }
-
-            // Waiting with credits to spare: enqueues in this process may hand jobs
-            // straight to this consumer meanwhile.
-            let free = self.credits();
-            if free > 0 && !redis_trouble {
-                let taker = Taker {
-                    most: free,
-                    lease_ms: millis(self.lease),
-                };
-                self.idle.offer(&self.queue, taker, &self.inbox_tx);
-                self.offered = free;
-            }
-
-            let event = tokio::select! {
-                message = inbound.message() => match message {
-                    Ok(Some(first)) => {
-                        // Apply everything the client already sent in one go (acks batch).
-                        let mut batch = vec![first];
-                        while let Some(Ok(Some(next))) = inbound.message().now_or_never() {
-                            batch.push(next);
-                        }
-                        Event::Requests(batch)
-                    }
-                    Ok(None) => Event::ClientGone,
-                    Err(status) => {
-                        tracing::debug!(queue = %self.queue, %status, "consumer stream broke");
-                        Event::ClientGone
-                    }
-                },
-                Some(handed) = self.inbox.recv() => Event::Handed(*handed),
-                () = &mut woken, if credits > 0 => Event::Woken,
-                () = tokio::time::sleep(REDIS_RETRY), if redis_trouble => Event::Retry,
-                () = tokio::time::sleep_until(self.next_lapse), if !self.held.is_empty() => {
-                    Event::LeaseLapsed
-                }
-                () = self.tx.closed() => Event::ClientGone,
-                () = self.shutdown.cancelled() => Event::Shutdown,
-            };
+            self.offer_credits();
+            let event = self.next_event(inbound, woken, credits).await;
             self.withdraw_offer();
-            match event {
-                Event::Requests(batch) => {
-                    let was_full = self.credits() == 0;
-                    if let Err(status) = self.handle(batch).await {
-                        return Some(status);
-                    }
-                    look |= was_full && self.credits() > 0;
-                }
-                Event::Handed(handed) => {
-                    self.pending = self.pending.saturating_sub(handed.claimed);
-                    // The producers got a failed call's error; this consumer's own
-                    // next dequeue meets any lasting trouble.
-                    if let Ok(found) = handed.found {
-                        // As many as claimed: more may be ready.
-                        look |= found.jobs.len() == handed.claimed;
-                        if self.take(found).await.is_err() {
-                            return None;
-                        }
-                    }
-                }
-                // A claim may have used the last credit while the wake-up was on
-                // its way: hand it to a consumer that can take the work.
-                Event::Woken if self.credits() == 0 => self.signal.pass_on(),
-                Event::Woken => look = true,
-                Event::LeaseLapsed => {
-                    let was_full = self.credits() == 0;
-                    self.drop_lapsed();
-                    look |= was_full && self.credits() > 0;
-                }
-                Event::Retry => {
-                    redis_trouble = false;
-                    look = true;
-                }
-                Event::ClientGone => return None,
-                Event::Shutdown => return Some(Error::ShuttingDown.into()),
+            if let ControlFlow::Break(ending) = self.on_event(event).await {
+                return ending;
             }
         }
     }
 
+    /// Leases up to `credits` ready jobs and delivers them; Continue(true) when
+    /// it took a full batch (more may be ready).
+    async fn look_for_work(&mut self, credits: usize) -> Flow<bool> {
+        self.look = false;
+        let found = match self
+            .store
+            .dequeue(&self.queue, credits, millis(self.lease))
+            .await
+        {
+            Ok(found) => found,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(queue = %self.queue, error = %e, "consumer cannot reach redis; retrying");
+                self.redis_trouble = true;
+                return ControlFlow::Continue(false);
+            }
+            Err(e) => return ControlFlow::Break(Some(e.into())),
+        };
+        self.look = found.jobs.len() == credits;
+        if self.look {
+            // More may be ready than this stream can take.
+            self.signal.pass_on();
+        }
+        self.take(found).await?;
+        ControlFlow::Continue(self.look)
+    }
+
+    /// Waiting with credits to spare: enqueues in this process may hand jobs
+    /// straight to this consumer meanwhile.
+    fn offer_credits(&mut self) {
+        let free = self.credits();
+        if free > 0 && !self.redis_trouble {
+            let taker = Taker {
+                most: free,
+                lease_ms: millis(self.lease),
+            };
+            self.idle.offer(&self.queue, taker, &self.inbox_tx);
+            self.offered = free;
+        }
+    }
+
+    /// Waits for whatever happens first.
+    async fn next_event(
+        &mut self,
+        inbound: &mut Streaming<ConsumeRequest>,
+        woken: Pin<&mut Notified<'_>>,
+        credits: usize,
+    ) -> Event {
+        tokio::select! {
+            message = inbound.message() => match message {
+                // Apply everything the client already sent in one go (acks batch).
+                Ok(Some(first)) => {
+                    let (batch, ended) = streaming::ready_batch(first, inbound, usize::MAX);
+                    Event::Requests(batch, ended.is_some())
+                }
+                Ok(None) => Event::ClientGone,
+                Err(status) => {
+                    tracing::debug!(queue = %self.queue, %status, "consumer stream broke");
+                    Event::ClientGone
+                }
+            },
+            Some(handed) = self.inbox.recv() => Event::Handed(*handed),
+            () = woken, if credits > 0 => Event::Woken,
+            () = tokio::time::sleep(REDIS_RETRY), if self.redis_trouble => Event::Retry,
+            () = tokio::time::sleep_until(self.next_lapse), if !self.held.is_empty() => {
+                Event::LeaseLapsed
+            }
+            () = self.tx.closed() => Event::ClientGone,
+            () = self.shutdown.cancelled() => Event::Shutdown,
+        }
+    }
+
+    /// Acts on one event. Looks for work again only with a reason: after a
+    /// wake-up, when acks or lapsed leases free credits of a full consumer, or
+    /// after a full hand-off (more may wait); an ack alone makes no job ready,
+    /// so it does not cost a dequeue.
+    async fn on_event(&mut self, event: Event) -> Flow {
+        match event {
+            Event::Requests(batch, ended) => {
+                let was_full = self.credits() == 0;
+                if let Err(status) = self.handle(batch).await {
+                    return ControlFlow::Break(Some(status));
+                }
+                if ended {
+                    return ControlFlow::Break(None);
+                }
+                self.look |= was_full && self.credits() > 0;
+            }
+            Event::Handed(handed) => {
+                self.pending = self.pending.saturating_sub(handed.claimed);
+                // The producers got a failed call's error; this consumer's own
+                // next dequeue meets any lasting trouble.
+                if let Ok(found) = handed.found {
+                    // As many as claimed: more may be ready.
+                    self.look |= found.jobs.len() == handed.claimed;
+                    self.take(found).await?;
+                }
+            }
+            // A claim may have used the last credit while the wake-up was on
+            // its way: hand it to a consumer that can take the work.
+            Event::Woken if self.credits() == 0 => self.signal.pass_on(),
+            Event::Woken => self.look = true,
+            Event::LeaseLapsed => {
+                let was_full = self.credits() == 0;
+                self.drop_lapsed();
+                self.look |= was_full && self.credits() > 0;
+            }
+            Event::Retry => {
+                self.redis_trouble = false;
+                self.look = true;
+            }
+            Event::ClientGone => return ControlFlow::Break(None),
+            Event::Shutdown => return ControlFlow::Break(Some(Error::ShuttingDown.into())),
+        }
+        ControlFlow::Continue(())
+    }
+
     /// Holds and delivers leased jobs, and arms the wake-up for when more may be
-    /// ready. Err when the client is gone.
-    async fn take(&mut self, found: Dequeued) -> Result<(), ()> {
+    /// ready. Break when the client is gone.
+    async fn take(&mut self, found: Dequeued) -> Flow {
         if let Some(ms) = found.retry_in_ms {
             self.signal
                 .wake_at(Instant::now() + Duration::from_millis(ms));
@@ -327,16 +361,18 @@ impl Consumer {
             let message = consume_response::Message::Delivery(delivery(&self.queue, job));
             self.send(message).await?;
         }
-        Ok(())
+        ControlFlow::Continue(())
     }
 
-    async fn send(&self, message: consume_response::Message) -> Result<(), ()> {
-        self.tx
-            .send(Box::new(Ok(ConsumeResponse {
-                message: Some(message),
-            })))
-            .await
-            .map_err(|_| ())
+    /// Sends one message; Break when the client is gone.
+    async fn send(&self, message: consume_response::Message) -> Flow {
+        let response = ConsumeResponse {
+            message: Some(message),
+        };
+        match self.tx.send(Box::new(Ok(response))).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(None),
+        }
     }
 
     /// Applies acks (as one batch), nacks and extensions; answers each with an Outcome.

@@ -9,10 +9,10 @@
 //! Exits: the client goes away, the request side closes, or shutdown.
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::{Status, Streaming};
@@ -23,8 +23,12 @@ use super::to_entry;
 use crate::error::Error;
 use crate::proto::{ReadGroupRequest, ReadGroupResponse, read_group_request, read_group_response};
 use crate::redis::REDIS_RETRY;
+use crate::streaming;
 
 type Outbound = mpsc::Sender<Result<ReadGroupResponse, Status>>;
+
+/// Go on, or end the stream with this status (None: the client left).
+type Flow<T = ()> = ControlFlow<Option<Status>, T>;
 
 /// The state of one ReadGroup stream.
 pub(super) struct GroupConsumer {
@@ -38,17 +42,27 @@ pub(super) struct GroupConsumer {
     pub(super) ephemeral: bool,
     pub(super) max_unacked: usize,
     pub(super) claim_idle: Option<Duration>,
-    pub(super) heartbeat: Duration,
     pub(super) tx: Outbound,
     pub(super) shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Where a ReadGroup stream is.
+struct Progress {
+    /// Delivered and not acked yet.
+    held: HashSet<String>,
+    /// Where reading this consumer's own pending entries goes on; None once
+    /// they are all delivered.
+    history: Option<String>,
+    /// When to look for idle entries of other consumers next (with `claim_idle`).
+    claim_at: Option<Instant>,
+    /// Redis failed the last fetch: wait [`REDIS_RETRY`] before the next.
+    redis_trouble: bool,
 }
 
 impl GroupConsumer {
     pub(super) async fn run(self, mut inbound: Streaming<ReadGroupRequest>) {
         let ending = self.serve(&mut inbound).await;
-        if let Some(status) = ending {
-            let _ = self.tx.send(Err(status)).await;
-        }
+        streaming::finish(&self.tx, ending).await;
         if self.ephemeral {
             let idle = self
                 .store
@@ -70,104 +84,126 @@ impl GroupConsumer {
         }
     }
 
-    async fn send(&self, event: read_group_response::Event) -> bool {
-        self.tx
-            .send(Ok(ReadGroupResponse { event: Some(event) }))
-            .await
-            .is_ok()
+    /// Sends one event; Break when the client is gone.
+    async fn send(&self, event: read_group_response::Event) -> Flow {
+        let response = ReadGroupResponse { event: Some(event) };
+        match self.tx.send(Ok(response)).await {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(None),
+        }
     }
 
+    /// Delivers while there are credits and entries, waits for news otherwise.
     async fn serve(&self, inbound: &mut Streaming<ReadGroupRequest>) -> Option<Status> {
-        if !self
-            .send(read_group_response::Event::Consumer(self.consumer.clone()))
-            .await
-        {
-            return None;
+        let name = read_group_response::Event::Consumer(self.consumer.clone());
+        if let ControlFlow::Break(ending) = self.send(name).await {
+            return ending;
         }
-        let mut held: HashSet<String> = HashSet::new();
-        let mut history = Some("0".to_owned());
-        let mut claim_at = self.claim_idle.map(|_| Instant::now());
-        let mut redis_trouble = false;
-        let mut idle_until = Instant::now() + self.heartbeat;
+        let mut progress = Progress {
+            held: HashSet::new(),
+            history: Some("0".to_owned()),
+            claim_at: self.claim_idle.map(|_| Instant::now()),
+            redis_trouble: false,
+        };
         loop {
             let woken = self.signal.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
 
-            let credits = self.max_unacked.saturating_sub(held.len());
-            if credits > 0 && !redis_trouble {
-                let claim_now = claim_at.is_some_and(|at| at <= Instant::now());
-                match self.fetch(credits, &mut history, claim_now).await {
-                    Ok(entries) => {
-                        if claim_now {
-                            claim_at = self.claim_idle.map(|idle| Instant::now() + idle / 2);
-                        }
-                        if !entries.is_empty() {
-                            for entry in entries {
-                                held.insert(entry.id.clone());
-                                let event = read_group_response::Event::Entry(to_entry(
-                                    &self.stream,
-                                    entry,
-                                ));
-                                if !self.send(event).await {
-                                    return None;
-                                }
-                            }
-                            idle_until = Instant::now() + self.heartbeat;
-                            continue;
-                        }
-                    }
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(stream = %self.stream, error = %e, "group consumer cannot reach redis; retrying");
-                        redis_trouble = true;
-                    }
-                    Err(e) => return Some(e.into()),
+            let credits = self.max_unacked.saturating_sub(progress.held.len());
+            if credits > 0 && !progress.redis_trouble {
+                match self.deliver(credits, &mut progress).await {
+                    ControlFlow::Continue(true) => continue,
+                    ControlFlow::Continue(false) => {}
+                    ControlFlow::Break(ending) => return ending,
                 }
             }
 
-            let claim_wait = claim_at
+            let claim_wait = progress
+                .claim_at
                 .filter(|_| credits > 0)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
-                message = inbound.message() => match message {
-                    Ok(Some(first)) => {
-                        let mut batch = vec![first];
-                        while let Some(Ok(Some(next))) = inbound.message().now_or_never() {
-                            batch.push(next);
-                        }
-                        let mut ids = Vec::new();
-                        for request in batch {
-                            match request.message {
-                                Some(read_group_request::Message::Ack(id)) => ids.push(id),
-                                _ => return Some(Error::invalid("message", "after open, only acks may be sent").into()),
-                            }
-                        }
-                        match self.store.ack(&self.stream, &self.group, &ids).await {
-                            Ok(_) => {
-                                for id in ids {
-                                    held.remove(&id);
-                                    if !self.send(read_group_response::Event::Acked(id)).await {
-                                        return None;
-                                    }
-                                }
-                            }
-                            Err(e) => return Some(e.into()),
-                        }
-                    }
-                    Ok(None) | Err(_) => return None,
-                },
-                () = &mut woken, if credits > 0 => {}
-                () = tokio::time::sleep_until(claim_wait), if claim_at.is_some() && credits > 0 => {}
-                () = tokio::time::sleep(REDIS_RETRY), if redis_trouble => redis_trouble = false,
-                () = tokio::time::sleep_until(idle_until) => {
-                    if !self.send(read_group_response::Event::Heartbeat(crate::heartbeat::now())).await {
-                        return None;
-                    }
-                    idle_until = Instant::now() + self.heartbeat;
+            let flow = tokio::select! {
+                message = inbound.message() => {
+                    self.apply_acks(message, inbound, &mut progress.held).await
                 }
-                () = self.tx.closed() => return None,
-                () = self.shutdown.cancelled() => return Some(Error::ShuttingDown.into()),
+                () = &mut woken, if credits > 0 => ControlFlow::Continue(()),
+                () = tokio::time::sleep_until(claim_wait), if progress.claim_at.is_some() && credits > 0 => {
+                    ControlFlow::Continue(())
+                }
+                () = tokio::time::sleep(REDIS_RETRY), if progress.redis_trouble => {
+                    progress.redis_trouble = false;
+                    ControlFlow::Continue(())
+                }
+                () = self.tx.closed() => ControlFlow::Break(None),
+                () = self.shutdown.cancelled() => ControlFlow::Break(Some(Error::ShuttingDown.into())),
+            };
+            if let ControlFlow::Break(ending) = flow {
+                return ending;
             }
+        }
+    }
+
+    /// Fetches up to `credits` entries and sends them; Continue(true) when some
+    /// went out (there may be more).
+    async fn deliver(&self, credits: usize, progress: &mut Progress) -> Flow<bool> {
+        let claim_now = progress.claim_at.is_some_and(|at| at <= Instant::now());
+        let entries = match self.fetch(credits, &mut progress.history, claim_now).await {
+            Ok(entries) => entries,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(stream = %self.stream, error = %e, "group consumer cannot reach redis; retrying");
+                progress.redis_trouble = true;
+                return ControlFlow::Continue(false);
+            }
+            Err(e) => return ControlFlow::Break(Some(e.into())),
+        };
+        if claim_now {
+            progress.claim_at = self.claim_idle.map(|idle| Instant::now() + idle / 2);
+        }
+        let delivered = !entries.is_empty();
+        for entry in entries {
+            progress.held.insert(entry.id.clone());
+            self.send(read_group_response::Event::Entry(to_entry(
+                &self.stream,
+                entry,
+            )))
+            .await?;
+        }
+        ControlFlow::Continue(delivered)
+    }
+
+    /// Applies the acks the client sent (this message and those already there)
+    /// in one call, and confirms each.
+    async fn apply_acks(
+        &self,
+        message: Result<Option<ReadGroupRequest>, Status>,
+        inbound: &mut Streaming<ReadGroupRequest>,
+        held: &mut HashSet<String>,
+    ) -> Flow {
+        let Ok(Some(first)) = message else {
+            return ControlFlow::Break(None);
+        };
+        let (batch, ended) = streaming::ready_batch(first, inbound, usize::MAX);
+        let mut ids = Vec::with_capacity(batch.len());
+        for request in batch {
+            match request.message {
+                Some(read_group_request::Message::Ack(id)) => ids.push(id),
+                _ => {
+                    let refused = Error::invalid("message", "after open, only acks may be sent");
+                    return ControlFlow::Break(Some(refused.into()));
+                }
+            }
+        }
+        if let Err(e) = self.store.ack(&self.stream, &self.group, &ids).await {
+            return ControlFlow::Break(Some(e.into()));
+        }
+        for id in ids {
+            held.remove(&id);
+            self.send(read_group_response::Event::Acked(id)).await?;
+        }
+        match ended {
+            None => ControlFlow::Continue(()),
+            Some(_) => ControlFlow::Break(None),
         }
     }
 

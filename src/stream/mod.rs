@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -35,6 +34,7 @@ use crate::producer::{self, Replies};
 use crate::proto::stream_server::Stream;
 use crate::proto::*;
 use crate::redis::keys::DEAD_LETTER_SUFFIX;
+use crate::streaming;
 use crate::time::proto_duration;
 use crate::validate::{self, Limits};
 
@@ -251,10 +251,28 @@ fn to_entry(stream: &str, e: StoredEntry) -> Entry {
     }
 }
 
-/// The stream type of Tail.
-pub type TailStream = ReceiverStream<std::result::Result<TailResponse, Status>>;
-/// The stream type of ReadGroup.
-pub type ReadGroupStream = ReceiverStream<std::result::Result<ReadGroupResponse, Status>>;
+/// The stream type of Tail: the tail task's channel, with heartbeats.
+pub type TailStream = heartbeat::Heartbeats<
+    ReceiverStream<std::result::Result<TailResponse, Status>>,
+    fn() -> std::result::Result<TailResponse, Status>,
+>;
+/// The stream type of ReadGroup: the group consumer's channel, with heartbeats.
+pub type ReadGroupStream = heartbeat::Heartbeats<
+    ReceiverStream<std::result::Result<ReadGroupResponse, Status>>,
+    fn() -> std::result::Result<ReadGroupResponse, Status>,
+>;
+
+fn tail_heartbeat() -> std::result::Result<TailResponse, Status> {
+    Ok(TailResponse {
+        event: Some(tail_response::Event::Heartbeat(heartbeat::now())),
+    })
+}
+
+fn read_group_heartbeat() -> std::result::Result<ReadGroupResponse, Status> {
+    Ok(ReadGroupResponse {
+        event: Some(read_group_response::Event::Heartbeat(heartbeat::now())),
+    })
+}
 
 #[tonic::async_trait]
 impl Stream for StreamService {
@@ -384,13 +402,14 @@ impl Stream for StreamService {
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            if let Some(status) =
-                tail_loop(store, positions, signals, heartbeat, &tx, shutdown).await
-            {
-                let _ = tx.send(Err(status)).await;
-            }
+            let ending = tail_loop(store, positions, signals, &tx, shutdown).await;
+            streaming::finish(&tx, ending).await;
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(heartbeat::every(
+            heartbeat,
+            ReceiverStream::new(rx),
+            tail_heartbeat,
+        )))
     }
 
     async fn create_group(
@@ -486,12 +505,15 @@ impl Stream for StreamService {
             ephemeral,
             max_unacked,
             claim_idle,
-            heartbeat,
             tx,
             shutdown: self.shutdown.clone(),
         };
         tokio::spawn(consumer.run(inbound));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(heartbeat::every(
+            heartbeat,
+            ReceiverStream::new(rx),
+            read_group_heartbeat,
+        )))
     }
 
     async fn ack(
@@ -684,11 +706,9 @@ async fn tail_loop(
     store: StreamStore,
     mut positions: Vec<(String, String)>,
     signals: Vec<Arc<readers::StreamSignal>>,
-    heartbeat: Duration,
     tx: &mpsc::Sender<std::result::Result<TailResponse, Status>>,
     shutdown: CancellationToken,
 ) -> Option<Status> {
-    let mut idle_until = Instant::now() + heartbeat;
     loop {
         let mut woken: Vec<Pin<Box<tokio::sync::futures::Notified<'_>>>> =
             signals.iter().map(|s| Box::pin(s.notified())).collect();
@@ -714,18 +734,10 @@ async fn tail_loop(
             }
         }
         if sent_any {
-            idle_until = Instant::now() + heartbeat;
             continue;
         }
         tokio::select! {
             _ = futures::future::select_all(woken) => {}
-            () = tokio::time::sleep_until(idle_until) => {
-                let beat = TailResponse { event: Some(tail_response::Event::Heartbeat(heartbeat::now())) };
-                if tx.send(Ok(beat)).await.is_err() {
-                    return None;
-                }
-                idle_until = Instant::now() + heartbeat;
-            }
             () = tx.closed() => return None,
             () = shutdown.cancelled() => return Some(Error::ShuttingDown.into()),
         }
