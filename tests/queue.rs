@@ -1861,6 +1861,47 @@ async fn bad_input_gets_clear_codes_and_changes_nothing() {
                 .map(drop),
         ),
         (
+            "job.backoff.max_delay",
+            Code::InvalidArgument,
+            queue
+                .enqueue(enqueue_with(
+                    "q",
+                    JobSpec {
+                        backoff: Some(Backoff {
+                            max_delay: Some(PbDuration {
+                                seconds: -1,
+                                nanos: 0,
+                            }),
+                            ..Default::default()
+                        }),
+                        ..job("x")
+                    },
+                ))
+                .await
+                .map(drop),
+        ),
+        (
+            "job.deliver_time",
+            Code::InvalidArgument,
+            queue
+                .enqueue(enqueue_with(
+                    "q",
+                    JobSpec {
+                        delay: Some(PbDuration {
+                            seconds: 5,
+                            nanos: 0,
+                        }),
+                        deliver_time: Some(prost_types::Timestamp {
+                            seconds: 2_000_000_000,
+                            nanos: 0,
+                        }),
+                        ..job("x")
+                    },
+                ))
+                .await
+                .map(drop),
+        ),
+        (
             "jobs[1].group",
             Code::InvalidArgument,
             queue

@@ -22,6 +22,7 @@ mod record;
 mod settle;
 mod store;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,93 +135,84 @@ impl QueueService {
         Ok(validate::ttl(field, lease)?.unwrap_or(self.settings.default_lease))
     }
 
-    /// Validates a job spec and turns it into a job to enqueue.
+    /// Validates a job spec and turns it into a job to enqueue. Every field is
+    /// named, so a field added to the proto is a compile error here until it is
+    /// handled.
     fn new_job(&self, field: &str, spec: JobSpec) -> Result<NewJob> {
-        let at = |name: &str| format!("{field}.{name}");
+        let JobSpec {
+            payload,
+            attributes,
+            job_id,
+            delay,
+            deliver_time,
+            priority,
+            max_attempts,
+            backoff,
+            group,
+            keep_completed,
+        } = spec;
+        // Field paths are formatted only when a check fails: this runs per job.
         self.limits
-            .value(format_args!("{field}.payload"), &spec.payload)?;
-        validate::at_most_entries(at("attributes"), spec.attributes.len(), MAX_ATTRIBUTES)?;
-        for (name, value) in &spec.attributes {
-            let at_name = format_args!("{field}.attributes[{name:?}]");
-            self.limits.key(at_name, name)?;
-            self.limits.value(at_name, value.as_bytes())?;
-        }
-        let id = if spec.job_id.is_empty() {
+            .value(format_args!("{field}.payload"), &payload)?;
+        self.check_attributes(field, &attributes)?;
+        let id = if job_id.is_empty() {
             uuid::Uuid::now_v7().to_string()
         } else {
-            validate::name(format_args!("{field}.job_id"), &spec.job_id)?;
-            spec.job_id
+            validate::name(format_args!("{field}.job_id"), &job_id)?;
+            job_id
         };
-        if !spec.group.is_empty() {
-            validate::name(format_args!("{field}.group"), &spec.group)?;
+        if !group.is_empty() {
+            validate::name(format_args!("{field}.group"), &group)?;
         }
-        let delay = validate::duration(format_args!("{field}.delay"), spec.delay.as_ref())?
-            .unwrap_or_default();
-        let deliver_at_ms = match &spec.deliver_time {
-            Some(_) if !delay.is_zero() => {
-                return Err(Error::invalid(
-                    at("deliver_time"),
-                    "cannot be combined with delay",
-                ));
-            }
-            Some(t) if t.seconds < 0 || t.nanos < 0 => {
-                return Err(Error::invalid(
-                    at("deliver_time"),
-                    "must not be before 1970",
-                ));
-            }
-            Some(t) => {
-                u64::try_from(t.seconds).unwrap_or(0) * 1000
-                    + u64::try_from(t.nanos / 1_000_000).unwrap_or(0)
-            }
-            None => 0,
-        };
-        validate::at_most(at("priority"), spec.priority, MAX_PRIORITY)?;
-        let backoff = spec.backoff.unwrap_or_default();
-        let base = validate::ttl(
-            format_args!("{field}.backoff.delay"),
-            backoff.delay.as_ref(),
-        )?
-        .unwrap_or(DEFAULT_BACKOFF);
-        let cap = validate::ttl(
-            format_args!("{field}.backoff.max_delay"),
-            backoff.max_delay.as_ref(),
-        )?
-        .unwrap_or(DEFAULT_BACKOFF_CAP);
-        if !(0.0..=1.0).contains(&backoff.jitter) {
-            return Err(Error::invalid(
-                at("backoff.jitter"),
-                "must be between 0 and 1",
-            ));
-        }
-        let keep = validate::ttl(
-            format_args!("{field}.keep_completed"),
-            spec.keep_completed.as_ref(),
-        )?;
-        let max_attempts = match spec.max_attempts {
+        let delay =
+            validate::duration(format_args!("{field}.delay"), delay.as_ref())?.unwrap_or_default();
+        let deliver_at_ms = deliver_at_ms(field, deliver_time, delay)?;
+        validate::at_most(format_args!("{field}.priority"), priority, MAX_PRIORITY)?;
+        let max_attempts = match max_attempts {
             None => DEFAULT_MAX_ATTEMPTS,
-            Some(0) => return Err(Error::invalid(at("max_attempts"), "must be at least 1")),
+            Some(0) => {
+                let at = format!("{field}.max_attempts");
+                return Err(Error::invalid(at, "must be at least 1"));
+            }
             Some(n) => n,
         };
+        let backoff = RetryBackoff::from_spec(field, backoff.unwrap_or_default())?;
+        let keep = validate::ttl(
+            format_args!("{field}.keep_completed"),
+            keep_completed.as_ref(),
+        )?;
         let record = JobRecord {
             max_attempts,
-            priority: spec.priority,
-            group: spec.group,
+            priority,
+            group,
             backoff_exponential: u8::from(backoff.exponential),
-            backoff_ms: millis(base),
-            backoff_cap_ms: millis(cap.max(base)),
-            jitter_permille: (backoff.jitter * 1000.0).round() as u32,
+            backoff_ms: backoff.base_ms,
+            backoff_cap_ms: backoff.cap_ms,
+            jitter_permille: backoff.jitter_permille,
             keep_completed_ms: keep.map_or(0, millis),
-            attributes: spec.attributes,
+            attributes,
             ..Default::default()
         };
         Ok(NewJob {
             id,
-            payload: spec.payload,
+            payload,
             record,
             delay_ms: millis(delay),
             deliver_at_ms,
         })
+    }
+
+    /// At most [`MAX_ATTRIBUTES`] attributes (in `{field}.attributes`), each name
+    /// a key and each value a value within the limits.
+    fn check_attributes(&self, field: &str, attributes: &HashMap<String, String>) -> Result<()> {
+        let len = attributes.len();
+        validate::at_most_entries(format_args!("{field}.attributes"), len, MAX_ATTRIBUTES)?;
+        for (name, value) in attributes {
+            let at_name = format_args!("{field}.attributes[{name:?}]");
+            self.limits.key(at_name, name)?;
+            self.limits.value(at_name, value.as_bytes())?;
+        }
+        Ok(())
     }
 
     /// Validates and enqueues one job (group-committed with concurrent ones).
@@ -320,6 +312,68 @@ fn job_info(job: StoredJob) -> JobInfo {
         group: r.group,
         enqueue_time: Some(timestamp(r.enqueued_ms)),
         due_time: (r.due_ms > 0).then(|| timestamp(r.due_ms)),
+    }
+}
+
+/// When a job with `deliver_time` (in `{field}.deliver_time`) becomes due, in
+/// ms since the epoch (0: now or after `delay`); a time and a delay together
+/// are refused.
+fn deliver_at_ms(
+    field: &str,
+    deliver_time: Option<prost_types::Timestamp>,
+    delay: Duration,
+) -> Result<u64> {
+    let field = || format!("{field}.deliver_time");
+    match deliver_time {
+        None => Ok(0),
+        Some(_) if !delay.is_zero() => {
+            Err(Error::invalid(field(), "cannot be combined with delay"))
+        }
+        Some(t) if t.seconds < 0 || t.nanos < 0 => {
+            Err(Error::invalid(field(), "must not be before 1970"))
+        }
+        Some(t) => Ok(u64::try_from(t.seconds).unwrap_or(0) * 1000
+            + u64::try_from(t.nanos / 1_000_000).unwrap_or(0)),
+    }
+}
+
+/// A job's retry backoff as the record stores it.
+struct RetryBackoff {
+    exponential: bool,
+    base_ms: u64,
+    /// Never below `base_ms`.
+    cap_ms: u64,
+    jitter_permille: u32,
+}
+
+impl RetryBackoff {
+    /// Checks `backoff` (in `{field}.backoff`) and fills in the defaults.
+    fn from_spec(field: &str, backoff: Backoff) -> Result<Self> {
+        let Backoff {
+            exponential,
+            delay,
+            max_delay,
+            jitter,
+        } = backoff;
+        let base = validate::ttl(format_args!("{field}.backoff.delay"), delay.as_ref())?
+            .unwrap_or(DEFAULT_BACKOFF);
+        let cap = validate::ttl(
+            format_args!("{field}.backoff.max_delay"),
+            max_delay.as_ref(),
+        )?
+        .unwrap_or(DEFAULT_BACKOFF_CAP);
+        if !(0.0..=1.0).contains(&jitter) {
+            return Err(Error::invalid(
+                format!("{field}.backoff.jitter"),
+                "must be between 0 and 1",
+            ));
+        }
+        Ok(Self {
+            exponential,
+            base_ms: millis(base),
+            cap_ms: millis(cap.max(base)),
+            jitter_permille: (jitter * 1000.0).round() as u32,
+        })
     }
 }
 
