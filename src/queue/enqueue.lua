@@ -21,7 +21,7 @@ for i, id in ipairs(ids) do
     fresh = fresh + 1
   end
 end
-local seq = redis.call('HINCRBY', K.meta, 'seq', fresh) - fresh
+local seq = redis.call('HINCRBY', K.meta, META.seq, fresh) - fresh
 -- Jobs created by this call, so a repeated id finds the first one.
 local created = {}
 local payloads, waiting, delayed = {}, {}, {}

@@ -1,6 +1,7 @@
 -- Shared by every queue script. Before it comes what Rust generates from the facts
 -- both sides share (`script_facts` in store.rs): the table K naming the KEYS in the
--- order of QueueKeys::NAMES, MAX_PRIORITY, MAX_ERRORS and wake_message(count, name).
+-- order of QueueKeys::NAMES, the table META naming the fields of K.meta
+-- (QueueMeta), MAX_PRIORITY, MAX_ERRORS and wake_message(count, name).
 -- Every queue script gets the same KEYS, all with the queue's hash tag:
 --   KEYS[1]  jobs       HASH id -> job record (cmsgpack map, fields below)
 --   KEYS[2]  payloads   HASH id -> payload bytes
@@ -14,9 +15,11 @@
 --                        their group's current job
 --   KEYS[10] groups     HASH group -> id of the group's job that is waiting, delayed
 --                        for retry, or active (at most one per group)
---   KEYS[11] meta       HASH seq, lease (counters), paused, rate_max, rate_window
+--   KEYS[11] meta       HASH META.seq, META.lease (counters), META.paused,
+--                        META.rate_max, META.rate_window
 --   KEYS[12] rate       ZSET lease token -> start time (ms): the rate limit's log
--- Job record fields: st state, att attempts (deliveries), max max attempts, pr
+-- Job record fields (JobRecord's serde names in record.rs; a unit test checks that
+-- every rec.<field> a script uses is one): st state, att attempts (deliveries), max max attempts, pr
 -- priority, seq enqueue sequence, g group, bx exponential (0/1), bd backoff ms, bc
 -- backoff cap ms, bj jitter per mille, kc keep-completed ms, et enqueued ms, due (ms:
 -- ready time when delayed, lease deadline when active, removal when completed), tok
@@ -94,7 +97,7 @@ local function make_ready(id, rec, seq)
     end
     redis.call('HSET', K.groups, rec.g, id)
   end
-  seq = seq or redis.call('HINCRBY', K.meta, 'seq', 1)
+  seq = seq or redis.call('HINCRBY', K.meta, META.seq, 1)
   redis.call('ZADD', K.waiting, (MAX_PRIORITY - rec.pr) * PRIORITY_SPAN + seq, id)
 end
 
@@ -113,7 +116,7 @@ local function release_group(id, rec)
   local next_id = string.sub(head, #rec.g + 19)
   local next_rec = load(next_id)
   redis.call('HSET', K.groups, rec.g, next_id)
-  local seq = redis.call('HINCRBY', K.meta, 'seq', 1)
+  local seq = redis.call('HINCRBY', K.meta, META.seq, 1)
   redis.call('ZADD', K.waiting, (MAX_PRIORITY - next_rec.pr) * PRIORITY_SPAN + seq, next_id)
   return 1
 end
@@ -216,7 +219,7 @@ end
 -- otherwise -1.
 local function lease(now, wants, known)
   local out = { -1 }
-  local meta = redis.call('HMGET', K.meta, 'paused', 'rate_max', 'rate_window')
+  local meta = redis.call('HMGET', K.meta, META.paused, META.rate_max, META.rate_window)
   if meta[1] == '1' then
     return out
   end
@@ -250,7 +253,7 @@ local function lease(now, wants, known)
   if #ids > 0 then
     -- One counter bump reserves a lease token for every popped job; one command per
     -- hash or set serves the whole batch.
-    local token = redis.call('HINCRBY', K.meta, 'lease', #ids) - #ids
+    local token = redis.call('HINCRBY', K.meta, META.lease, #ids) - #ids
     local blobs = hmget_many(K.jobs, unknown)
     local payloads = hmget_many(K.payloads, unknown)
     local stored = {}

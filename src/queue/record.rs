@@ -1,6 +1,7 @@
 //! The job record stored in the queue's `jobs` hash: a msgpack map that Rust
 //! writes at enqueue and the Lua scripts read and update (`cmsgpack`). Field names
-//! are short because there is one record per job; `queue.lua` lists them.
+//! are short because there is one record per job; `queue.lua` lists them, and a
+//! unit test checks that every field a script uses is one of them.
 
 use std::collections::HashMap;
 
@@ -153,22 +154,73 @@ fn seq_or_empty_map<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redis::keys::QueueMeta;
+
+    /// Every queue script's source.
+    const SCRIPTS: [&str; 9] = [
+        include_str!("queue.lua"),
+        include_str!("enqueue.lua"),
+        include_str!("dequeue.lua"),
+        include_str!("ack.lua"),
+        include_str!("nack.lua"),
+        include_str!("extend.lua"),
+        include_str!("reap.lua"),
+        include_str!("redrive.lua"),
+        include_str!("purge.lua"),
+    ];
+
+    /// The identifiers that follow each `marker` in the scripts (`rec.` → `st`).
+    fn names_after(marker: &str) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        for script in SCRIPTS {
+            for (at, _) in script.match_indices(marker) {
+                let rest = &script[at + marker.len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                names.push(&rest[..end]);
+            }
+        }
+        names
+    }
+
+    /// Every record field a queue script reads or writes (`rec.st`) is one
+    /// `JobRecord` stores under that name.
+    #[test]
+    fn every_record_field_the_scripts_use_is_a_record_field() {
+        let encoded = JobRecord::default().encode().expect("encode");
+        let stored: HashMap<String, serde::de::IgnoredAny> =
+            rmp_serde::from_slice(&encoded).expect("a map");
+        let used = names_after("rec.");
+        assert!(used.len() > 30, "found only {} field uses", used.len());
+        for name in used {
+            assert!(
+                stored.contains_key(name),
+                "a script uses the record field {name:?}, which JobRecord does not have"
+            );
+        }
+    }
+
+    /// Every field of the queue's meta hash a script names (`META.paused`) is
+    /// one `QueueMeta` declares, so the generated table has it.
+    #[test]
+    fn every_meta_field_the_scripts_use_is_declared() {
+        let used = names_after("META.");
+        assert!(used.len() >= 5, "found only {} meta field uses", used.len());
+        for name in used {
+            assert!(
+                QueueMeta::ALL.contains(&name),
+                "a script uses META.{name}, which QueueMeta does not declare"
+            );
+        }
+        assert!(QueueMeta::lua_table().contains("paused = 'paused'"));
+    }
 
     /// Every state a queue script writes or compares is one `State` knows.
     #[test]
     fn every_state_the_scripts_name_is_known() {
-        let scripts = [
-            include_str!("queue.lua"),
-            include_str!("enqueue.lua"),
-            include_str!("dequeue.lua"),
-            include_str!("ack.lua"),
-            include_str!("nack.lua"),
-            include_str!("extend.lua"),
-            include_str!("reap.lua"),
-            include_str!("redrive.lua"),
-        ];
         let mut seen = 0;
-        for script in scripts {
+        for script in SCRIPTS {
             for marker in ["st = '", "st == '", "st ~= '", "state == '"] {
                 for (at, _) in script.match_indices(marker) {
                     let rest = &script[at + marker.len()..];

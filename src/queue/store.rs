@@ -8,7 +8,7 @@ use redis::{Script, Value};
 
 use super::record::{JobRecord, MAX_ERRORS_KEPT, MAX_PRIORITY, State};
 use crate::error::{Error, Result};
-use crate::redis::keys::{QUEUE_REGISTRY, QUEUE_WAKE_CHANNEL, QueueKeys};
+use crate::redis::keys::{QUEUE_REGISTRY, QUEUE_WAKE_CHANNEL, QueueKeys, QueueMeta};
 use crate::redis::{Conn, Redis};
 use crate::waker::{WAKE_SEPARATOR, wake_message};
 
@@ -31,10 +31,11 @@ pub fn script_source(operation: &str) -> String {
 /// priorities and kept errors, and the wake message format.
 fn script_facts() -> String {
     format!(
-        "{keys}local MAX_PRIORITY = {MAX_PRIORITY}\n\
+        "{keys}{meta}local MAX_PRIORITY = {MAX_PRIORITY}\n\
          local MAX_ERRORS = {MAX_ERRORS_KEPT}\n\
          local function wake_message(count, name) return count .. '{WAKE_SEPARATOR}' .. name end\n",
         keys = QueueKeys::lua_table(),
+        meta = QueueMeta::lua_table(),
     )
 }
 
@@ -477,7 +478,11 @@ impl QueueStore {
             .zcard(&keys.dead)
             .cmd("HMGET")
             .arg(&keys.meta)
-            .arg(&["paused", "rate_max", "rate_window"])
+            .arg(&[
+                QueueMeta::PAUSED,
+                QueueMeta::RATE_MAX,
+                QueueMeta::RATE_WINDOW,
+            ])
             .query_async(&mut self.conn().await?)
             .await?;
         Ok(Stats {
@@ -580,14 +585,14 @@ impl QueueStore {
         if paused {
             let _: () = redis::cmd("HSET")
                 .arg(meta)
-                .arg("paused")
+                .arg(QueueMeta::PAUSED)
                 .arg(1)
                 .query_async(&mut conn)
                 .await?;
         } else {
             let _: () = redis::cmd("HDEL")
                 .arg(meta)
-                .arg("paused")
+                .arg(QueueMeta::PAUSED)
                 .query_async(&mut conn)
                 .await?;
             let _: () = redis::cmd("PUBLISH")
@@ -606,17 +611,17 @@ impl QueueStore {
         if max > 0 {
             let _: () = redis::cmd("HSET")
                 .arg(meta)
-                .arg("rate_max")
+                .arg(QueueMeta::RATE_MAX)
                 .arg(max)
-                .arg("rate_window")
+                .arg(QueueMeta::RATE_WINDOW)
                 .arg(window_ms)
                 .query_async(&mut conn)
                 .await?;
         } else {
             let _: () = redis::cmd("HDEL")
                 .arg(meta)
-                .arg("rate_max")
-                .arg("rate_window")
+                .arg(QueueMeta::RATE_MAX)
+                .arg(QueueMeta::RATE_WINDOW)
                 .query_async(&mut conn)
                 .await?;
         }

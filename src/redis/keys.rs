@@ -196,6 +196,42 @@ impl QueueKeys {
     }
 }
 
+/// The fields of a queue's `meta` hash ([`QueueKeys::meta`]). The scripts get
+/// them as the Lua table `META` ([`QueueMeta::lua_table`]) and write
+/// `META.paused`, so a field's name is written once, here.
+pub struct QueueMeta;
+
+impl QueueMeta {
+    /// Counter: the last enqueue sequence number (FIFO order).
+    pub const SEQ: &'static str = "seq";
+    /// Counter: the last lease number (part of every lease token).
+    pub const LEASE: &'static str = "lease";
+    /// Present (1) while the queue is paused.
+    pub const PAUSED: &'static str = "paused";
+    /// The rate limit: most leases per window.
+    pub const RATE_MAX: &'static str = "rate_max";
+    /// The rate limit's window, in ms.
+    pub const RATE_WINDOW: &'static str = "rate_window";
+
+    /// Every field, by the name the Lua table uses (the same as its value).
+    pub const ALL: [&'static str; 5] = [
+        Self::SEQ,
+        Self::LEASE,
+        Self::PAUSED,
+        Self::RATE_MAX,
+        Self::RATE_WINDOW,
+    ];
+
+    /// The Lua that names the fields for the scripts: `local META = { seq = 'seq', ... }`.
+    pub fn lua_table() -> String {
+        let fields: Vec<String> = Self::ALL
+            .iter()
+            .map(|name| format!("{name} = '{name}'"))
+            .collect();
+        format!("local META = {{ {} }}\n", fields.join(", "))
+    }
+}
+
 /// The Redis key for the user key `name` in `space`: `rw:c:<escaped name>`.
 /// The whole key is hashed for the cluster slot, so user keys spread over slots.
 pub fn user_key(space: Space, name: &str) -> String {
