@@ -60,6 +60,7 @@ fn is_recent(beat: &Heartbeat) {
     assert!(age < HANG, "the heartbeat's time is {age:?} old");
 }
 
+/// Each long-lived stream sends heartbeats at the interval it asked for while idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_long_lived_stream_sends_heartbeats_when_idle() {
     let ctx = TestContext::standalone().await;

@@ -41,6 +41,7 @@ async fn closed_by_server(mut conn: TcpStream) {
     outcome.expect("the server closed the connection");
 }
 
+/// The baseline: an ordinary Cache call succeeds (the hostile cases below are measured against it).
 async fn cache_works(ctx: &TestContext) {
     ctx.cache()
         .set(SetRequest {

@@ -7,16 +7,9 @@ use std::time::{Duration, Instant};
 
 use prost_types::Duration as PbDuration;
 use redwire::proto::*;
-use support::{RedisServer, TestContext, eventually};
+use support::{RedisServer, TestContext, assert_invalid, eventually, ms};
 use tokio_stream::StreamExt;
 use tonic::{Code, Request};
-
-fn ms(millis: u64) -> Option<PbDuration> {
-    Some(PbDuration {
-        seconds: i64::try_from(millis / 1000).expect("secs"),
-        nanos: i32::try_from((millis % 1000) * 1_000_000).expect("nanos"),
-    })
-}
 
 fn acquire_req(resource: &str, ttl_ms: u64, wait_ms: u64) -> AcquireRequest {
     AcquireRequest {
@@ -57,6 +50,7 @@ async fn describe(ctx: &TestContext, resource: &str) -> DescribeResponse {
 
 // ---------------------------------------------------------------- core checks
 
+/// Contending clients never hold a lock at once, and each grant's fencing token is higher than the last.
 async fn contention_never_overlaps_and_fences_increase(ctx: &TestContext) {
     let log: Arc<Mutex<Vec<(u64, Instant, Instant)>>> = Arc::default();
     let workers = (0..32).map(|_| {
@@ -100,6 +94,7 @@ async fn contention_never_overlaps_and_fences_increase(ctx: &TestContext) {
     }
 }
 
+/// A holder whose lease ran out cannot release or extend the new holder's lock.
 async fn expired_holders_are_fenced_off(ctx: &TestContext) {
     let stale = acquire(ctx, "printer", 100, 0).await;
     assert!(stale.acquired);
@@ -138,6 +133,7 @@ async fn expired_holders_are_fenced_off(ctx: &TestContext) {
     assert!(!describe(ctx, "printer").await.held);
 }
 
+/// Waiters get the lock when it is released, and one whose wait runs out gives up in time.
 async fn waiters_are_woken_by_release_and_give_up_in_time(ctx: &TestContext) {
     let holder = acquire(ctx, "door", 30_000, 0).await;
     assert!(holder.acquired);
@@ -184,6 +180,7 @@ async fn waiters_are_woken_by_release_and_give_up_in_time(ctx: &TestContext) {
     release(ctx, "door", &grant.token).await.expect("release");
 }
 
+/// An Acquire retried with the same lease id gets the same grant, not a second one.
 async fn retried_acquire_with_a_lease_id_is_idempotent(ctx: &TestContext) {
     let request = || AcquireRequest {
         lease_id: "job-42-attempt-1".into(),
@@ -215,6 +212,7 @@ async fn retried_acquire_with_a_lease_id_is_idempotent(ctx: &TestContext) {
     );
 }
 
+/// Hold keeps a lock past its TTL while the stream is open and releases it when the stream ends.
 async fn hold_keeps_and_releases(ctx: &TestContext) {
     let mut hold = ctx
         .lock()
@@ -302,6 +300,7 @@ async fn describe_counts_all_five_waiters(here: &TestContext, there: &TestContex
     assert_eq!(describe(there, resource).await.waiters, 0);
 }
 
+/// Describe counts the waiters of every Redwire instance, not just its own.
 async fn describe_counts_every_waiter_on_every_instance(ctx: &TestContext) {
     let other = ctx.beside().await;
     describe_counts_all_five_waiters(ctx, &other, "busy-desk").await;
@@ -316,12 +315,14 @@ crate::core_checks!(
     describe_counts_every_waiter_on_every_instance,
 );
 
+/// Every core check of this file passes on a real 3-master cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_checks_pass_on_a_three_master_cluster() {
     let ctx = TestContext::cluster().await;
     run_core_checks_on(&ctx).await;
 }
 
+/// A Hold whose Redis dies reports the lock lost instead of pretending to hold it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_redis_under_a_hold_reports_lost() {
     let mut ctx = TestContext::standalone().await;
@@ -401,6 +402,7 @@ async fn redlock() -> (Vec<RedisServer>, TestContext) {
     (nodes, ctx)
 }
 
+/// In Redlock mode, Describe still counts every waiter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redlock_describe_counts_every_waiter() {
     let (_nodes, ctx) = redlock().await;
@@ -492,6 +494,7 @@ async fn redlock_fences_stay_monotonic_when_a_node_restarts_empty() {
     assert!(fence > highest, "{fence} after {highest}: fences went back");
 }
 
+/// Redlock grants with one of three nodes down and refuses with two down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redlock_survives_one_node_down_and_refuses_with_two() {
     let (mut nodes, ctx) = redlock().await;
@@ -547,6 +550,7 @@ async fn redlock_survives_one_node_down_and_refuses_with_two() {
     assert!(refused.message().contains("lock servers"), "{refused:?}");
 }
 
+/// Every kind of bad input is INVALID_ARGUMENT naming the field, and nothing changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_invalid_argument_naming_the_field() {
     let ctx = TestContext::standalone().await;
@@ -605,12 +609,7 @@ async fn bad_input_gets_invalid_argument_naming_the_field() {
         ),
     ];
     for (field, result) in cases {
-        let status = result.expect_err(field);
-        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(
-            status.message().starts_with(&format!("{field}:")),
-            "{field}: {status:?}"
-        );
+        assert_invalid(field, result);
     }
     assert!(!describe(&ctx, "r").await.held, "nothing was granted");
 }

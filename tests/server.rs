@@ -98,6 +98,7 @@ async fn health_follows_redis_down_and_up_without_restart() {
     assert_eq!(value.value, b"back");
 }
 
+/// Server reflection lists every Redwire service and health.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reflection_lists_the_services() {
     let ctx = TestContext::standalone().await;
@@ -117,6 +118,7 @@ async fn reflection_lists_the_services() {
     }
 }
 
+/// Shutdown reports NOT_SERVING first and ends blocking calls within the grace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_reports_not_serving_first_and_ends_blocking_calls_within_grace() {
     let mut ctx = TestContext::standalone().await;
@@ -205,6 +207,7 @@ async fn shutdown_reports_not_serving_first_and_ends_blocking_calls_within_grace
     }
 }
 
+/// Messages over --max-message-bytes are refused and the server stays healthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_messages_are_refused_and_the_server_stays_healthy() {
     let ctx = TestContext::standalone_with(&["--max-message-bytes", "65536"]).await;
@@ -230,6 +233,7 @@ async fn oversized_messages_are_refused_and_the_server_stays_healthy() {
     assert!(!get.found, "nothing was written");
 }
 
+/// The embedded Redis keeps its data in the data dir and stops with the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_redis_persists_to_the_data_dir_and_stops_with_the_server() {
     let mut ctx = TestContext::embedded().await;
@@ -288,6 +292,7 @@ async fn the_embedded_data_dir_is_private() {
     drop(ctx);
 }
 
+/// A redis-server left behind by a killed run is shut down cleanly first, losing nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_left_behind_by_a_killed_run_is_shut_down_first_and_loses_nothing() {
     // A redis-server on the data dir's socket, as a Redwire killed with -9 leaves it.
@@ -361,6 +366,7 @@ async fn a_redis_left_behind_by_a_killed_run_is_shut_down_first_and_loses_nothin
     );
 }
 
+/// A missing redis-server program gets one clear error line, not a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_redis_server_gets_one_clear_line() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -5,21 +5,13 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use prost_types::Duration as PbDuration;
 use redwire::proto::*;
-use support::{TestContext, command_calls, eventually};
+use support::{TestContext, assert_invalid, command_calls, eventually, ms};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::codec::Streaming;
-
-fn ms(millis: u64) -> Option<PbDuration> {
-    Some(PbDuration {
-        seconds: i64::try_from(millis / 1000).expect("secs"),
-        nanos: i32::try_from((millis % 1000) * 1_000_000).expect("nanos"),
-    })
-}
 
 fn fields(pairs: &[(&str, &str)]) -> HashMap<String, Vec<u8>> {
     pairs
@@ -152,6 +144,7 @@ async fn next_entry(tail: &mut Streaming<TailResponse>) -> Entry {
 
 // ---------------------------------------------------------------- core checks
 
+/// Appended entries come back from Range in order, forwards and backwards, within bounds.
 async fn append_and_range(ctx: &TestContext) {
     let s = "events";
     let mut ids = Vec::new();
@@ -283,6 +276,7 @@ async fn tail_from_now_confirms_its_start_and_misses_nothing(ctx: &TestContext) 
     }
 }
 
+/// A Tail resumed from its last id misses nothing and repeats nothing.
 async fn tail_resumes_without_gap_or_duplicate(ctx: &TestContext) {
     let mut tail = ctx
         .stream()
@@ -352,6 +346,7 @@ async fn tail_resumes_without_gap_or_duplicate(ctx: &TestContext) {
     );
 }
 
+/// Consumers of one group share the entries; each group sees all of them.
 async fn groups_share_and_each_group_sees_all(ctx: &TestContext) {
     let s = "orders";
     create_group(ctx, s, "billing", "$", 0).await;
@@ -419,6 +414,7 @@ async fn groups_share_and_each_group_sees_all(ctx: &TestContext) {
     .await;
 }
 
+/// Entries of a dead consumer are claimed by another, then dead-lettered once past max_deliveries.
 async fn dead_consumers_are_claimed_then_dead_lettered_once(ctx: &TestContext) {
     let s = "payments";
     create_group(ctx, s, "charge", "$", 3).await;
@@ -566,6 +562,7 @@ async fn dead_consumers_are_claimed_then_dead_lettered_once(ctx: &TestContext) {
     assert_eq!(info.groups[0].max_deliveries, 3);
 }
 
+/// A consumer that resumes under its name gets its pending entries first.
 async fn resuming_consumers_get_their_pending_entries_first(ctx: &TestContext) {
     let s = "resume";
     create_group(ctx, s, "g", "0", 0).await;
@@ -899,12 +896,14 @@ crate::core_checks!(
     resuming_consumers_get_their_pending_entries_first,
 );
 
+/// Every core check of this file passes on a real 3-master cluster.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_checks_pass_on_a_three_master_cluster() {
     let ctx = TestContext::cluster().await;
     run_core_checks_on(&ctx).await;
 }
 
+/// Every kind of bad input gets a clear code naming the field, and nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_clear_codes_and_changes_nothing() {
     let mut ctx = TestContext::standalone().await;
@@ -990,12 +989,7 @@ async fn bad_input_gets_clear_codes_and_changes_nothing() {
         ),
     ];
     for (field, result) in invalid {
-        let status = result.expect_err(field);
-        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
-        assert!(
-            status.message().starts_with(&format!("{field}:")),
-            "{field}: {status:?}"
-        );
+        assert_invalid(field, result);
     }
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("rw:s:*")

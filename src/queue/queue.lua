@@ -19,11 +19,11 @@
 --                        META.rate_max, META.rate_window
 --   KEYS[12] rate       ZSET lease token -> start time (ms): the rate limit's log
 -- Job record fields (JobRecord's serde names in record.rs; a unit test checks that
--- every rec.<field> a script uses is one): st state, att attempts (deliveries), max max attempts, pr
--- priority, seq enqueue sequence, g group, bx exponential (0/1), bd backoff ms, bc
--- backoff cap ms, bj jitter per mille, kc keep-completed ms, et enqueued ms, due (ms:
--- ready time when delayed, lease deadline when active, removal when completed), tok
--- lease token, errs last errors, at attributes.
+-- every record field a script uses is one): st state, att attempts (deliveries), max
+-- max attempts, pr priority, seq enqueue sequence, g group, bx exponential (0/1), bd
+-- backoff ms, bc backoff cap ms, bj jitter per mille, kc keep-completed ms, et
+-- enqueued ms, due (ms: ready time when delayed, lease deadline when active, removal
+-- when completed), tok lease token, errs last errors, at attributes.
 local PRIORITY_SPAN = 1099511627776 -- 2^40 sequence numbers per priority level
 
 -- Redis server time: milliseconds, and the microsecond part (a little entropy).

@@ -57,6 +57,29 @@ macro_rules! core_checks {
     };
 }
 
+/// A protobuf duration of `millis` milliseconds, as requests carry it.
+pub fn ms(millis: u64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration {
+        seconds: i64::try_from(millis / 1000).expect("secs"),
+        nanos: i32::try_from((millis % 1000) * 1_000_000).expect("nanos"),
+    })
+}
+
+/// Asserts that a call was refused as bad input in `field`: INVALID_ARGUMENT
+/// with a message that starts with the field's path (`"job.priority: ..."`).
+pub fn assert_invalid<T: std::fmt::Debug>(field: &str, result: Result<T, tonic::Status>) {
+    let status = result.expect_err(&format!("a bad {field} is refused"));
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "{field}: {status:?}"
+    );
+    assert!(
+        status.message().starts_with(&format!("{field}:")),
+        "the message names {field}: {status:?}"
+    );
+}
+
 /// Calls of `command` (lower case, e.g. `xadd`) the Redis behind `conn` has run
 /// since it started or last ran `CONFIG RESETSTAT`.
 pub fn command_calls(conn: &mut redis::Connection, command: &str) -> u64 {
