@@ -178,16 +178,6 @@ impl LockStore {
                 timeout,
             )
             .await;
-        let answered = replies.iter().filter(|r| r.is_ok()).count();
-        let granted: Vec<u64> = replies
-            .iter()
-            .filter_map(|r| {
-                r.as_ref()
-                    .ok()
-                    .filter(|(ok, _, _)| *ok == 1)
-                    .map(|(_, fence, _)| *fence)
-            })
-            .collect();
         let held_for = replies
             .iter()
             .filter_map(|r| {
@@ -211,6 +201,33 @@ impl LockStore {
                 None => Err(self.too_few(0)),
             };
         }
+        let granted = self
+            .settle_majority(&keys, token, ttl, started, timeout, &replies)
+            .await?;
+        Ok(granted.unwrap_or(Attempt::Held(Duration::from_millis(
+            u64::try_from(held_for.max(1)).unwrap_or(1),
+        ))))
+    }
+
+    /// Redlock: the grant when a majority of nodes granted within the lease's
+    /// validity and raised their fences to the highest token; otherwise undoes
+    /// what this attempt took, and None (or an error when too few answered).
+    async fn settle_majority(
+        &self,
+        keys: &[&str],
+        token: &str,
+        ttl: Duration,
+        started: SystemTime,
+        timeout: Duration,
+        replies: &[Result<(i64, u64, i64)>],
+    ) -> Result<Option<Attempt>> {
+        let answered = replies.iter().filter(|r| r.is_ok()).count();
+        let granted: Vec<u64> = replies
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .filter(|(ok, _, _)| *ok == 1)
+            .map(|(_, fence, _)| *fence)
+            .collect();
         let expires_at = started + ttl.saturating_sub(drift(ttl));
         if granted.len() >= self.quorum() && SystemTime::now() < expires_at {
             let fence = granted.iter().copied().max().unwrap_or(0);
@@ -227,7 +244,7 @@ impl LockStore {
             if raised.iter().filter(|r| r.is_ok()).count() >= self.quorum()
                 && SystemTime::now() < expires_at
             {
-                return Ok(Attempt::Granted { fence, expires_at });
+                return Ok(Some(Attempt::Granted { fence, expires_at }));
             }
         }
         // Not granted: undo whatever this attempt took.
@@ -236,9 +253,7 @@ impl LockStore {
         if answered < self.quorum() {
             return Err(self.too_few(answered));
         }
-        Ok(Attempt::Held(Duration::from_millis(
-            u64::try_from(held_for.max(1)).unwrap_or(1),
-        )))
+        Ok(None)
     }
 
     /// Keeps `ticket` counted as a waiter for another [`WAITER_PRESENCE`], on every

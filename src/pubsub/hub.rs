@@ -384,36 +384,14 @@ impl HubTask {
             .classic
             .as_mut()
             .ok_or_else(|| Error::Unavailable("the pub/sub connection to Redis is down".into()))?;
-        let channels: Vec<&String> = new_targets
-            .iter()
-            .filter_map(|t| {
-                if let Target::Channel(c) = t {
-                    Some(c)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        let patterns: Vec<&String> = new_targets
-            .iter()
-            .filter_map(|t| {
-                if let Target::Pattern(p) = t {
-                    Some(p)
-                } else {
-                    None
-                }
-            })
-            .collect();
-        let sharded: Vec<&String> = new_targets
-            .iter()
-            .filter_map(|t| {
-                if let Target::Sharded(s) = t {
-                    Some(s)
-                } else {
-                    None
-                }
-            })
-            .collect();
+        let (mut channels, mut patterns, mut sharded) = (Vec::new(), Vec::new(), Vec::new());
+        for target in &new_targets {
+            match target {
+                Target::Channel(name) => channels.push(name),
+                Target::Pattern(name) => patterns.push(name),
+                Target::Sharded(name) => sharded.push(name),
+            }
+        }
         let timeout = self.redis.command_timeout();
         let classic_result = async {
             if !channels.is_empty() {
