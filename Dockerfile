@@ -17,6 +17,8 @@ RUN apt-get update \
 COPY --from=build /src/target/release/redwire /usr/local/bin/redwire
 USER redwire
 WORKDIR /var/lib/redwire
+# Listening beyond loopback needs an auth file (mount it and set
+# REDWIRE_AUTH_FILE, docs/AUTH.md) or REDWIRE_INSECURE=true on a trusted network.
 ENV REDWIRE_LISTEN=0.0.0.0:50051 \
     REDWIRE_DATA_DIR=/var/lib/redwire/data
 EXPOSE 50051

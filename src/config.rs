@@ -23,9 +23,25 @@ use crate::validate::Limits;
     about = "gRPC Cache, Lock, Queue, PubSub and Stream services on Redis"
 )]
 pub struct Config {
-    /// Address the gRPC server listens on.
+    /// Address the gRPC server listens on. Beyond loopback only with --auth-file
+    /// or --insecure.
     #[arg(long, env = "REDWIRE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
+
+    /// The auth file (TOML): bearer tokens, stored as SHA-256 hashes, with their
+    /// grants; reloaded when it changes and on SIGHUP (docs/AUTH.md). Without
+    /// one every call is allowed.
+    #[arg(long, env = "REDWIRE_AUTH_FILE")]
+    pub auth_file: Option<PathBuf>,
+
+    /// Serve without --auth-file on a non-loopback address: for a network where
+    /// something else authenticates callers.
+    #[arg(long, env = "REDWIRE_INSECURE")]
+    pub insecure: bool,
+
+    /// A subcommand instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
     /// URL of a standalone Redis (redis://host:port/db, rediss://, redis+unix:///path).
     /// When neither this nor --redis-cluster is set, Redwire starts its own redis-server.
@@ -105,6 +121,24 @@ pub struct Config {
     /// Per-subscriber PubSub buffers.
     #[command(flatten, next_help_heading = "PubSub")]
     pub pubsub: PubSubSettings,
+}
+
+/// What `redwire <subcommand>` does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Prints a new token and the auth-file block that grants it (only the
+    /// token's hash goes in the file; the token is shown once).
+    MintToken {
+        /// Who will hold it, for logs and audit lines.
+        #[arg(long)]
+        name: String,
+        /// Services it may use (cache, lock, pubsub, queue, stream, or *).
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        services: Vec<String>,
+        /// Actions it may take (read, write, consume, admin, or *).
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        actions: Vec<String>,
+    },
 }
 
 /// How log lines are written.

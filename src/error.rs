@@ -116,13 +116,18 @@ pub enum Reason {
     OutcomeUnknown,
     /// The server is shutting down.
     ShuttingDown,
+    /// The call carries no token, or one the auth file does not list (or an
+    /// expired one).
+    Unauthenticated,
+    /// The call's token has no grant for the rpc's permission.
+    PermissionDenied,
     /// A bug or a Redis reply we did not expect.
     Internal,
 }
 
 impl Reason {
     /// Every reason, for the docs test.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 22] = [
         Reason::InvalidArgument,
         Reason::MalformedMessage,
         Reason::WrongType,
@@ -142,6 +147,8 @@ impl Reason {
         Reason::RedisCredentialsRejected,
         Reason::OutcomeUnknown,
         Reason::ShuttingDown,
+        Reason::Unauthenticated,
+        Reason::PermissionDenied,
         Reason::Internal,
     ];
 
@@ -167,6 +174,8 @@ impl Reason {
             Reason::RedisCredentialsRejected => "REDIS_CREDENTIALS_REJECTED",
             Reason::OutcomeUnknown => "OUTCOME_UNKNOWN",
             Reason::ShuttingDown => "SHUTTING_DOWN",
+            Reason::Unauthenticated => "UNAUTHENTICATED",
+            Reason::PermissionDenied => "PERMISSION_DENIED",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -189,6 +198,8 @@ impl Reason {
                 Code::Unavailable
             }
             Reason::OutcomeUnknown => Code::DeadlineExceeded,
+            Reason::Unauthenticated => Code::Unauthenticated,
+            Reason::PermissionDenied => Code::PermissionDenied,
             Reason::Internal => Code::Internal,
         }
     }
@@ -213,6 +224,8 @@ impl Reason {
             | Reason::StreamNotFound
             | Reason::GroupNotFound
             | Reason::ReplyTooLarge
+            | Reason::Unauthenticated
+            | Reason::PermissionDenied
             | Reason::Internal => return None,
         };
         Some(Duration::from_millis(ms))

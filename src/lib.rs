@@ -6,6 +6,8 @@
 //! `127.0.0.1:0`.
 //!
 //! # Layout
+//! - [`auth`]: bearer tokens from the auth file, their grants, and the tower layer
+//!   that checks every call.
 //! - [`connection`]: what one client connection may cost: connection cap,
 //!   handshake and idle timeouts, the reply memory budget.
 //! - [`codec`]: the protobuf codec (malformed requests are INVALID_ARGUMENT).
@@ -38,6 +40,7 @@
 //! - [`time`]: durations, timestamps and milliseconds on the wire.
 //! - [`proto`]: generated protobuf/gRPC code and the reflection descriptors.
 
+pub mod auth;
 pub mod cache;
 pub mod codec;
 pub mod config;

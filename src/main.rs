@@ -1,14 +1,19 @@
 //! The `redwire` binary: parse the config, set up logging, serve until SIGINT or
 //! SIGTERM.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
 use redwire::Config;
+use redwire::config::Command;
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(command) = &config.command {
+        return run_command(command);
+    }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         runtime.worker_threads(config.worker_threads);
@@ -19,6 +24,29 @@ fn main() -> ExitCode {
             eprintln!("redwire: cannot start the async runtime: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs a subcommand (no server).
+fn run_command(command: &Command) -> ExitCode {
+    match command {
+        Command::MintToken {
+            name,
+            services,
+            actions,
+        } => match redwire::auth::keyring::mint_block(name, services, actions) {
+            Ok(block) => match std::io::stdout().write_all(block.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("redwire: cannot print the token: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("redwire: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 

@@ -21,6 +21,7 @@ use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::auth::{Auth, AuthLayer, KeyringError};
 use crate::cache::{CacheService, CacheStore};
 use crate::config::{Config, RedisTarget};
 use crate::connection::{self, ReplyLayer};
@@ -92,6 +93,15 @@ pub enum ServeError {
     /// The gRPC transport failed.
     #[error("grpc transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The auth file cannot be used.
+    #[error(transparent)]
+    Auth(#[from] KeyringError),
+    /// A non-loopback listener without auth and without `--insecure`.
+    #[error(
+        "refusing to serve {0} without auth: give --auth-file (docs/AUTH.md), or --insecure \
+         when the network is trusted"
+    )]
+    Insecure(String),
 }
 
 /// Runs Redwire on `listener` until `shutdown` resolves, then drains within the
@@ -103,6 +113,19 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     // TLS to Redis uses rustls with ring; an already installed provider stays.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let auth = config
+        .auth_file
+        .as_deref()
+        .map(Auth::load)
+        .transpose()?
+        .map(Arc::new);
+    if let Ok(addr) = listener.local_addr()
+        && !addr.ip().is_loopback()
+        && auth.is_none()
+        && !config.insecure
+    {
+        return Err(ServeError::Insecure(addr.to_string()));
+    }
     let embedded = match config.redis_target() {
         RedisTarget::Embedded => {
             Some(EmbeddedRedis::start(&config.redis_server_bin, &config.data_dir).await?)
@@ -112,6 +135,7 @@ pub async fn run(
     let result = serve(
         &config,
         embedded.as_ref().map(EmbeddedRedis::url),
+        auth,
         listener,
         shutdown,
     )
@@ -125,6 +149,7 @@ pub async fn run(
 async fn serve(
     config: &Config,
     embedded_url: Option<&str>,
+    auth: Option<Arc<Auth>>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -135,6 +160,9 @@ async fn serve(
         mut background,
         hub,
     } = Redwire::build(config, &redis, &token)?;
+    if let Some(auth) = &auth {
+        background.push(tokio::spawn(auth.clone().watch(token.clone())));
+    }
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let mut health = Health::new(reporter, &services.names);
@@ -168,6 +196,7 @@ async fn serve(
         // a reply-budget refusal included.
         .layer(RequestLogLayer)
         .layer(ReplyLayer::new(config.reply_buffer_bytes))
+        .layer(AuthLayer::new(auth))
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(
             connection::incoming(listener, connections),
