@@ -58,7 +58,11 @@ impl fmt::Display for Permission {
 pub const SERVICES: [&str; 5] = ["cache", "lock", "pubsub", "queue", "stream"];
 
 /// A service's gRPC name, its short name, and each rpc's action class.
-type ServiceRpcs = (&'static str, &'static str, &'static [(&'static str, Action)]);
+type ServiceRpcs = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, Action)],
+);
 
 /// Every service's rpcs.
 const TABLE: [ServiceRpcs; 5] = [

@@ -9,6 +9,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 
+use tonic::Status;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
 use crate::Args;
 
 pub(crate) fn now_micros() -> u64 {
@@ -231,4 +237,35 @@ where
         streams.push(Mutex::new(ProducerStream { tx, replies }));
     }
     Arc::new(streams)
+}
+
+/// A connection to the target, sending `--token` (if any) with every call.
+pub(crate) type Conn = InterceptedService<Channel, Token>;
+
+/// Adds `authorization: Bearer <token>` to each call when there is a token.
+#[derive(Clone)]
+pub(crate) struct Token(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Token {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A new lazy connection to `--target` that sends `--token`.
+pub(crate) fn connect(args: &Args) -> Conn {
+    let channel = Channel::from_shared(args.target.clone())
+        .expect("target uri")
+        .connect_lazy();
+    let token = args.token.as_ref().map(|token| {
+        format!("Bearer {token}")
+            .parse()
+            .expect("the token is ASCII")
+    });
+    InterceptedService::new(channel, Token(token))
 }

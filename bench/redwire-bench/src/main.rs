@@ -18,7 +18,6 @@ mod metrics;
 mod workloads;
 
 use clap::{Parser, ValueEnum};
-use tonic::transport::Channel;
 
 use driver::Report;
 use metrics::cpu_seconds;
@@ -131,10 +130,13 @@ struct Args {
     /// A name prefix, so repeated runs do not share keys.
     #[arg(long, default_value = "bench")]
     prefix: String,
+    /// A bearer token sent with every call (for a Redwire with --auth-file).
+    #[arg(long, env = "REDWIRE_TOKEN")]
+    token: Option<String>,
 }
 
 /// Runs the chosen workload.
-async fn run(args: &Args, channel: Channel) -> Report {
+async fn run(args: &Args, channel: driver::Conn) -> Report {
     let payload = vec![b'x'; args.payload_bytes];
     match args.workload {
         Workload::CacheGet | Workload::CacheSet => cache::get_or_set(args, channel, payload).await,
@@ -177,9 +179,7 @@ fn main() {
 
 /// Runs the workload and prints its JSON line.
 async fn measure(args: Args) {
-    let channel = Channel::from_shared(args.target.clone())
-        .expect("target uri")
-        .connect_lazy();
+    let channel = driver::connect(&args);
     let own_pid = Some(std::process::id());
     let (redwire_cpu, redis_cpu, own_cpu) = (
         cpu_seconds(args.redwire_pid),

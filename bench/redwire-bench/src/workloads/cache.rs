@@ -2,13 +2,12 @@
 
 use redwire::proto::cache_client::CacheClient;
 use redwire::proto::*;
-use tonic::transport::Channel;
 
 use crate::driver::*;
 use crate::{Args, Workload};
 
 /// CacheGet or CacheSet of one key, set once before the clock starts.
-pub(crate) async fn get_or_set(args: &Args, channel: Channel, payload: Vec<u8>) -> Report {
+pub(crate) async fn get_or_set(args: &Args, channel: Conn, payload: Vec<u8>) -> Report {
     let prefix = &args.prefix;
     let client = CacheClient::new(channel);
     let key = format!("{prefix}:k");
@@ -43,7 +42,7 @@ pub(crate) async fn get_or_set(args: &Args, channel: Channel, payload: Vec<u8>) 
 }
 
 /// CacheGetMany of `--batch` keys per call.
-pub(crate) async fn get_many(args: &Args, channel: Channel, payload: Vec<u8>) -> Report {
+pub(crate) async fn get_many(args: &Args, channel: Conn, payload: Vec<u8>) -> Report {
     let prefix = &args.prefix;
     let client = CacheClient::new(channel);
     let keys: Vec<String> = (0..args.batch).map(|i| format!("{prefix}:m{i}")).collect();

@@ -6,7 +6,6 @@ use redwire::proto::pub_sub_client::PubSubClient;
 use redwire::proto::queue_client::QueueClient;
 use redwire::proto::*;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use crate::driver::*;
 use crate::metrics::*;
@@ -15,7 +14,7 @@ use crate::{Args, Workload};
 /// Opens `--subscribers` idle streams (subscriptions or Consume streams, spread
 /// over 100 channels or queues) and reports Redwire's memory per stream and the
 /// Redis connections in use while they are open.
-pub(crate) async fn idle(args: &Args, channel: Channel) -> Report {
+pub(crate) async fn idle(args: &Args, channel: Conn) -> Report {
     let before = rss_bytes(args.redwire_pid);
     let started = Instant::now();
     let open = if args.workload == Workload::IdleConsumers {
@@ -41,7 +40,7 @@ pub(crate) async fn idle(args: &Args, channel: Channel) -> Report {
 }
 
 /// Idle subscriptions, each confirmed by its first event.
-pub(crate) async fn idle_subscriptions(args: &Args, channel: Channel) -> Vec<Box<dyn Send>> {
+pub(crate) async fn idle_subscriptions(args: &Args, channel: Conn) -> Vec<Box<dyn Send>> {
     let client = PubSubClient::new(channel);
     let mut open: Vec<Box<dyn Send>> = Vec::with_capacity(args.subscribers);
     for i in 0..args.subscribers {
@@ -64,7 +63,7 @@ pub(crate) async fn idle_subscriptions(args: &Args, channel: Channel) -> Vec<Box
 /// opens (one lease, whose ZPOPMIN no other script runs: the reaper's calls do
 /// not count), then waits without calling Redis; the streams count as open once
 /// Redis has run that many ZPOPMINs.
-pub(crate) async fn idle_consumers(args: &Args, channel: Channel) -> Vec<Box<dyn Send>> {
+pub(crate) async fn idle_consumers(args: &Args, channel: Conn) -> Vec<Box<dyn Send>> {
     let client = QueueClient::new(channel);
     let pops_before = redis_command_calls(&args.redis_url, "zpopmin");
     let mut open: Vec<Box<dyn Send>> = Vec::with_capacity(args.subscribers);

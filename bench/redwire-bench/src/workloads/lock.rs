@@ -2,13 +2,12 @@
 
 use redwire::proto::lock_client::LockClient;
 use redwire::proto::*;
-use tonic::transport::Channel;
 
 use crate::Args;
 use crate::driver::*;
 
 /// Acquire and release one resource, waiting for it when another worker holds it.
-pub(crate) async fn acquire_release(args: &Args, channel: Channel, _payload: Vec<u8>) -> Report {
+pub(crate) async fn acquire_release(args: &Args, channel: Conn, _payload: Vec<u8>) -> Report {
     let prefix = &args.prefix;
     let client = LockClient::new(channel);
     let resource = format!("{prefix}-lock");

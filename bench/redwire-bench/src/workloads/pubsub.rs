@@ -7,13 +7,12 @@ use std::time::{Duration, Instant};
 use redwire::proto::pub_sub_client::PubSubClient;
 use redwire::proto::*;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use crate::Args;
 use crate::driver::*;
 use crate::metrics::*;
 
-pub(crate) async fn publish_subscribe(args: &Args, channel: Channel, _payload: Vec<u8>) -> Report {
+pub(crate) async fn publish_subscribe(args: &Args, channel: Conn, _payload: Vec<u8>) -> Report {
     let client = PubSubClient::new(channel);
     let name = format!("{}-fanout", args.prefix);
     let hist = histogram();

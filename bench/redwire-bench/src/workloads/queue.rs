@@ -6,7 +6,6 @@ use std::time::Duration;
 use redwire::proto::queue_client::QueueClient;
 use redwire::proto::*;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use crate::driver::*;
 use crate::{Args, Workload};
@@ -14,7 +13,7 @@ use crate::{Args, Workload};
 /// One EnqueueStream per worker of `args`, on `client`.
 pub(crate) async fn enqueue_streams(
     args: &Args,
-    client: &QueueClient<Channel>,
+    client: &QueueClient<Conn>,
 ) -> ProducerStreams<EnqueueStreamRequest, EnqueueStreamResponse> {
     producer_streams(args.concurrency, |requests| {
         let mut client = client.clone();
@@ -48,7 +47,7 @@ pub(crate) async fn enqueue_on(
 }
 
 /// Unary enqueues to one queue.
-pub(crate) async fn enqueue(args: &Args, channel: Channel, payload: Vec<u8>) -> Report {
+pub(crate) async fn enqueue(args: &Args, channel: Conn, payload: Vec<u8>) -> Report {
     let prefix = &args.prefix;
     let client = QueueClient::new(channel);
     let queue = format!("{prefix}-q");
@@ -71,7 +70,7 @@ pub(crate) async fn enqueue(args: &Args, channel: Channel, payload: Vec<u8>) -> 
 }
 
 /// Enqueues on one EnqueueStream per worker.
-pub(crate) async fn enqueue_stream(args: &Args, channel: Channel, payload: Vec<u8>) -> Report {
+pub(crate) async fn enqueue_stream(args: &Args, channel: Conn, payload: Vec<u8>) -> Report {
     let prefix = &args.prefix;
     let queue = format!("{prefix}-qs");
     let streams = enqueue_streams(args, &QueueClient::new(channel)).await;
@@ -94,7 +93,7 @@ pub(crate) async fn enqueue_stream(args: &Args, channel: Channel, payload: Vec<u
 
 /// Consumers ack every job at once. For e2e, producers run alongside and each
 /// payload carries its enqueue time, so latency is enqueue → handler.
-pub(crate) async fn consume(args: &Args, channel: Channel, payload: Vec<u8>) -> Report {
+pub(crate) async fn consume(args: &Args, channel: Conn, payload: Vec<u8>) -> Report {
     let client = QueueClient::new(channel);
     let queue = format!(
         "{}-{}",
@@ -127,11 +126,7 @@ pub(crate) async fn consume(args: &Args, channel: Channel, payload: Vec<u8>) -> 
     }
     let hist = histogram();
     // Producers have their own connection, as separate services would.
-    let producer_client = QueueClient::new(
-        Channel::from_shared(args.target.clone())
-            .expect("target uri")
-            .connect_lazy(),
-    );
+    let producer_client = QueueClient::new(connect(args));
     let streams = if args.workload == Workload::QueueE2eStream {
         Some(enqueue_streams(args, &producer_client).await)
     } else {

@@ -5,13 +5,12 @@ use std::time::Duration;
 use redwire::proto::stream_client::StreamClient;
 use redwire::proto::*;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 
 use crate::driver::*;
 use crate::{Args, Workload};
 
 /// Unary appends to one stream.
-pub(crate) async fn append(args: &Args, channel: Channel, payload: Vec<u8>) -> Report {
+pub(crate) async fn append(args: &Args, channel: Conn, payload: Vec<u8>) -> Report {
     let prefix = &args.prefix;
     let client = StreamClient::new(channel);
     let stream = format!("{prefix}-s");
@@ -33,7 +32,7 @@ pub(crate) async fn append(args: &Args, channel: Channel, payload: Vec<u8>) -> R
 
 /// Appends on one AppendStream per worker; as the producer-stream floor, appends
 /// the server refuses before any Redis work.
-pub(crate) async fn append_stream(args: &Args, channel: Channel, payload: Vec<u8>) -> Report {
+pub(crate) async fn append_stream(args: &Args, channel: Conn, payload: Vec<u8>) -> Report {
     let prefix = &args.prefix;
     let client = StreamClient::new(channel);
     let floor = args.workload == Workload::ProducerStreamFloor;
@@ -73,7 +72,7 @@ pub(crate) async fn append_stream(args: &Args, channel: Channel, payload: Vec<u8
     .await
 }
 
-pub(crate) async fn group(args: &Args, channel: Channel, payload: Vec<u8>) -> Report {
+pub(crate) async fn group(args: &Args, channel: Conn, payload: Vec<u8>) -> Report {
     let client = StreamClient::new(channel);
     let stream = format!("{}-sg", args.prefix);
     client
