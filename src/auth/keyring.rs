@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Deserialize;
@@ -87,7 +88,7 @@ impl Principal {
 /// The tokens of one version of the auth file, by hash.
 #[derive(Debug, Default)]
 pub struct Keyring {
-    by_hash: HashMap<[u8; 32], Principal>,
+    by_hash: HashMap<[u8; 32], Arc<Principal>>,
 }
 
 /// Why an auth file cannot be used.
@@ -134,7 +135,7 @@ impl Keyring {
                 expires,
                 grants,
             };
-            if by_hash.insert(hash, principal).is_some() {
+            if by_hash.insert(hash, Arc::new(principal)).is_some() {
                 return Err(format!("{at}: the same token is listed twice"));
             }
         }
@@ -142,7 +143,7 @@ impl Keyring {
     }
 
     /// The principal of `token`, if the file lists it.
-    pub fn find(&self, token: &str) -> Option<&Principal> {
+    pub fn find(&self, token: &str) -> Option<&Arc<Principal>> {
         self.by_hash.get(&sha256(token))
     }
 

@@ -61,7 +61,11 @@ impl Auth {
     /// The principal a call with these headers acts as, when it may call
     /// `path`; the status to refuse it with otherwise. Open paths need no token
     /// and have no principal.
-    pub fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<Option<Principal>, Error> {
+    pub fn check(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Arc<Principal>>, Error> {
         if permissions::is_open(path) {
             return Ok(None);
         }
@@ -97,7 +101,7 @@ impl Auth {
                 tracing::info!(target: "redwire::audit", principal = %principal.name, method = path, "admin call");
             }
         }
-        Ok(Some(principal.clone()))
+        Ok(Some(Arc::clone(principal)))
     }
 
     fn keyring(&self) -> Arc<Keyring> {
@@ -216,7 +220,7 @@ where
         match auth.check(request.uri().path(), request.headers()) {
             Ok(principal) => {
                 if let Some(principal) = principal {
-                    request.extensions_mut().insert(Arc::new(principal));
+                    request.extensions_mut().insert(principal);
                 }
                 Either::Left(self.inner.call(request))
             }
