@@ -613,3 +613,21 @@ async fn bad_input_gets_invalid_argument_naming_the_field() {
     }
     assert!(!describe(&ctx, "r").await.held, "nothing was granted");
 }
+
+/// A lock token (without a lease id) is 128 random bits, different per grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_tokens_are_unguessable() {
+    let ctx = TestContext::standalone().await;
+    let first = acquire(&ctx, "printer", 5_000, 0).await;
+    release(&ctx, "printer", &first.token)
+        .await
+        .expect("release");
+    let second = acquire(&ctx, "printer", 5_000, 0).await;
+    for token in [&first.token, &second.token] {
+        assert!(
+            token.len() == 32 && token.bytes().all(|c| c.is_ascii_hexdigit()),
+            "{token}"
+        );
+    }
+    assert_ne!(first.token, second.token);
+}

@@ -209,19 +209,11 @@ pub fn sha256(token: &str) -> [u8; 32] {
     hash
 }
 
-/// Lower-case hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A new random token (256 bits from the OS) and the hex SHA-256 the auth file
 /// stores for it.
 pub fn mint() -> (String, String) {
-    let mut random = [0u8; TOKEN_BYTES];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
-        .expect("the OS random source works");
-    let token = format!("{TOKEN_PREFIX}{}", hex(&random));
-    let hash = hex(&sha256(&token));
+    let token = format!("{TOKEN_PREFIX}{}", crate::token::random_hex(TOKEN_BYTES));
+    let hash = crate::token::hex(&sha256(&token));
     (token, hash)
 }
 

@@ -193,7 +193,7 @@ fn grant(token: &str, fence: u64, expires_at: SystemTime) -> Grant {
 
 fn token(lease_id: &str) -> Result<String> {
     if lease_id.is_empty() {
-        Ok(uuid::Uuid::now_v7().to_string())
+        Ok(crate::token::unguessable())
     } else {
         validate::name("lease_id", lease_id)?;
         Ok(lease_id.to_owned())
@@ -334,7 +334,7 @@ async fn hold(
             .await
             .is_ok()
     };
-    let token = uuid::Uuid::now_v7().to_string();
+    let token = crate::token::unguessable();
     let grant = tokio::select! {
         grant = service.obtain(resource, &token, ttl, until) => match grant {
             Ok(Some(grant)) => grant,

@@ -3,7 +3,8 @@
 -- then per job 5 values: id, payload, record (cmsgpack, options only), delay ms,
 -- deliver-at ms since the epoch (0 for none)
 -- then t, the number of takers (consumers of this queue waiting in the calling
--- process), and per taker 2 values: most jobs, lease ms
+-- process), and per taker 2 values: most jobs, lease ms; last, the lease token
+-- secret (see lease())
 -- Returns: per job 3 values: id, 1 when created (0 when the id existed), state
 -- after the call (active when handed off); then, when t > 0, what lease() in
 -- queue.lua returns for the takers: the jobs go to them straight from this call,
@@ -76,7 +77,7 @@ local wants = {}
 for i = 1, tonumber(ARGV[takers_at]) do
   wants[i] = { tonumber(ARGV[takers_at + 2 * i - 1]), tonumber(ARGV[takers_at + 2 * i]) }
 end
-local handed = #wants > 0 and lease(now, wants, created)
+local handed = #wants > 0 and lease(now, wants, created, ARGV[takers_at + 2 * #wants + 1])
 -- Only the new jobs still ready need a consumer woken.
 local records = {}
 for id, job in pairs(created) do

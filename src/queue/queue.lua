@@ -213,11 +213,13 @@ end
 -- one ZPOPMIN (the first taker's jobs come first in the reply).
 -- `known`: id -> { rec, payload } for jobs this call holds in memory, so a job the
 -- same call enqueued is not read back. Their records are written here like the rest.
+-- `secret`: 128 random bits (hex) from Rust, fresh per call; each lease token is
+-- `<secret>.<lease counter>`, so it cannot be guessed and never repeats.
 -- Returns { hint, id1, payload1, record1, id2, ... } where hint is the ms until
 -- more may be ready: when the rate limit cut the batch short, until it frees a
 -- slot; when no job was leased, until a delayed job falls due or a lease expires;
 -- otherwise -1.
-local function lease(now, wants, known)
+local function lease(now, wants, known, secret)
   local out = { -1 }
   local meta = redis.call('HMGET', K.meta, META.paused, META.rate_max, META.rate_window)
   if meta[1] == '1' then
@@ -274,7 +276,7 @@ local function lease(now, wants, known)
         room = room - 1
         local rec = job.rec
         rec.att = rec.att + 1
-        rec.tok = tostring(token)
+        rec.tok = secret .. '.' .. tostring(token)
         rec.st = 'active'
         rec.due = now + wants[taker][2]
         local blob = cmsgpack.pack(rec)

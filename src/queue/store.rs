@@ -255,6 +255,12 @@ impl QueueStore {
         for (most, lease) in &taker_numbers {
             args.extend([most.as_bytes(), lease.as_bytes()]);
         }
+        let secret = if takers.is_empty() {
+            String::new()
+        } else {
+            crate::token::unguessable()
+        };
+        args.push(secret.as_bytes());
         let reply: Vec<Value> = self.invoke(&ENQUEUE, queue, &args).await?;
         if reply.len() < jobs.len() * 3 {
             return Err(unexpected("enqueue"));
@@ -282,7 +288,8 @@ impl QueueStore {
     /// Leases up to `max` jobs for `lease_ms`.
     pub async fn dequeue(&self, queue: &str, max: usize, lease_ms: u64) -> Result<Dequeued> {
         let (max, lease) = (max.to_string(), lease_ms.to_string());
-        let args: [&[u8]; 2] = [max.as_bytes(), lease.as_bytes()];
+        let secret = crate::token::unguessable();
+        let args: [&[u8]; 3] = [max.as_bytes(), lease.as_bytes(), secret.as_bytes()];
         let reply: Vec<Value> = self.invoke(&DEQUEUE, queue, &args).await?;
         leased(&reply, "dequeue")
     }

@@ -571,3 +571,35 @@ pub(crate) async fn pause_resume_and_rate_limit(ctx: &TestContext) {
         (3, 500)
     );
 }
+
+/// Lease tokens cannot be guessed from one another: each carries 128 random bits,
+/// and a delivery's token shares nothing with the next call's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_tokens_are_unguessable() {
+    let ctx = TestContext::standalone().await;
+    for i in 0..3 {
+        enqueue(&ctx, "tokens", job(&format!("j{i}"))).await;
+    }
+    let first = dequeue(&ctx, "tokens", 2, 0, 30_000).await;
+    let second = dequeue(&ctx, "tokens", 1, 0, 30_000).await;
+    let tokens: Vec<&str> = first
+        .iter()
+        .chain(&second)
+        .map(|d| d.lease_token.as_str())
+        .collect();
+    assert_eq!(tokens.len(), 3);
+    let secret = |token: &str| token.split('.').next().expect("secret").to_owned();
+    for token in &tokens {
+        let random = secret(token);
+        assert!(
+            random.len() >= 32 && random.bytes().all(|c| c.is_ascii_hexdigit()),
+            "a lease token carries 128 random bits: {token}"
+        );
+    }
+    assert_ne!(tokens[0], tokens[1], "two leases of one call differ");
+    assert_ne!(
+        secret(tokens[0]),
+        secret(tokens[2]),
+        "calls do not share randomness"
+    );
+}

@@ -1,0 +1,44 @@
+//! Unguessable tokens from the operating system's random source: lease tokens of
+//! queue deliveries, lock tokens, auth tokens. A token that can be guessed lets
+//! another client ack someone else's job or release someone else's lock.
+
+/// Bits of randomness in a lease or lock token.
+pub const TOKEN_BITS: usize = 128;
+
+/// `bytes` random bytes as lower-case hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut random = vec![0u8; bytes];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+        .expect("the OS random source works");
+    hex(&random)
+}
+
+/// A new [`TOKEN_BITS`]-bit token, as 32 hex digits.
+pub fn unguessable() -> String {
+    random_hex(TOKEN_BITS / 8)
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_128_bits_of_hex_and_differ() {
+        let (a, b) = (unguessable(), unguessable());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
+    }
+}
