@@ -37,7 +37,7 @@
 //!   heartbeats, named waiters, the Redis retry pause, the final status).
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
 //! - [`telemetry`]: logging setup and the per-call log line (a tower layer).
-//! - [`token`]: unguessable tokens (leases, locks, auth) from the OS's random source.
+//! - [`token`]: unguessable tokens (leases, locks, auth) from a CSPRNG.
 //! - [`time`]: durations, timestamps and milliseconds on the wire.
 //! - [`proto`]: generated protobuf/gRPC code and the reflection descriptors.
 
