@@ -122,7 +122,11 @@ impl LockService {
             never = self.stay_counted(resource, token) => match never {},
         };
         if !matches!(result, Ok(Some(_))) {
-            self.store.forget_waiter(resource, token).await;
+            // Off the reply's path: the caller's deadline may be close, and the
+            // presence expires by itself should this fail.
+            let (store, resource, token) =
+                (self.store.clone(), resource.to_owned(), token.to_owned());
+            tokio::spawn(async move { store.forget_waiter(&resource, &token).await });
         }
         result
     }
