@@ -84,7 +84,7 @@ mod tests {
     fn waits_end_their_margin_before_the_deadline() {
         let deadline = Some(Duration::from_millis(500));
         let long = Duration::from_secs(10);
-        assert_eq!(own_wait(long, deadline), Duration::from_millis(490));
+        assert_eq!(own_wait(long, deadline), Duration::from_millis(450));
         assert_eq!(redis_block(long, deadline), Duration::from_millis(390));
         assert_eq!(
             own_wait(Duration::from_secs(1), None),
