@@ -7,16 +7,16 @@
 /// Bits of randomness in a lease or lock token.
 pub const TOKEN_BITS: usize = 128;
 
-/// `bytes` random bytes as lower-case hex.
-pub fn random_hex(bytes: usize) -> String {
-    let mut random = vec![0u8; bytes];
+/// `N` random bytes as lower-case hex.
+pub fn random_hex<const N: usize>() -> String {
+    let mut random = [0u8; N];
     rand::fill(&mut random[..]);
     hex(&random)
 }
 
 /// A new [`TOKEN_BITS`]-bit token, as 32 hex digits.
 pub fn unguessable() -> String {
-    random_hex(TOKEN_BITS / 8)
+    random_hex::<{ TOKEN_BITS / 8 }>()
 }
 
 /// Lower-case hex of `bytes`.

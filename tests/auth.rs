@@ -228,7 +228,7 @@ async fn grants_allow_their_services_and_actions_only() {
 }
 
 /// A token removed from the file is refused within a few seconds, without a
-/// restart; a new one works; a file that does not parse changes nothing.
+/// restart, and a new one works (a file that does not parse is the unit tests').
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_auth_file_is_reloaded_when_it_changes() {
     let everything = "{ services = [\"*\"], actions = [\"*\"] }";
@@ -258,14 +258,6 @@ async fn the_auth_file_is_reloaded_when_it_changes() {
     .await;
     let refused = get(old).await.expect_err("the old token is revoked");
     assert_eq!(refused.code(), Code::Unauthenticated);
-
-    std::fs::write(file.path(), "this is not toml [").expect("write");
-    // Scenario timing, not a wait for a condition: the claim is that nothing
-    // changes, which no poll can show, so give the server two reload checks.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    get(new)
-        .await
-        .expect("a broken file keeps the previous tokens");
 }
 
 /// Without auth, Redwire refuses to listen beyond loopback unless told

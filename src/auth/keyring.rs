@@ -212,7 +212,10 @@ pub fn sha256(token: &str) -> [u8; 32] {
 /// A new random token (256 bits from the OS) and the hex SHA-256 the auth file
 /// stores for it.
 pub fn mint() -> (String, String) {
-    let token = format!("{TOKEN_PREFIX}{}", crate::token::random_hex(TOKEN_BYTES));
+    let token = format!(
+        "{TOKEN_PREFIX}{}",
+        crate::token::random_hex::<TOKEN_BYTES>()
+    );
     let hash = crate::token::hex(&sha256(&token));
     (token, hash)
 }

@@ -228,3 +228,50 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(token: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        let value = format!("Bearer {token}").parse().expect("header");
+        headers.insert(http::header::AUTHORIZATION, value);
+        headers
+    }
+
+    /// A reload reads a changed file at once; a version that does not parse
+    /// leaves the tokens of the last good one in force.
+    #[test]
+    fn a_broken_file_keeps_the_previous_tokens() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("auth.toml");
+        let block = |name: &str| {
+            keyring::mint_block(name, &["cache".into()], &["read".into()]).expect("block")
+        };
+        let token_of = |block: &str| {
+            let line = block.lines().next().expect("token line");
+            line.strip_prefix("# token: ").expect("token").to_owned()
+        };
+        let get = "/redwire.v1.Cache/Get";
+        let first = block("first");
+        std::fs::write(&path, &first).expect("write");
+        let auth = Auth::load(&path).expect("loads");
+        assert!(auth.check(get, &bearer(&token_of(&first))).is_ok());
+
+        let second = block("second");
+        std::fs::write(&path, &second).expect("write");
+        auth.reload(true);
+        assert!(
+            auth.check(get, &bearer(&token_of(&first))).is_err(),
+            "revoked"
+        );
+        assert!(auth.check(get, &bearer(&token_of(&second))).is_ok());
+
+        std::fs::write(&path, "this is not toml [").expect("write");
+        auth.reload(true);
+        let kept = auth.check(get, &bearer(&token_of(&second)));
+        let principal = kept.expect("still in force").expect("a principal");
+        assert_eq!(principal.name, "second");
+    }
+}
