@@ -31,6 +31,14 @@ ensure_nginx() {
   fi
 }
 
+# openssl makes the throwaway certificates of scripts/dev-certs.
+ensure_openssl() {
+  if ! command -v openssl >/dev/null 2>&1; then
+    echo "==> installing openssl from the OS packages"
+    apt_install openssl
+  fi
+}
+
 ensure_rust_components() {
   for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then

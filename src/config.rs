@@ -11,6 +11,7 @@ use crate::connection::ConnectionLimits;
 use crate::pubsub::PubSubSettings;
 use crate::queue::QueueSettings;
 use crate::redis::RedisSettings;
+use crate::tls::TlsSettings;
 use crate::validate::Limits;
 
 /// Every knob of a Redwire process.
@@ -23,8 +24,8 @@ use crate::validate::Limits;
     about = "gRPC Cache, Lock, Queue, PubSub and Stream services on Redis"
 )]
 pub struct Config {
-    /// Address the gRPC server listens on. Beyond loopback only with --auth-file
-    /// or --insecure.
+    /// Address the gRPC server listens on. Beyond loopback only with --auth-file,
+    /// --tls-client-ca or --insecure.
     #[arg(long, env = "REDWIRE_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
 
@@ -34,10 +35,14 @@ pub struct Config {
     #[arg(long, env = "REDWIRE_AUTH_FILE")]
     pub auth_file: Option<PathBuf>,
 
-    /// Serve without --auth-file on a non-loopback address: for a network where
-    /// something else authenticates callers.
+    /// Serve without --auth-file or --tls-client-ca on a non-loopback address:
+    /// for a network where something else authenticates callers.
     #[arg(long, env = "REDWIRE_INSECURE")]
     pub insecure: bool,
+
+    /// TLS on the gRPC listener.
+    #[command(flatten)]
+    pub tls: TlsSettings,
 
     /// A subcommand instead of serving.
     #[command(subcommand)]

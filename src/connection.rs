@@ -7,7 +7,11 @@
 //!   file descriptors, say) is logged and retried after a pause, so the listener
 //!   never spins a core while the connections already open are served as usual.
 //! - **Handshake timeout**: a connection that has not sent its HTTP/2 preface
-//!   and first frame within `--handshake-timeout` is closed.
+//!   and first frame within `--handshake-timeout` (the TLS handshake included)
+//!   is closed.
+//! - **TLS** ([`crate::tls`]): each connection's handshake runs on the
+//!   connection's own task as its first reads and writes, so a slow handshaker
+//!   never holds up `accept`.
 //! - **Idle timeout**: a connection with no call in flight for `--idle-timeout`
 //!   is closed (gRPC's `MAX_CONNECTION_IDLE`; clients reconnect on their next
 //!   call). A long-lived stream counts as a call, so subscribers are never cut.
@@ -36,6 +40,7 @@ use tonic::codegen::{Bytes, Service, http};
 use tonic::transport::server::Connected;
 
 use crate::error::{Error, Reason};
+use crate::tls::{ClientNames, Tls};
 
 /// Bytes of the HTTP/2 client preface plus the header of its first frame
 /// (SETTINGS): what a client must send for its handshake to count as begun.
@@ -87,12 +92,13 @@ pub struct ConnectionLimits {
 pub fn incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
+    tls: Option<Arc<Tls>>,
 ) -> impl Stream<Item = io::Result<ClientConnection>> {
     let open = Arc::new(AtomicUsize::new(0));
     let keepalive = socket2::TcpKeepalive::new().with_time(limits.keepalive_interval);
     futures::stream::unfold(
-        (listener, open, keepalive),
-        move |(listener, open, keepalive)| async move {
+        (listener, open, keepalive, tls),
+        move |(listener, open, keepalive, tls)| async move {
             loop {
                 let (stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
@@ -117,8 +123,12 @@ pub fn incoming(
                 if let Err(err) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
                     tracing::debug!(error = %err, "setting TCP keepalive failed");
                 }
-                let connection = ClientConnection::new(stream, peer, &open, limits);
-                return Some((Ok(connection), (listener, open, keepalive)));
+                let io = match &tls {
+                    Some(tls) => Io::Handshaking(Box::new(tls.acceptor().accept(stream))),
+                    None => Io::Plain(stream),
+                };
+                let connection = ClientConnection::new(io, peer, &open, limits);
+                return Some((Ok(connection), (listener, open, keepalive, tls)));
             }
         },
     )
@@ -173,14 +183,33 @@ impl Drop for CallGuard {
 pub struct ClientInfo {
     /// The client's address.
     pub peer: SocketAddr,
+    /// The names of the client's verified TLS certificate, if it sent one.
+    pub client_names: ClientNames,
     activity: Arc<Activity>,
+}
+
+/// A connection's byte stream: plain TCP, or TLS once its handshake is done.
+enum Io {
+    Plain(TcpStream),
+    Handshaking(Box<tokio_rustls::Accept<TcpStream>>),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl std::fmt::Debug for Io {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Plain(_) => "Plain",
+            Self::Handshaking(_) => "Handshaking",
+            Self::Tls(_) => "Tls",
+        })
+    }
 }
 
 /// One accepted client connection: a TCP stream that closes itself when its
 /// handshake or idle deadline passes, and frees its slot when dropped.
 #[derive(Debug)]
 pub struct ClientConnection {
-    stream: TcpStream,
+    io: Io,
     info: ClientInfo,
     open: Arc<AtomicUsize>,
     limits: ConnectionLimits,
@@ -190,17 +219,13 @@ pub struct ClientConnection {
 }
 
 impl ClientConnection {
-    fn new(
-        stream: TcpStream,
-        peer: SocketAddr,
-        open: &Arc<AtomicUsize>,
-        limits: ConnectionLimits,
-    ) -> Self {
+    fn new(io: Io, peer: SocketAddr, open: &Arc<AtomicUsize>, limits: ConnectionLimits) -> Self {
         open.fetch_add(1, Ordering::AcqRel);
         Self {
-            stream,
+            io,
             info: ClientInfo {
                 peer,
+                client_names: ClientNames::default(),
                 activity: Arc::new(Activity::new()),
             },
             open: open.clone(),
@@ -237,6 +262,40 @@ impl ClientConnection {
     }
 }
 
+impl ClientConnection {
+    /// Drives the TLS handshake, if one is under way; ready once the stream can
+    /// carry HTTP/2 bytes.
+    fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Io::Handshaking(accept) = &mut self.io {
+            let tls = ready!(Pin::new(accept.as_mut()).poll(cx)).inspect_err(|e| {
+                tracing::debug!(peer = %self.info.peer, error = %e, "tls handshake failed");
+            })?;
+            self.info.client_names.set_from(tls.get_ref().1);
+            self.io = Io::Tls(Box::new(tls));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The stream that carries HTTP/2 bytes, once the handshake is done.
+    fn poll_stream(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Pin<&mut (dyn AsyncReadWrite + Send)>>> {
+        ready!(self.poll_handshake(cx))?;
+        Poll::Ready(Ok(match &mut self.io {
+            Io::Plain(stream) => Pin::new(stream),
+            Io::Tls(stream) => Pin::new(stream.as_mut()),
+            Io::Handshaking(_) => {
+                return Poll::Ready(Err(io::Error::other("tls handshake not finished")));
+            }
+        }))
+    }
+}
+
+/// What a connection's stream must do, as one object type.
+trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncReadWrite for T {}
+
 impl Drop for ClientConnection {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
@@ -259,7 +318,7 @@ impl AsyncRead for ClientConnection {
     ) -> Poll<io::Result<()>> {
         self.check_deadline(cx)?;
         let before = buf.filled().len();
-        ready!(Pin::new(&mut self.stream).poll_read(cx, buf))?;
+        ready!(ready!(self.poll_stream(cx))?.poll_read(cx, buf))?;
         let read = buf.filled().len() - before;
         if self.handshake_left > 0 && read > 0 {
             self.handshake_left = self.handshake_left.saturating_sub(read);
@@ -278,7 +337,7 @@ impl AsyncWrite for ClientConnection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        ready!(self.poll_stream(cx))?.poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -286,19 +345,31 @@ impl AsyncWrite for ClientConnection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        ready!(self.poll_stream(cx))?.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.io {
+            Io::Plain(stream) => stream.is_write_vectored(),
+            Io::Tls(stream) => stream.is_write_vectored(),
+            Io::Handshaking(_) => false,
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        ready!(self.poll_stream(cx))?.poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        match &mut self.io {
+            // Nothing was sent yet that needs a close_notify: close the socket.
+            Io::Handshaking(accept) => match accept.get_mut() {
+                Some(stream) => Pin::new(stream).poll_shutdown(cx),
+                None => Poll::Ready(Ok(())),
+            },
+            Io::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -432,11 +503,7 @@ impl<B> ReplyBody<B> {
             ),
         )
         .with("limit", self.budget.limit);
-        let status = tonic::Status::from(refusal);
-        let mut trailers = http::HeaderMap::new();
-        // The message is ASCII we wrote; adding it cannot fail.
-        let _ = status.add_header(&mut trailers);
-        Frame::trailers(trailers)
+        Frame::trailers(refusal.into_trailers())
     }
 }
 

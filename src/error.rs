@@ -421,6 +421,16 @@ pub const SCRIPT_PRECONDITION: &str = "RWPRECONDITION";
 /// reply would be over its limit; it maps to RESOURCE_EXHAUSTED.
 pub const SCRIPT_TOO_LARGE: &str = "RWTOOLARGE";
 
+impl Error {
+    /// The HTTP/2 trailers that end a reply already under way with this error.
+    pub fn into_trailers(self) -> tonic::codegen::http::HeaderMap {
+        let mut trailers = tonic::codegen::http::HeaderMap::new();
+        // Our messages are text we wrote; adding them cannot fail.
+        let _ = Status::from(self).add_header(&mut trailers);
+        trailers
+    }
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let message = err.to_string();

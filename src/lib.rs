@@ -10,6 +10,9 @@
 //!   that checks every call.
 //! - [`connection`]: what one client connection may cost: connection cap,
 //!   handshake and idle timeouts, the reply memory budget.
+//! - [`tls`]: TLS and mTLS on the gRPC listener, client certificate names.
+//! - [`reload`]: files read again when they change and on SIGHUP (auth file,
+//!   TLS files).
 //! - [`codec`]: the protobuf codec (malformed requests are INVALID_ARGUMENT).
 //! - [`config`]: every knob, as CLI flags with `REDWIRE_*` environment fallbacks.
 //! - [`error`]: the one error type and its one mapping to gRPC status codes.
@@ -59,11 +62,13 @@ pub mod proto;
 pub mod pubsub;
 pub mod queue;
 pub mod redis;
+pub mod reload;
 pub mod server;
 pub mod stream;
 pub mod streaming;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod token;
 pub mod validate;
 pub mod waker;

@@ -38,8 +38,10 @@ use crate::pubsub::hub::Hub;
 use crate::queue::{QueueService, QueueStore};
 use crate::redis::embedded::{EmbeddedRedis, StartError};
 use crate::redis::{Redis, RedisSettings};
+use crate::reload::{self, Reload};
 use crate::stream::{StreamService, StreamStore};
 use crate::telemetry::requests::RequestLogLayer;
+use crate::tls::{Tls, TlsError};
 
 /// The Redwire services this server serves, registered together with the names
 /// health reports on: a service cannot be served without its health entry.
@@ -96,10 +98,13 @@ pub enum ServeError {
     /// The auth file cannot be used.
     #[error(transparent)]
     Auth(#[from] KeyringError),
+    /// The TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// A non-loopback listener without auth and without `--insecure`.
     #[error(
-        "refusing to serve {0} without auth: give --auth-file (docs/AUTH.md), or --insecure \
-         when the network is trusted"
+        "refusing to serve {0} without auth: give --auth-file (docs/AUTH.md) or \
+         --tls-client-ca, or --insecure when the network is trusted"
     )]
     Insecure(String),
 }
@@ -119,9 +124,12 @@ pub async fn run(
         .map(Auth::load)
         .transpose()?
         .map(Arc::new);
+    let tls = Tls::load(&config.tls)?.map(Arc::new);
+    let callers_authenticated =
+        auth.is_some() || tls.as_ref().is_some_and(|t| t.verifies_clients());
     if let Ok(addr) = listener.local_addr()
         && !addr.ip().is_loopback()
-        && auth.is_none()
+        && !callers_authenticated
         && !config.insecure
     {
         return Err(ServeError::Insecure(addr.to_string()));
@@ -132,10 +140,11 @@ pub async fn run(
         }
         _ => None,
     };
+    let security = Security { auth, tls };
     let result = serve(
         &config,
         embedded.as_ref().map(EmbeddedRedis::url),
-        auth,
+        security,
         listener,
         shutdown,
     )
@@ -146,10 +155,31 @@ pub async fn run(
     result
 }
 
+/// Who may connect and call: the auth file and the listener's TLS, each
+/// reloaded from its files while the server runs.
+struct Security {
+    auth: Option<Arc<Auth>>,
+    tls: Option<Arc<Tls>>,
+}
+
+impl Security {
+    /// What is read again from files while the server runs.
+    fn reloadable(&self) -> Vec<Arc<dyn Reload>> {
+        let mut items: Vec<Arc<dyn Reload>> = Vec::new();
+        if let Some(auth) = &self.auth {
+            items.push(auth.clone());
+        }
+        if let Some(tls) = &self.tls {
+            items.push(tls.clone());
+        }
+        items
+    }
+}
+
 async fn serve(
     config: &Config,
     embedded_url: Option<&str>,
-    auth: Option<Arc<Auth>>,
+    security: Security,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
@@ -160,8 +190,9 @@ async fn serve(
         mut background,
         hub,
     } = Redwire::build(config, &redis, &token)?;
-    if let Some(auth) = &auth {
-        background.push(tokio::spawn(auth.clone().watch(token.clone())));
+    let reloadable = security.reloadable();
+    if !reloadable.is_empty() {
+        background.push(tokio::spawn(reload::watch(reloadable, token.clone())));
     }
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -182,6 +213,7 @@ async fn serve(
     routes.add_service(health_service);
     add_reflection(&mut routes)?;
 
+    let tls = security.tls.is_some();
     let local_addr = listener
         .local_addr()
         .map_or_else(|e| format!("unknown ({e})"), |addr| addr.to_string());
@@ -196,13 +228,13 @@ async fn serve(
         // a reply-budget refusal included.
         .layer(RequestLogLayer)
         .layer(ReplyLayer::new(config.reply_buffer_bytes))
-        .layer(AuthLayer::new(auth))
+        .layer(AuthLayer::new(security.auth))
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(
-            connection::incoming(listener, connections),
+            connection::incoming(listener, connections, security.tls),
             token.clone().cancelled_owned(),
         );
-    tracing::info!(addr = %local_addr, cluster = redis.is_cluster(), "redwire listening");
+    tracing::info!(addr = %local_addr, tls, cluster = redis.is_cluster(), "redwire listening");
     let result = run_until_shutdown(
         server,
         shutdown,

@@ -20,7 +20,8 @@ use tonic_types::StatusExt;
 /// inline tables), and the tokens by name.
 struct AuthFile {
     dir: tempfile::TempDir,
-    tokens: Vec<(String, String)>,
+    /// Name, grants and token of each entry.
+    tokens: Vec<(String, String, String)>,
 }
 
 impl AuthFile {
@@ -36,16 +37,35 @@ impl AuthFile {
 
     /// Rewrites the file with fresh tokens for `entries`.
     fn write(&mut self, entries: &[(&str, &str)]) {
+        self.tokens = entries
+            .iter()
+            .map(|(name, grants)| {
+                let (token, _) = redwire::auth::keyring::mint();
+                ((*name).to_owned(), (*grants).to_owned(), token)
+            })
+            .collect();
+        self.save();
+    }
+
+    /// Rewrites the file with only the entries named `kept`, tokens unchanged.
+    fn keep(&mut self, kept: &[&str]) {
+        self.tokens
+            .retain(|(name, _, _)| kept.contains(&name.as_str()));
+        self.save();
+    }
+
+    fn save(&self) {
         let mut text = String::new();
-        self.tokens.clear();
-        for (name, grants) in entries {
-            let (token, hash) = redwire::auth::keyring::mint();
+        for (name, grants, token) in &self.tokens {
+            let hash = redwire::token::hex(&redwire::auth::keyring::sha256(token));
             text.push_str(&format!(
                 "[[tokens]]\nname = \"{name}\"\nsha256 = \"{hash}\"\ngrants = [{grants}]\n\n"
             ));
-            self.tokens.push(((*name).to_owned(), token));
         }
-        std::fs::write(self.path(), text).expect("write auth file");
+        // Through a rename, so a reload never reads half a file.
+        let temp = self.dir.path().join("auth.toml.tmp");
+        std::fs::write(&temp, text).expect("write auth file");
+        std::fs::rename(&temp, self.path()).expect("rename auth file");
     }
 
     fn path(&self) -> std::path::PathBuf {
@@ -56,9 +76,9 @@ impl AuthFile {
         &self
             .tokens
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _, _)| n == name)
             .expect("token")
-            .1
+            .2
     }
 }
 
@@ -350,4 +370,248 @@ async fn a_minted_token_works_once_its_block_is_in_the_file() {
         .await
         .expect_err("and only reads");
     assert_eq!(write.code(), Code::PermissionDenied);
+}
+
+/// Reads `stream` until it ends with an error, skipping what it still sends,
+/// and returns that error.
+async fn ending<T>(stream: &mut tonic::Streaming<T>, what: &str) -> tonic::Status {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.message()).await {
+            Err(_) => panic!("{what} still open 10 s after its token was revoked"),
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => panic!("{what} ended without a status"),
+            Ok(Err(status)) => return status,
+        }
+    }
+}
+
+/// Removing a token from the file ends every long-lived stream it opened with
+/// UNAUTHENTICATED; the Consume stream's job goes back to the queue and the
+/// Hold's lock is released; a token that stays valid sees no error while the
+/// file is rewritten under its calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_token_ends_its_open_streams() {
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    let everything = "{ services = [\"*\"], actions = [\"*\"] }";
+    let mut file = AuthFile::new(&[("doomed", everything), ("kept", everything)]);
+    let path = file.path().display().to_string();
+    let ctx = TestContext::standalone_with(&["--auth-file", &path]).await;
+    let doomed = file.token("doomed").to_owned();
+    let kept = file.token("kept").to_owned();
+
+    let mut subscribe = ctx
+        .pubsub()
+        .subscribe(with_token(
+            Request::new(SubscribeRequest {
+                channels: vec!["rev".into()],
+                ..Default::default()
+            }),
+            &doomed,
+        ))
+        .await
+        .expect("subscribe")
+        .into_inner();
+    subscribe.message().await.expect("subscribed");
+    let mut tail = ctx
+        .stream()
+        .tail(with_token(
+            Request::new(TailRequest {
+                streams: vec![TailPosition {
+                    stream: "rev-tail".into(),
+                    after: "$".into(),
+                }],
+                heartbeat_interval: None,
+            }),
+            &doomed,
+        ))
+        .await
+        .expect("tail")
+        .into_inner();
+    tail.message().await.expect("tail started");
+    let mut hold = ctx
+        .lock()
+        .hold(with_token(
+            Request::new(HoldRequest {
+                resource: "rev-lock".into(),
+                ttl: support::ms(5_000),
+                ..Default::default()
+            }),
+            &doomed,
+        ))
+        .await
+        .expect("hold")
+        .into_inner();
+    hold.message().await.expect("granted");
+
+    let mut stream_client = ctx.stream();
+    stream_client
+        .create_group(with_token(
+            Request::new(CreateGroupRequest {
+                stream: "rev-group".into(),
+                group: "g".into(),
+                start: "0".into(),
+                ..Default::default()
+            }),
+            &kept,
+        ))
+        .await
+        .expect("create group");
+    let (group_tx, group_requests) = mpsc::channel(4);
+    group_tx
+        .send(ReadGroupRequest {
+            message: Some(read_group_request::Message::Open(OpenGroup {
+                stream: "rev-group".into(),
+                group: "g".into(),
+                consumer: "c".into(),
+                max_unacked: 1,
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("open group");
+    let mut read_group = stream_client
+        .read_group(with_token(
+            Request::new(ReceiverStream::new(group_requests)),
+            &doomed,
+        ))
+        .await
+        .expect("read group")
+        .into_inner();
+    read_group.message().await.expect("consumer named");
+
+    let mut queue = ctx.queue();
+    queue
+        .enqueue(with_token(
+            Request::new(EnqueueRequest {
+                queue: "rev-jobs".into(),
+                job: Some(JobSpec {
+                    payload: b"job".to_vec(),
+                    ..Default::default()
+                }),
+            }),
+            &kept,
+        ))
+        .await
+        .expect("enqueue");
+    let (consume_tx, consume_requests) = mpsc::channel(4);
+    consume_tx
+        .send(ConsumeRequest {
+            message: Some(consume_request::Message::Subscribe(Subscribe {
+                queue: "rev-jobs".into(),
+                max_in_flight: 1,
+                lease: support::ms(60_000),
+                heartbeat_interval: None,
+            })),
+        })
+        .await
+        .expect("subscribe to the queue");
+    let mut consume = queue
+        .consume(with_token(
+            Request::new(ReceiverStream::new(consume_requests)),
+            &doomed,
+        ))
+        .await
+        .expect("consume")
+        .into_inner();
+    consume.message().await.expect("the job delivered");
+
+    // The kept token calls on while the file is rewritten without the other.
+    let calls = tokio::spawn({
+        let mut cache = ctx.cache();
+        let kept = kept.clone();
+        async move {
+            for _ in 0..200 {
+                let request = with_token(Request::new(GetRequest { key: "k".into() }), &kept);
+                cache.get(request).await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }
+    });
+    file.keep(&["kept"]);
+
+    for (what, status) in [
+        ("Subscribe", ending(&mut subscribe, "Subscribe").await),
+        ("Tail", ending(&mut tail, "Tail").await),
+        ("Hold", ending(&mut hold, "Hold").await),
+        ("ReadGroup", ending(&mut read_group, "ReadGroup").await),
+        ("Consume", ending(&mut consume, "Consume").await),
+    ] {
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+    }
+    calls
+        .await
+        .expect("calls task")
+        .expect("the kept token is never refused during the reload");
+
+    let taken = eventually(
+        Duration::from_secs(10),
+        "the job is back in the queue",
+        || {
+            let mut queue = ctx.queue();
+            let request = with_token(
+                Request::new(DequeueRequest {
+                    queue: "rev-jobs".into(),
+                    max_jobs: 1,
+                    ..Default::default()
+                }),
+                &kept,
+            );
+            async move {
+                let jobs = queue.dequeue(request).await.ok()?.into_inner().jobs;
+                (!jobs.is_empty()).then_some(jobs)
+            }
+        },
+    )
+    .await;
+    assert_eq!(taken[0].payload, b"job");
+    let acquired = ctx
+        .lock()
+        .acquire(with_token(
+            Request::new(AcquireRequest {
+                resource: "rev-lock".into(),
+                ttl: support::ms(1_000),
+                ..Default::default()
+            }),
+            &kept,
+        ))
+        .await
+        .expect("acquire")
+        .into_inner();
+    assert!(acquired.acquired, "the Hold's lock was released");
+}
+
+/// A stream opened with a token that carries `expires` ends UNAUTHENTICATED
+/// when that time passes, without any change to the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_token_expires() {
+    let (token, hash) = redwire::auth::keyring::mint();
+    let expires =
+        humantime::format_rfc3339_millis(std::time::SystemTime::now() + Duration::from_secs(2));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("auth.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[tokens]]\nname = \"brief\"\nsha256 = \"{hash}\"\nexpires = \"{expires}\"\n\
+             grants = [{{ services = [\"pubsub\"], actions = [\"read\"] }}]\n"
+        ),
+    )
+    .expect("write auth file");
+    let path = path.display().to_string();
+    let ctx = TestContext::standalone_with(&["--auth-file", &path]).await;
+    let request = SubscribeRequest {
+        channels: vec!["brief".into()],
+        ..Default::default()
+    };
+    let mut subscribe = ctx
+        .pubsub()
+        .subscribe(with_token(Request::new(request), &token))
+        .await
+        .expect("subscribe before the token expires")
+        .into_inner();
+    let status = ending(&mut subscribe, "Subscribe").await;
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("expired"), "{status:?}");
 }

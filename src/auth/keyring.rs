@@ -1,6 +1,6 @@
 //! The auth file (`--auth-file`, TOML): the tokens Redwire accepts, stored as
-//! SHA-256 hashes, each with the grants it carries. See `docs/AUTH.md` for a
-//! complete example.
+//! SHA-256 hashes, and the client certificate names it grants to (under mTLS),
+//! each with the grants it carries. See `docs/AUTH.md` for a complete example.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,6 +22,21 @@ pub const TOKEN_PREFIX: &str = "rw_";
 struct AuthFile {
     #[serde(default)]
     tokens: Vec<TokenEntry>,
+    #[serde(default)]
+    clients: Vec<ClientEntry>,
+}
+
+/// One `[[clients]]` entry: callers known by a name in their verified client
+/// certificate (a DNS or URI subject alternative name).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientEntry {
+    /// Who they are, for logs and audit lines.
+    name: String,
+    /// The certificate name they are known by.
+    san: String,
+    #[serde(default)]
+    grants: Vec<GrantEntry>,
 }
 
 /// One `[[tokens]]` entry.
@@ -49,7 +64,7 @@ struct GrantEntry {
 /// Who made a call, as the auth file names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The token's `name`.
+    /// The `name` of the token or client entry.
     pub name: String,
     expires: Option<SystemTime>,
     grants: Vec<Grant>,
@@ -85,10 +100,12 @@ impl Principal {
     }
 }
 
-/// The tokens of one version of the auth file, by hash.
+/// The tokens of one version of the auth file, by hash, and its client
+/// certificate names.
 #[derive(Debug, Default)]
 pub struct Keyring {
     by_hash: HashMap<[u8; 32], Arc<Principal>>,
+    by_client_name: HashMap<String, Arc<Principal>>,
 }
 
 /// Why an auth file cannot be used.
@@ -125,11 +142,7 @@ impl Keyring {
                         .map_err(|e| format!("{at}: expires {t:?}: {e}"))
                 })
                 .transpose()?;
-            let grants = entry
-                .grants
-                .iter()
-                .map(|grant| parse_grant(grant).map_err(|e| format!("{at}: {e}")))
-                .collect::<Result<_, _>>()?;
+            let grants = parse_grants(&entry.grants).map_err(|e| format!("{at}: {e}"))?;
             let principal = Principal {
                 name: entry.name,
                 expires,
@@ -139,23 +152,59 @@ impl Keyring {
                 return Err(format!("{at}: the same token is listed twice"));
             }
         }
-        Ok(Self { by_hash })
+        let mut by_client_name = HashMap::new();
+        for entry in file.clients {
+            let at = format!("client {:?}", entry.name);
+            if entry.san.is_empty() {
+                return Err(format!("{at}: san must not be empty"));
+            }
+            let principal = Principal {
+                grants: parse_grants(&entry.grants).map_err(|e| format!("{at}: {e}"))?,
+                name: entry.name,
+                expires: None,
+            };
+            if by_client_name
+                .insert(entry.san.clone(), Arc::new(principal))
+                .is_some()
+            {
+                return Err(format!("{at}: san {:?} is listed twice", entry.san));
+            }
+        }
+        Ok(Self {
+            by_hash,
+            by_client_name,
+        })
     }
 
     /// The principal of `token`, if the file lists it.
     pub fn find(&self, token: &str) -> Option<&Arc<Principal>> {
-        self.by_hash.get(&sha256(token))
+        self.find_hash(&sha256(token))
     }
 
-    /// How many tokens the file lists.
+    /// The principal of the token with SHA-256 `hash`, if the file lists it.
+    pub fn find_hash(&self, hash: &[u8; 32]) -> Option<&Arc<Principal>> {
+        self.by_hash.get(hash)
+    }
+
+    /// The principal of a client whose certificate has `names`: the first name
+    /// the file lists.
+    pub fn find_client(&self, names: &[String]) -> Option<&Arc<Principal>> {
+        names.iter().find_map(|name| self.by_client_name.get(name))
+    }
+
+    /// How many tokens and client names the file lists.
     pub fn len(&self) -> usize {
-        self.by_hash.len()
+        self.by_hash.len() + self.by_client_name.len()
     }
 
-    /// True when the file lists no token (every call is refused).
+    /// True when the file lists no token and no client (every call is refused).
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.len() == 0
     }
+}
+
+fn parse_grants(grants: &[GrantEntry]) -> Result<Vec<Grant>, String> {
+    grants.iter().map(parse_grant).collect()
 }
 
 fn parse_grant(grant: &GrantEntry) -> Result<Grant, String> {
@@ -272,6 +321,29 @@ mod tests {
     }
 
     #[test]
+    fn a_client_is_found_by_any_of_its_certificate_names() {
+        let keyring = Keyring::parse(
+            r#"
+            [[clients]]
+            name = "billing"
+            san = "spiffe://example.org/billing"
+            grants = [{ services = ["cache"], actions = ["read"] }]
+            "#,
+        )
+        .expect("parses");
+        let names = [
+            "billing.internal".to_owned(),
+            "spiffe://example.org/billing".to_owned(),
+        ];
+        let billing = keyring.find_client(&names).expect("found");
+        assert_eq!(billing.name, "billing");
+        assert!(billing.allows(permission("cache", Action::Read)));
+        assert!(!billing.allows(permission("cache", Action::Write)));
+        assert!(keyring.find_client(&names[..1]).is_none());
+        assert!(keyring.find_client(&[]).is_none());
+    }
+
+    #[test]
     fn wildcards_allow_everything() {
         let (token, hash) = mint();
         let keyring = Keyring::parse(&format!(
@@ -307,6 +379,14 @@ mod tests {
                 "expires",
             ),
             ("[[tokens]]\nname = \"a\"\nsha = \"x\"\n", "unknown field"),
+            (
+                "[[clients]]\nname = \"a\"\nsan = \"\"\n",
+                "san must not be empty",
+            ),
+            (
+                "[[clients]]\nname = \"a\"\nsan = \"x\"\n[[clients]]\nname = \"b\"\nsan = \"x\"\n",
+                "listed twice",
+            ),
         ];
         for (text, named) in cases {
             let error = Keyring::parse(text).expect_err(text);

@@ -2,83 +2,137 @@
 //! services and action classes, checked once per call by one tower layer
 //! ([`AuthLayer`]) before any handler runs.
 //!
-//! - A call carries `authorization: Bearer <token>` metadata. No token or one the
-//!   file does not list (or an expired one) is `UNAUTHENTICATED`; a token
+//! - A call carries `authorization: Bearer <token>` metadata, or comes on an
+//!   mTLS connection whose client certificate has a name the file lists under
+//!   `[[clients]]` (a token, when sent, takes precedence). Neither, or a token the
+//!   file does not list (or an expired one), is `UNAUTHENTICATED`; a principal
 //!   without a grant for the rpc's [`Permission`] is `PERMISSION_DENIED` naming
 //!   it (`queue:admin`), with `ErrorInfo` reason `PERMISSION_DENIED` and the
 //!   permission in its metadata.
 //! - Health and reflection stay open ([`permissions::is_open`]).
-//! - The file is read again when it changes (checked every second) and on
-//!   SIGHUP; a file that does not parse is logged and the previous version stays.
+//! - The file is read again when it changes and on SIGHUP ([`crate::reload`]);
+//!   a file that does not parse is logged and the previous version stays.
 //! - Admin calls are logged at info on target `redwire::audit` with the
 //!   principal and the method.
+//! - A long-lived stream is checked again whenever the file is reloaded and
+//!   when its token expires ([`revocation`]): one whose token was removed or
+//!   expired ends `UNAUTHENTICATED`, one whose grants no longer cover the rpc
+//!   ends `PERMISSION_DENIED`.
 //!
 //! Without `--auth-file` every call is allowed, and Redwire only listens on a
 //! loopback address unless `--insecure` says otherwise.
 
 pub mod keyring;
 pub mod permissions;
+pub mod revocation;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use futures::future::{Either, Ready, ready};
-use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::codegen::{Service, http};
 
+use std::pin::Pin;
+
+use crate::connection::ClientInfo;
 use crate::error::{Error, Reason};
+use crate::reload::{Reload, WatchedFiles};
 pub use keyring::{Keyring, KeyringError, Principal};
 pub use permissions::{Action, Permission};
-
-/// How often the auth file's modification time is checked.
-const RELOAD_CHECK: Duration = Duration::from_secs(1);
+pub use revocation::Revocable;
+use revocation::Watch;
 
 /// The tokens in force, reloaded from their file.
 #[derive(Debug)]
 pub struct Auth {
     path: PathBuf,
+    file: WatchedFiles,
     keyring: RwLock<Arc<Keyring>>,
-    /// Modification time and length of the version loaded.
-    loaded: RwLock<Option<(SystemTime, u64)>>,
+    /// Bumped on every reload that took effect, so open streams check again.
+    reloads: tokio::sync::watch::Sender<()>,
+}
+
+/// How a call proved who it is.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A bearer token, by its SHA-256.
+    Token([u8; 32]),
+    /// The names of a verified client certificate.
+    Client(Vec<String>),
+}
+
+/// Who a call acts as, how it proved it, and what it needs: enough to check it
+/// again later.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The auth file's entry.
+    pub principal: Arc<Principal>,
+    credential: Credential,
+    /// The rpc's permission (None for a path no rpc has).
+    permission: Option<Permission>,
 }
 
 impl Auth {
     /// Loads the auth file at `path`; fails when it cannot be read or parsed.
     pub fn load(path: &Path) -> Result<Self, KeyringError> {
-        let stamp = file_stamp(path);
+        let file = WatchedFiles::new(vec![path.to_owned()]);
         let keyring = Keyring::load(path)?;
-        tracing::info!(file = %path.display(), tokens = keyring.len(), "auth file loaded");
+        tracing::info!(file = %path.display(), entries = keyring.len(), "auth file loaded");
         Ok(Self {
             path: path.to_owned(),
+            file,
             keyring: RwLock::new(Arc::new(keyring)),
-            loaded: RwLock::new(stamp),
+            reloads: tokio::sync::watch::Sender::new(()),
         })
     }
 
-    /// The principal a call with these headers acts as, when it may call
-    /// `path`; the status to refuse it with otherwise. Open paths need no token
-    /// and have no principal.
+    /// The principal a call with these headers, on a connection whose client
+    /// certificate has `client_names`, acts as when it may call `path`; the
+    /// status to refuse it with otherwise. Open paths need no principal.
     pub fn check(
         &self,
         path: &str,
         headers: &http::HeaderMap,
-    ) -> Result<Option<Arc<Principal>>, Error> {
+        client_names: &[String],
+    ) -> Result<Option<Caller>, Error> {
         if permissions::is_open(path) {
             return Ok(None);
         }
-        let token = bearer_token(headers).ok_or_else(|| {
-            Error::refused(
-                Reason::Unauthenticated,
-                "missing token: send metadata `authorization: Bearer <token>`",
-            )
-        })?;
+        let credential = match bearer_token(headers) {
+            Some(token) => Credential::Token(keyring::sha256(token)),
+            None => Credential::Client(client_names.to_vec()),
+        };
+        let permission = permissions::permission_of(path);
+        let principal = self.authorize(&credential, permission)?;
+        if permission.is_some_and(|p| p.action == Action::Admin) {
+            tracing::info!(target: "redwire::audit", principal = %principal.name, method = path, "admin call");
+        }
+        Ok(Some(Caller {
+            principal,
+            credential,
+            permission,
+        }))
+    }
+
+    /// The principal `credential` names in the file in force, if it is valid
+    /// and allows `permission`.
+    fn authorize(
+        &self,
+        credential: &Credential,
+        permission: Option<Permission>,
+    ) -> Result<Arc<Principal>, Error> {
         let keyring = self.keyring();
-        let principal = keyring
-            .find(token)
-            .ok_or_else(|| Error::refused(Reason::Unauthenticated, "unknown or revoked token"))?;
+        let principal = match credential {
+            Credential::Token(hash) => keyring.find_hash(hash).ok_or_else(|| {
+                Error::refused(Reason::Unauthenticated, "unknown or revoked token")
+            })?,
+            Credential::Client(names) => keyring
+                .find_client(names)
+                .ok_or_else(|| missing_credentials(names))?,
+        };
         if principal
             .expires()
             .is_some_and(|at| at <= SystemTime::now())
@@ -89,19 +143,28 @@ impl Auth {
             ));
         }
         // A path no rpc has is left to the router (UNIMPLEMENTED).
-        if let Some(permission) = permissions::permission_of(path) {
-            if !principal.allows(permission) {
-                return Err(Error::refused(
-                    Reason::PermissionDenied,
-                    format!("token {} lacks the permission {permission}", principal.name),
-                )
-                .with("permission", permission));
-            }
-            if permission.action == Action::Admin {
-                tracing::info!(target: "redwire::audit", principal = %principal.name, method = path, "admin call");
-            }
+        if let Some(permission) = permission
+            && !principal.allows(permission)
+        {
+            return Err(Error::refused(
+                Reason::PermissionDenied,
+                format!("token {} lacks the permission {permission}", principal.name),
+            )
+            .with("permission", permission));
         }
-        Ok(Some(Arc::clone(principal)))
+        Ok(Arc::clone(principal))
+    }
+
+    /// Checks `caller` against the file in force now: the refusal a call of
+    /// theirs would get, if any.
+    pub fn recheck(&self, caller: &Caller) -> Result<(), Error> {
+        self.authorize(&caller.credential, caller.permission)
+            .map(drop)
+    }
+
+    /// Changes whenever a reload takes effect.
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<()> {
+        self.reloads.subscribe()
     }
 
     fn keyring(&self) -> Arc<Keyring> {
@@ -110,52 +173,35 @@ impl Auth {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
+}
 
-    /// Loads the file again if it changed since the last load (or `force`);
-    /// a version that does not parse is logged and ignored.
-    pub fn reload(&self, force: bool) {
-        let stamp = file_stamp(&self.path);
-        let mut loaded = self.loaded.write().unwrap_or_else(PoisonError::into_inner);
-        if !force && stamp == *loaded {
+impl Reload for Auth {
+    fn reload(&self, force: bool) {
+        if !self.file.changed(force) {
             return;
         }
-        *loaded = stamp;
         match Keyring::load(&self.path) {
             Ok(keyring) => {
-                tracing::info!(file = %self.path.display(), tokens = keyring.len(), "auth file reloaded");
+                tracing::info!(file = %self.path.display(), entries = keyring.len(), "auth file reloaded");
                 *self.keyring.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keyring);
+                self.reloads.send_replace(());
             }
             Err(e) => {
                 tracing::error!(error = %e, "auth file not reloaded; the previous version stays")
             }
         }
     }
-
-    /// Reloads the file when it changes and on SIGHUP, until `shutdown`.
-    pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut hangups =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        let mut ticks = tokio::time::interval(RELOAD_CHECK);
-        loop {
-            let hangup = async {
-                match hangups.as_mut() {
-                    Some(signals) => signals.recv().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = ticks.tick() => self.reload(false),
-                _ = hangup => self.reload(true),
-                () = shutdown.cancelled() => return,
-            }
-        }
-    }
 }
 
-/// The file's modification time and length, to notice a change.
-fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+/// The refusal of a call with neither a token nor a listed client certificate.
+fn missing_credentials(client_names: &[String]) -> Error {
+    let mut message = "missing token: send metadata `authorization: Bearer <token>`".to_owned();
+    if !client_names.is_empty() {
+        message.push_str(&format!(
+            " (no [[clients]] entry of the auth file names the client certificate's {client_names:?})"
+        ));
+    }
+    Error::refused(Reason::Unauthenticated, message)
 }
 
 /// The token of an `authorization: Bearer <token>` header.
@@ -203,30 +249,56 @@ pub struct AuthService<S> {
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AuthService<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
     ResBody: Default,
 {
-    type Response = S::Response;
+    type Response = http::Response<Revocable<ResBody>>;
     type Error = S::Error;
-    type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
+    type Future = Either<
+        Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>,
+        Ready<Result<Self::Response, S::Error>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let Some(auth) = &self.auth else {
-            return Either::Left(self.inner.call(request));
+            return respond(self.inner.call(request), None);
         };
-        match auth.check(request.uri().path(), request.headers()) {
-            Ok(principal) => {
-                if let Some(principal) = principal {
-                    request.extensions_mut().insert(principal);
-                }
-                Either::Left(self.inner.call(request))
+        let client_names = request
+            .extensions()
+            .get::<ClientInfo>()
+            .map_or(&[][..], |info| info.client_names.get());
+        match auth.check(request.uri().path(), request.headers(), client_names) {
+            Ok(caller) => {
+                let watch = caller.map(|caller| Watch::new(auth.clone(), caller));
+                respond(self.inner.call(request), watch)
             }
-            Err(e) => Either::Right(ready(Ok(Status::from(e).into_http()))),
+            Err(e) => {
+                let refusal = Status::from(e).into_http::<ResBody>();
+                Either::Right(ready(Ok(refusal.map(|body| Revocable::new(body, None)))))
+            }
         }
     }
+}
+
+type Responding<B, E> = Either<
+    Pin<Box<dyn Future<Output = Result<http::Response<Revocable<B>>, E>> + Send>>,
+    Ready<Result<http::Response<Revocable<B>>, E>>,
+>;
+
+/// The handler's response, its body ended early if `watch` finds the caller
+/// revoked.
+fn respond<F, B, E>(response: F, watch: Option<Watch>) -> Responding<B, E>
+where
+    F: Future<Output = Result<http::Response<B>, E>> + Send + 'static,
+{
+    Either::Left(Box::pin(async move {
+        let response = response.await?;
+        Ok(response.map(|body| Revocable::new(body, watch)))
+    }))
 }
 
 #[cfg(test)]
@@ -257,21 +329,21 @@ mod tests {
         let first = block("first");
         std::fs::write(&path, &first).expect("write");
         let auth = Auth::load(&path).expect("loads");
-        assert!(auth.check(get, &bearer(&token_of(&first))).is_ok());
+        assert!(auth.check(get, &bearer(&token_of(&first)), &[]).is_ok());
 
         let second = block("second");
         std::fs::write(&path, &second).expect("write");
         auth.reload(true);
         assert!(
-            auth.check(get, &bearer(&token_of(&first))).is_err(),
+            auth.check(get, &bearer(&token_of(&first)), &[]).is_err(),
             "revoked"
         );
-        assert!(auth.check(get, &bearer(&token_of(&second))).is_ok());
+        assert!(auth.check(get, &bearer(&token_of(&second)), &[]).is_ok());
 
         std::fs::write(&path, "this is not toml [").expect("write");
         auth.reload(true);
-        let kept = auth.check(get, &bearer(&token_of(&second)));
-        let principal = kept.expect("still in force").expect("a principal");
-        assert_eq!(principal.name, "second");
+        let kept = auth.check(get, &bearer(&token_of(&second)), &[]);
+        let caller = kept.expect("still in force").expect("a caller");
+        assert_eq!(caller.principal.name, "second");
     }
 }

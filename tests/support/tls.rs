@@ -1,18 +1,26 @@
 //! Certificates made by the test with rcgen, written as PEM files in a temp dir: a
 //! CA and one certificate for 127.0.0.1 / localhost, valid for servers and clients
 //! (Redis uses it for its TLS port and its cluster bus, Redwire as its client
-//! certificate).
+//! certificate), and more certificates the CA issues on request.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SanType, string::Ia5String,
 };
 
 /// PEM files of a fresh CA and a certificate it signed.
 pub struct TestCerts {
     dir: tempfile::TempDir,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A certificate the test CA issued, as PEM files, and its DER encoding.
+pub struct Issued {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub der: Vec<u8>,
 }
 
 impl TestCerts {
@@ -30,23 +38,46 @@ impl TestCerts {
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_cert = ca.self_signed(&ca_key).expect("self-signed ca");
         let issuer = Issuer::new(ca, ca_key);
+        let certs = Self { dir, issuer };
+        std::fs::write(certs.ca(), ca_cert.pem()).expect("write ca");
+        certs.issue_to(&["127.0.0.1", "localhost"], &certs.cert(), &certs.key());
+        certs
+    }
 
-        let key = KeyPair::generate().expect("leaf key");
-        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("leaf params");
+    /// A new certificate (and key) for `names`, written to `<stem>.pem` and
+    /// `<stem>-key.pem`.
+    pub fn issue(&self, stem: &str, names: &[&str]) -> Issued {
+        let cert = self.dir.path().join(format!("{stem}.pem"));
+        let key = self.dir.path().join(format!("{stem}-key.pem"));
+        let der = self.issue_to(names, &cert, &key);
+        Issued { cert, key, der }
+    }
+
+    /// Issues a certificate for `names`, valid for servers and clients, writes
+    /// it and its key to `cert` and `key` (each replaced in one rename, as
+    /// certificate tooling does), and returns its DER.
+    pub fn issue_to(&self, names: &[&str], cert: &Path, key: &Path) -> Vec<u8> {
+        let key_pair = KeyPair::generate().expect("leaf key");
+        // DNS names and IP addresses; `scheme://...` names become URI names.
+        let (uris, names): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| n.contains("://"));
+        let names = names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let mut leaf = CertificateParams::new(names).expect("leaf params");
+        for uri in uris {
+            let uri = Ia5String::try_from(uri).expect("ascii uri");
+            leaf.subject_alt_names.push(SanType::URI(uri));
+        }
         leaf.distinguished_name
             .push(DnType::CommonName, "redwire test");
         leaf.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        let cert = leaf.signed_by(&key, &issuer).expect("signed leaf");
-
-        let certs = Self { dir };
-        std::fs::write(certs.ca(), ca_cert.pem()).expect("write ca");
-        std::fs::write(certs.cert(), cert.pem()).expect("write cert");
-        std::fs::write(certs.key(), key.serialize_pem()).expect("write key");
-        certs
+        let signed = leaf
+            .signed_by(&key_pair, &self.issuer)
+            .expect("signed leaf");
+        replace(cert, &signed.pem());
+        replace(key, &key_pair.serialize_pem());
+        signed.der().to_vec()
     }
 
     /// The CA certificate.
@@ -93,4 +124,12 @@ impl TestCerts {
             path(self.key()),
         ]
     }
+}
+
+/// Writes `text` to `path` through a temp file and a rename, so a reader sees
+/// the old file or the new one, never half of one.
+fn replace(path: &Path, text: &str) {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, text).expect("write");
+    std::fs::rename(&temp, path).expect("rename");
 }

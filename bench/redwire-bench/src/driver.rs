@@ -257,11 +257,23 @@ impl Interceptor for Token {
     }
 }
 
-/// A new lazy connection to `--target` that sends `--token`.
+/// A new lazy connection to `--target` that sends `--token`, over TLS with
+/// `--tls-ca`.
 pub(crate) fn connect(args: &Args) -> Conn {
-    let channel = Channel::from_shared(args.target.clone())
-        .expect("target uri")
-        .connect_lazy();
+    let endpoint = match &args.tls_ca {
+        None => Channel::from_shared(args.target.clone()).expect("target uri"),
+        Some(ca) => {
+            let ca = std::fs::read(ca).expect("read --tls-ca");
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                .domain_name("localhost");
+            Channel::from_shared(args.target.replacen("http://", "https://", 1))
+                .expect("target uri")
+                .tls_config(tls)
+                .expect("tls config")
+        }
+    };
+    let channel = endpoint.connect_lazy();
     let token = args.token.as_ref().map(|token| {
         format!("Bearer {token}")
             .parse()

@@ -133,6 +133,10 @@ struct Args {
     /// A bearer token sent with every call (for a Redwire with --auth-file).
     #[arg(long, env = "REDWIRE_TOKEN")]
     token: Option<String>,
+    /// Connect over TLS, trusting this PEM CA for the server's certificate
+    /// (issued for `localhost`).
+    #[arg(long, env = "REDWIRE_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Runs the chosen workload.
