@@ -1,7 +1,8 @@
 //! TLS to Redis: `rediss://` with a CA and a client certificate the test makes,
 //! against real redis-servers that require client certificates
 //! (`tls-auth-clients yes`), for the main Redis (shared, pub/sub and blocking
-//! connections), Redlock nodes, and a Redis Cluster whose bus is TLS too.
+//! connections), Redlock nodes, and a Redis Cluster whose bus is TLS too; and a
+//! Redis ACL user with its password in the URL.
 
 mod support;
 
@@ -241,4 +242,73 @@ async fn certificates_need_a_rediss_url() {
         message.contains("redis_url") && message.contains("rediss://"),
         "{message}"
     );
+}
+
+/// Redwire connects as the Redis ACL user and password in the URL
+/// (`rediss://user:password@host`), with the default user switched off and the
+/// commands an operator would take away (FLUSHALL, CONFIG, ...) denied: the
+/// ordinary connection, the pub/sub hub (health SERVING needs it) and the
+/// blocking pool all authenticate. A wrong password gets no data through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_and_password_in_the_url_are_used() {
+    let certs = TestCerts::generate();
+    let with_user = |password: &str| {
+        let redis = RedisServer::start_tls(&certs, &[]);
+        let mut admin = redis.connection();
+        let _: () = redis::cmd("ACL")
+            .arg(&[
+                "SETUSER",
+                "redwire",
+                "on",
+                ">s3cret",
+                "~*",
+                "&*",
+                "+@all",
+                "-flushall",
+                "-flushdb",
+                "-config",
+                "-shutdown",
+                "-debug",
+            ])
+            .query(&mut admin)
+            .expect("acl setuser");
+        let _: () = redis::cmd("ACL")
+            .arg(&["SETUSER", "default", "off"])
+            .query(&mut admin)
+            .expect("default user off");
+        let url =
+            redis
+                .tls_url()
+                .replacen("rediss://", &format!("rediss://redwire:{password}@"), 1);
+        (redis, url)
+    };
+    let (redis, url) = with_user("s3cret");
+    let mut args = vec!["--redis-url".to_owned(), url];
+    args.extend(certs.redwire_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ctx = TestContext::over(redis, &args, true).await;
+    ctx.cache()
+        .set(SetRequest {
+            key: "acl:k".into(),
+            value: b"as redwire".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("set as the acl user");
+    a_waiting_pop_is_woken_by_a_push(&ctx, "acl:list").await;
+
+    let (redis, url) = with_user("s3cret");
+    let wrong = url.replacen(":s3cret@", ":wrong@", 1);
+    let mut args = vec!["--redis-url".to_owned(), wrong];
+    args.extend(certs.redwire_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused_ctx = TestContext::over(redis, &args, false).await;
+    let refused = refused_ctx
+        .cache()
+        .get(GetRequest {
+            key: "acl:k".into(),
+        })
+        .await
+        .expect_err("a wrong password gets nothing");
+    assert_ne!(refused.code(), Code::Ok);
 }
