@@ -69,6 +69,8 @@ pub struct Refusal {
     pub message: String,
     /// What it is about: `queue`, `job_id`, `limit`, ...
     pub metadata: Vec<(&'static str, String)>,
+    /// When to try again, if sooner or later than the reason's usual delay.
+    pub retry_after: Option<Duration>,
 }
 
 /// The stable reason of an error, sent as `ErrorInfo.reason` (in domain
@@ -119,15 +121,21 @@ pub enum Reason {
     /// The call carries no token, or one the auth file does not list (or an
     /// expired one).
     Unauthenticated,
-    /// The call's token has no grant for the rpc's permission.
+    /// The call's token has no grant for the rpc's permission, or for the
+    /// name it names.
     PermissionDenied,
+    /// The tenant has used its calls per second; the retry delay says when
+    /// the next one is allowed.
+    QuotaExceeded,
+    /// A request message is larger than the tenant's `max_payload_bytes`.
+    PayloadTooLarge,
     /// A bug or a Redis reply we did not expect.
     Internal,
 }
 
 impl Reason {
     /// Every reason, for the docs test.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 24] = [
         Reason::InvalidArgument,
         Reason::MalformedMessage,
         Reason::WrongType,
@@ -149,6 +157,8 @@ impl Reason {
         Reason::ShuttingDown,
         Reason::Unauthenticated,
         Reason::PermissionDenied,
+        Reason::QuotaExceeded,
+        Reason::PayloadTooLarge,
         Reason::Internal,
     ];
 
@@ -176,6 +186,8 @@ impl Reason {
             Reason::ShuttingDown => "SHUTTING_DOWN",
             Reason::Unauthenticated => "UNAUTHENTICATED",
             Reason::PermissionDenied => "PERMISSION_DENIED",
+            Reason::QuotaExceeded => "QUOTA_EXCEEDED",
+            Reason::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Reason::Internal => "INTERNAL",
         }
     }
@@ -193,7 +205,9 @@ impl Reason {
             | Reason::ReplyTooLarge
             | Reason::ReplyBudgetExhausted
             | Reason::BlockingPoolExhausted
-            | Reason::SubscriberTooSlow => Code::ResourceExhausted,
+            | Reason::SubscriberTooSlow
+            | Reason::QuotaExceeded
+            | Reason::PayloadTooLarge => Code::ResourceExhausted,
             Reason::RedisUnavailable | Reason::RedisCredentialsRejected | Reason::ShuttingDown => {
                 Code::Unavailable
             }
@@ -213,7 +227,7 @@ impl Reason {
             Reason::SubscriberTooSlow | Reason::ShuttingDown | Reason::OutcomeUnknown => 100,
             Reason::RedisUnavailable | Reason::RedisOutOfMemory => 1_000,
             Reason::RedisCredentialsRejected => 5_000,
-            Reason::Conflict => 100,
+            Reason::Conflict | Reason::QuotaExceeded => 100,
             Reason::InvalidArgument
             | Reason::MalformedMessage
             | Reason::WrongType
@@ -226,6 +240,7 @@ impl Reason {
             | Reason::ReplyTooLarge
             | Reason::Unauthenticated
             | Reason::PermissionDenied
+            | Reason::PayloadTooLarge
             | Reason::Internal => return None,
         };
         Some(Duration::from_millis(ms))
@@ -262,7 +277,17 @@ impl Error {
             reason,
             message: message.into(),
             metadata: Vec::new(),
+            retry_after: None,
         }))
+    }
+
+    /// Sets a refusal's retry delay (`RetryInfo`) to `delay`.
+    #[must_use]
+    pub fn retry_after(mut self, delay: Duration) -> Self {
+        if let Self::Refused(refusal) = &mut self {
+            refusal.retry_after = Some(delay);
+        }
+        self
     }
 
     /// Adds `key: value` to a refusal's `ErrorInfo.metadata` (other errors
@@ -439,6 +464,7 @@ impl From<Error> for Status {
         let why = reason.as_str();
         let mut metadata: HashMap<String, String> = HashMap::new();
         let mut details = ErrorDetails::new();
+        let mut retry = reason.retry_delay();
         match &err {
             Error::InvalidArgument { field, reason } => {
                 details.add_bad_request_violation(field.clone(), reason.clone());
@@ -447,6 +473,7 @@ impl From<Error> for Status {
             Error::Refused(refusal) => {
                 let pairs = refusal.metadata.iter();
                 metadata.extend(pairs.map(|(key, value)| ((*key).to_owned(), value.clone())));
+                retry = refusal.retry_after.or(retry);
             }
             Error::Unavailable(_)
             | Error::OutcomeUnknown(_)
@@ -454,7 +481,7 @@ impl From<Error> for Status {
             | Error::Internal(_) => {}
         }
         details.set_error_info(why, ERROR_DOMAIN, metadata);
-        if let Some(delay) = reason.retry_delay() {
+        if let Some(delay) = retry {
             details.set_retry_info(Some(delay));
         }
         Status::with_error_details(code, message, details)
@@ -548,9 +575,9 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), Reason::ALL.len());
         for reason in Reason::ALL {
-            if matches!(reason.code(), Code::Unavailable | Code::ResourceExhausted)
-                && reason != Reason::ReplyTooLarge
-            {
+            // A reply or request that is too large stays too large on a retry.
+            let too_large = matches!(reason, Reason::ReplyTooLarge | Reason::PayloadTooLarge);
+            if matches!(reason.code(), Code::Unavailable | Code::ResourceExhausted) && !too_large {
                 assert!(reason.retry_delay().is_some(), "{reason:?}");
             }
         }

@@ -10,84 +10,11 @@ use std::time::Duration;
 
 use prost::Message;
 use redwire::proto::*;
+use support::auth::{AuthFile, with_token};
 use support::{TestContext, eventually};
-use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use tonic_types::StatusExt;
-
-/// An auth file with one token per name, each with the given grants (TOML
-/// inline tables), and the tokens by name.
-struct AuthFile {
-    dir: tempfile::TempDir,
-    /// Name, grants and token of each entry.
-    tokens: Vec<(String, String, String)>,
-}
-
-impl AuthFile {
-    fn new(entries: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut file = Self {
-            dir,
-            tokens: Vec::new(),
-        };
-        file.write(entries);
-        file
-    }
-
-    /// Rewrites the file with fresh tokens for `entries`.
-    fn write(&mut self, entries: &[(&str, &str)]) {
-        self.tokens = entries
-            .iter()
-            .map(|(name, grants)| {
-                let (token, _) = redwire::auth::keyring::mint();
-                ((*name).to_owned(), (*grants).to_owned(), token)
-            })
-            .collect();
-        self.save();
-    }
-
-    /// Rewrites the file with only the entries named `kept`, tokens unchanged.
-    fn keep(&mut self, kept: &[&str]) {
-        self.tokens
-            .retain(|(name, _, _)| kept.contains(&name.as_str()));
-        self.save();
-    }
-
-    fn save(&self) {
-        let mut text = String::new();
-        for (name, grants, token) in &self.tokens {
-            let hash = redwire::token::hex(&redwire::auth::keyring::sha256(token));
-            text.push_str(&format!(
-                "[[tokens]]\nname = \"{name}\"\nsha256 = \"{hash}\"\ngrants = [{grants}]\n\n"
-            ));
-        }
-        // Through a rename, so a reload never reads half a file.
-        let temp = self.dir.path().join("auth.toml.tmp");
-        std::fs::write(&temp, text).expect("write auth file");
-        std::fs::rename(&temp, self.path()).expect("rename auth file");
-    }
-
-    fn path(&self) -> std::path::PathBuf {
-        self.dir.path().join("auth.toml")
-    }
-
-    fn token(&self, name: &str) -> &str {
-        &self
-            .tokens
-            .iter()
-            .find(|(n, _, _)| n == name)
-            .expect("token")
-            .2
-    }
-}
-
-/// `request` with `authorization: Bearer <token>`.
-fn with_token<T>(mut request: Request<T>, token: &str) -> Request<T> {
-    let value: MetadataValue<_> = format!("Bearer {token}").parse().expect("metadata");
-    request.metadata_mut().insert("authorization", value);
-    request
-}
 
 /// Every Redwire rpc, as `/package.Service/Method`, from the descriptor set the
 /// server registers for reflection.

@@ -240,7 +240,7 @@ async fn subscribed(
 /// reaches every node of a cluster).
 fn publish_on(node: &support::RedisServer, channel: &str, payload: &str) {
     let _: i64 = redis::cmd("PUBLISH")
-        .arg(format!("{}{channel}", redwire::redis::keys::PUBSUB_PREFIX))
+        .arg(redwire::redis::keys::pubsub_channel(None, channel, false))
         .arg(payload)
         .query(&mut node.connection())
         .expect("publish on a live node");
@@ -492,7 +492,7 @@ async fn sharded_subscriptions_follow_failovers() {
     const CHANNEL: &str = "orders-events";
     let mut ctx = TestContext::replicated_cluster(&[]).await;
     let shard =
-        support::RedisCluster::shard_of(&redwire::redis::keys::pubsub_channel(CHANNEL, true));
+        support::RedisCluster::shard_of(&redwire::redis::keys::pubsub_channel(None, CHANNEL, true));
     let mut subscription = subscribed(
         &ctx,
         SubscribeRequest {

@@ -198,7 +198,7 @@ async fn a_client_that_vanishes_mid_stream_is_let_go_after_the_keepalive() {
     let mut subscribers = move || {
         let (_, count): (String, i64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")
-            .arg(format!("{}vanish", redwire::redis::keys::PUBSUB_PREFIX))
+            .arg(redwire::redis::keys::pubsub_channel(None, "vanish", false))
             .query::<Vec<(String, i64)>>(&mut redis)
             .expect("numsub")
             .remove(0);

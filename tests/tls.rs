@@ -14,10 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use redwire::proto::cache_client::CacheClient;
-use redwire::proto::{GetRequest, SetRequest};
 use rustls::pki_types::pem::PemObject;
 use support::tls::{Issued, TestCerts};
-use support::{RedisServer, eventually};
+use support::{RedisServer, eventually, get, set};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -121,18 +120,6 @@ fn read(path: &Path) -> Vec<u8> {
 
 fn path(path: &Path) -> String {
     path.display().to_string()
-}
-
-fn set(key: &str, value: &str) -> SetRequest {
-    SetRequest {
-        key: key.into(),
-        value: value.as_bytes().to_vec(),
-        ..Default::default()
-    }
-}
-
-fn get(key: &str) -> GetRequest {
-    GetRequest { key: key.into() }
 }
 
 /// Server certificate flags for `certs`' localhost certificate.

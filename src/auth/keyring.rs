@@ -1,6 +1,7 @@
 //! The auth file (`--auth-file`, TOML): the tokens Redwire accepts, stored as
 //! SHA-256 hashes, and the client certificate names it grants to (under mTLS),
-//! each with the grants it carries. See `docs/AUTH.md` for a complete example.
+//! each with its tenant and the grants it carries, and the tenants with their
+//! quotas. See `docs/AUTH.md` for a complete example.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,6 +11,8 @@ use std::time::SystemTime;
 use serde::Deserialize;
 
 use super::permissions::{Action, Permission, SERVICES};
+use super::quota::{Quota, Tenant};
+use crate::redis::keys;
 
 /// Length of a token's random part, in bytes (256 bits).
 const TOKEN_BYTES: usize = 32;
@@ -21,9 +24,20 @@ pub const TOKEN_PREFIX: &str = "rw_";
 #[serde(deny_unknown_fields)]
 struct AuthFile {
     #[serde(default)]
+    tenants: Vec<TenantEntry>,
+    #[serde(default)]
     tokens: Vec<TokenEntry>,
     #[serde(default)]
     clients: Vec<ClientEntry>,
+}
+
+/// One `[[tenants]]` entry: a key space of its own, and its quotas.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantEntry {
+    name: String,
+    calls_per_second: Option<u32>,
+    max_payload_bytes: Option<usize>,
 }
 
 /// One `[[clients]]` entry: callers known by a name in their verified client
@@ -35,6 +49,8 @@ struct ClientEntry {
     name: String,
     /// The certificate name they are known by.
     san: String,
+    /// The `[[tenants]]` entry they act in; the default tenant when absent.
+    tenant: Option<String>,
     #[serde(default)]
     grants: Vec<GrantEntry>,
 }
@@ -49,23 +65,31 @@ struct TokenEntry {
     sha256: String,
     /// RFC 3339 time after which the token is refused.
     expires: Option<String>,
+    /// The `[[tenants]]` entry it acts in; the default tenant when absent.
+    tenant: Option<String>,
     #[serde(default)]
     grants: Vec<GrantEntry>,
 }
 
-/// One grant: the services and actions it allows (`["*"]` for all).
+/// One grant: the services and actions it allows (`["*"]` for all), on the
+/// names matching `names` (all when absent) and none matching `deny`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GrantEntry {
     services: Vec<String>,
     actions: Vec<String>,
+    names: Option<Vec<String>>,
+    #[serde(default)]
+    deny: Vec<String>,
 }
 
 /// Who made a call, as the auth file names them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Principal {
     /// The `name` of the token or client entry.
     pub name: String,
+    /// The tenant it acts in; None for the default tenant.
+    pub tenant: Option<Arc<Tenant>>,
     expires: Option<SystemTime>,
     grants: Vec<Grant>,
 }
@@ -77,27 +101,126 @@ struct Grant {
     services: Option<Vec<String>>,
     /// Action classes; None for all.
     actions: Option<Vec<Action>>,
+    /// The names it covers.
+    names: NameRule,
+}
+
+/// Which names of keys, queues, channels, streams and lock resources a grant
+/// covers: those matching an `allow` pattern and no `deny` pattern. Patterns
+/// are globs where `*` stands for any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NameRule {
+    /// None: every name.
+    allow: Option<Vec<String>>,
+    deny: Vec<String>,
+}
+
+impl NameRule {
+    /// True when the rule covers every name.
+    fn is_open(&self) -> bool {
+        self.allow.is_none() && self.deny.is_empty()
+    }
+
+    /// True when `name` matches a `deny` pattern.
+    pub fn denies(&self, name: &str) -> bool {
+        self.deny.iter().any(|pattern| glob_matches(pattern, name))
+    }
+
+    /// True when `name` matches an `allow` pattern (every name does without any).
+    pub fn allows(&self, name: &str) -> bool {
+        self.allow
+            .as_ref()
+            .is_none_or(|allow| allow.iter().any(|pattern| glob_matches(pattern, name)))
+    }
+
+    /// True when the rule has deny patterns (a wildcard subscription could
+    /// reach a denied name).
+    pub fn has_denials(&self) -> bool {
+        !self.deny.is_empty()
+    }
+}
+
+/// The name rules of the grants that allow one permission: a name is allowed
+/// when one of them allows it and none denies it (deny wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameRules(Vec<NameRule>);
+
+impl NameRules {
+    /// Why `name` is refused, if it is.
+    pub fn refusal(&self, name: &str) -> Option<&'static str> {
+        if self.0.iter().any(|rule| rule.denies(name)) {
+            Some("is denied")
+        } else if !self.0.iter().any(|rule| rule.allows(name)) {
+            Some("matches none of the allowed names")
+        } else {
+            None
+        }
+    }
+
+    /// True when some rule has deny patterns.
+    pub fn has_denials(&self) -> bool {
+        self.0.iter().any(NameRule::has_denials)
+    }
+}
+
+impl Grant {
+    fn covers(&self, permission: Permission) -> bool {
+        self.services
+            .as_ref()
+            .is_none_or(|s| s.iter().any(|s| s == permission.service))
+            && self
+                .actions
+                .as_ref()
+                .is_none_or(|a| a.contains(&permission.action))
+    }
 }
 
 impl Principal {
-    /// True when some grant allows `permission`.
+    /// True when some grant allows `permission` (on some names).
     pub fn allows(&self, permission: Permission) -> bool {
-        self.grants.iter().any(|grant| {
-            grant
-                .services
-                .as_ref()
-                .is_none_or(|s| s.iter().any(|s| s == permission.service))
-                && grant
-                    .actions
-                    .as_ref()
-                    .is_none_or(|a| a.contains(&permission.action))
-        })
+        self.grants.iter().any(|grant| grant.covers(permission))
+    }
+
+    /// The name rules of the grants that allow `permission`; None when one of
+    /// them covers every name (the common case, which costs nothing per call).
+    pub fn names_for(&self, permission: Permission) -> Option<NameRules> {
+        let covering = || self.grants.iter().filter(|g| g.covers(permission));
+        if covering().any(|grant| grant.names.is_open()) {
+            return None;
+        }
+        Some(NameRules(covering().map(|g| g.names.clone()).collect()))
     }
 
     /// When the token stops working, if it does.
     pub fn expires(&self) -> Option<SystemTime> {
         self.expires
     }
+}
+
+/// True when `name` matches `pattern`, where `*` matches any run of characters
+/// (also none) and every other character itself.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    let (pattern, name) = (pattern.as_bytes(), name.as_bytes());
+    let (mut p, mut n) = (0, 0);
+    // Where the last `*` was, and the name position it is matched up to.
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, n));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == name[n] {
+            p += 1;
+            n += 1;
+        } else if let Some((star_at, matched)) = star {
+            // Let the `*` take one more character and try again.
+            p = star_at + 1;
+            n = matched + 1;
+            star = Some((star_at, n));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// The tokens of one version of the auth file, by hash, and its client
@@ -130,6 +253,30 @@ impl Keyring {
     /// Parses and checks auth file `text`.
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: AuthFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut tenants: HashMap<String, Arc<Tenant>> = HashMap::new();
+        for entry in file.tenants {
+            let at = format!("tenant {:?}", entry.name);
+            keys::tenant_name(&entry.name).map_err(|e| format!("{at}: {e}"))?;
+            let quota = Quota {
+                calls_per_second: entry.calls_per_second,
+                max_payload_bytes: entry.max_payload_bytes,
+            };
+            quota.check().map_err(|e| format!("{at}: {e}"))?;
+            let tenant = Arc::new(Tenant::new(&entry.name, quota));
+            if tenants.insert(entry.name, tenant).is_some() {
+                return Err(format!("{at} is listed twice"));
+            }
+        }
+        let tenant_of = |name: &Option<String>, at: &str| -> Result<_, String> {
+            name.as_ref()
+                .map(|name| {
+                    tenants
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| format!("{at}: tenant {name:?} has no [[tenants]] entry"))
+                })
+                .transpose()
+        };
         let mut by_hash = HashMap::new();
         for entry in file.tokens {
             let at = format!("token {:?}", entry.name);
@@ -144,6 +291,7 @@ impl Keyring {
                 .transpose()?;
             let grants = parse_grants(&entry.grants).map_err(|e| format!("{at}: {e}"))?;
             let principal = Principal {
+                tenant: tenant_of(&entry.tenant, &at)?,
                 name: entry.name,
                 expires,
                 grants,
@@ -160,6 +308,7 @@ impl Keyring {
             }
             let principal = Principal {
                 grants: parse_grants(&entry.grants).map_err(|e| format!("{at}: {e}"))?,
+                tenant: tenant_of(&entry.tenant, &at)?,
                 name: entry.name,
                 expires: None,
             };
@@ -235,7 +384,28 @@ fn parse_grant(grant: &GrantEntry) -> Result<Grant, String> {
             .collect::<Result<_, _>>()?;
         Some(parsed)
     };
-    Ok(Grant { services, actions })
+    let patterns =
+        |field: &str, list: &[String]| match list.iter().find(|pattern| pattern.is_empty()) {
+            Some(_) => Err(format!("{field} holds an empty pattern")),
+            None => Ok(list.to_vec()),
+        };
+    let allow = match &grant.names {
+        Some(names) if names.is_empty() => {
+            return Err("names is empty (leave it out to cover every name)".into());
+        }
+        Some(names) if names.iter().any(|n| n == "*") => None,
+        Some(names) => Some(patterns("names", names)?),
+        None => None,
+    };
+    let names = NameRule {
+        allow,
+        deny: patterns("deny", &grant.deny)?,
+    };
+    Ok(Grant {
+        services,
+        actions,
+        names,
+    })
 }
 
 fn parse_hash(hex: &str) -> Result<[u8; 32], String> {

@@ -1,8 +1,9 @@
 //! `redwire.v1.Cache`: strings, hashes, sets, sorted sets, lists and Bloom filters.
 //!
 //! Each handler is a short ladder: validate the request (INVALID_ARGUMENT naming the
-//! field) → map user keys through the key schema (`rw:c:<escaped name>`) → call
-//! [`CacheStore`] → build the reply.
+//! field) → map user keys through the key schema (`rw:c:<escaped name>`, or
+//! `rw:<tenant>/c:...` in a tenant, checked against the grants' name patterns
+//! by the call's `crate::auth::Scope`) → call [`CacheStore`] → build the reply.
 //!
 //! Scripts (loaded once, re-sent automatically after `SCRIPT FLUSH` or a restart):
 //! `cas_set.lua` (IF_EQUAL writes), `increment.lua` (TTL on creation),
@@ -19,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 pub use store::{Bound, CacheStore, Condition, End, Expiry, Popped, SortedSetPut, Ttl, bloom_size};
 
+use crate::auth::Scope;
 use crate::deadline;
 use crate::error::{Error, Result};
 use crate::proto::cache_server::Cache;
@@ -53,16 +55,25 @@ impl CacheService {
         }
     }
 
-    /// Validates a user key and returns its Redis key.
-    fn key(&self, field: impl std::fmt::Display, name: &str) -> Result<String> {
-        self.limits.key(field, name)?;
-        Ok(user_key(Space::Cache, name))
+    /// Validates a user key, checks the call's grants cover it, and returns
+    /// its Redis key in the call's tenant.
+    fn key(&self, scope: &Scope, field: impl std::fmt::Display, name: &str) -> Result<String> {
+        self.limits.key(&field, name)?;
+        scope.allow(field, name)?;
+        Ok(user_key(scope.tenant(), Space::Cache, name))
     }
 
-    /// Validates a batch of user keys and returns their Redis keys.
-    fn keys(&self, field: &str, names: &[String]) -> Result<Vec<String>> {
+    /// [`CacheService::key`] for a batch of user keys.
+    fn keys(&self, scope: &Scope, field: &str, names: &[String]) -> Result<Vec<String>> {
         self.limits.keys(field, names)?;
-        Ok(names.iter().map(|n| user_key(Space::Cache, n)).collect())
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                scope.allow(format_args!("{field}[{i}]"), name)?;
+                Ok(user_key(scope.tenant(), Space::Cache, name))
+            })
+            .collect()
     }
 
     /// Validates a batch of field names (of a hash).
@@ -103,8 +114,9 @@ fn score_bound(field: &str, bound: Option<&ScoreBound>) -> Result<Option<Bound>>
 #[tonic::async_trait]
 impl Cache for CacheService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         let value = self.store.get(&key).await?;
         Ok(Response::new(GetResponse {
             found: value.is_some(),
@@ -113,8 +125,9 @@ impl Cache for CacheService {
     }
 
     async fn set(&self, request: Request<SetRequest>) -> Result<Response<SetResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.limits.value("value", &req.value)?;
         let ttl = validate::ttl("ttl", req.ttl.as_ref())?;
         let expiry = match (ttl, req.keep_ttl) {
@@ -149,7 +162,8 @@ impl Cache for CacheService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let keys = self.keys("keys", &request.get_ref().keys)?;
+        let scope = Scope::of(&request);
+        let keys = self.keys(&scope, "keys", &request.get_ref().keys)?;
         let deleted = self.store.delete(&keys).await?;
         Ok(Response::new(DeleteResponse { deleted }))
     }
@@ -158,8 +172,9 @@ impl Cache for CacheService {
         &self,
         request: Request<GetManyRequest>,
     ) -> Result<Response<GetManyResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let keys = self.keys("keys", &req.keys)?;
+        let keys = self.keys(&scope, "keys", &req.keys)?;
         let values = self.store.get_many(&keys).await?;
         Ok(Response::new(GetManyResponse {
             values: req
@@ -179,6 +194,7 @@ impl Cache for CacheService {
         &self,
         request: Request<SetManyRequest>,
     ) -> Result<Response<SetManyResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
         self.limits.batch("values", &req.values)?;
         let ttl = validate::ttl("ttl", req.ttl.as_ref())?;
@@ -187,7 +203,7 @@ impl Cache for CacheService {
             .into_iter()
             .enumerate()
             .map(|(i, kv)| {
-                let key = self.key(format_args!("values[{i}].key"), &kv.key)?;
+                let key = self.key(&scope, format_args!("values[{i}].key"), &kv.key)?;
                 self.limits
                     .value(format_args!("values[{i}].value"), &kv.value)?;
                 Ok((key, kv.value))
@@ -203,8 +219,9 @@ impl Cache for CacheService {
         &self,
         request: Request<IncrementRequest>,
     ) -> Result<Response<IncrementResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         let ttl = validate::ttl("ttl", req.ttl.as_ref())?;
         let (value, created) = self.store.increment(&key, req.delta, ttl).await?;
         Ok(Response::new(IncrementResponse { value, created }))
@@ -214,7 +231,8 @@ impl Cache for CacheService {
         &self,
         request: Request<GetTtlRequest>,
     ) -> Result<Response<GetTtlResponse>, Status> {
-        let key = self.key("key", &request.get_ref().key)?;
+        let scope = Scope::of(&request);
+        let key = self.key(&scope, "key", &request.get_ref().key)?;
         let reply = match self.store.ttl(&key).await? {
             Ttl::Missing => GetTtlResponse {
                 exists: false,
@@ -236,8 +254,9 @@ impl Cache for CacheService {
         &self,
         request: Request<UpdateTtlRequest>,
     ) -> Result<Response<UpdateTtlResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         let ttl = match req.change {
             Some(update_ttl_request::Change::Ttl(ttl)) => Some(validate::required(
                 "ttl",
@@ -256,8 +275,9 @@ impl Cache for CacheService {
         &self,
         request: Request<HashSetRequest>,
     ) -> Result<Response<HashSetResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.limits.entries("fields", req.fields.len())?;
         for (name, value) in &req.fields {
             self.limits.key(format_args!("fields[{name:?}]"), name)?;
@@ -271,8 +291,9 @@ impl Cache for CacheService {
         &self,
         request: Request<HashGetRequest>,
     ) -> Result<Response<HashGetResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         if !req.fields.is_empty() {
             self.fields("fields", &req.fields)?;
         }
@@ -284,8 +305,9 @@ impl Cache for CacheService {
         &self,
         request: Request<HashDeleteRequest>,
     ) -> Result<Response<HashDeleteResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.fields("fields", &req.fields)?;
         let deleted = self.store.hash_delete(&key, &req.fields).await?;
         Ok(Response::new(HashDeleteResponse { deleted }))
@@ -295,8 +317,9 @@ impl Cache for CacheService {
         &self,
         request: Request<HashIncrementRequest>,
     ) -> Result<Response<HashIncrementResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.limits.key("field", &req.field)?;
         let value = self
             .store
@@ -309,8 +332,9 @@ impl Cache for CacheService {
         &self,
         request: Request<SetAddRequest>,
     ) -> Result<Response<SetAddResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.limits.values("members", &req.members)?;
         let added = self.store.set_add(&key, &req.members).await?;
         let added_count = i64::try_from(added.iter().filter(|&&a| a).count()).unwrap_or(i64::MAX);
@@ -321,8 +345,9 @@ impl Cache for CacheService {
         &self,
         request: Request<SetRemoveRequest>,
     ) -> Result<Response<SetRemoveResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.limits.values("members", &req.members)?;
         let removed = self.store.set_remove(&key, &req.members).await?;
         Ok(Response::new(SetRemoveResponse { removed }))
@@ -332,7 +357,8 @@ impl Cache for CacheService {
         &self,
         request: Request<SetMembersRequest>,
     ) -> Result<Response<SetMembersResponse>, Status> {
-        let key = self.key("key", &request.get_ref().key)?;
+        let scope = Scope::of(&request);
+        let key = self.key(&scope, "key", &request.get_ref().key)?;
         let members = self.store.set_members(&key).await?;
         Ok(Response::new(SetMembersResponse { members }))
     }
@@ -341,8 +367,9 @@ impl Cache for CacheService {
         &self,
         request: Request<SetContainsRequest>,
     ) -> Result<Response<SetContainsResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.limits.values("members", &req.members)?;
         let contains = self.store.set_contains(&key, &req.members).await?;
         Ok(Response::new(SetContainsResponse { contains }))
@@ -352,7 +379,8 @@ impl Cache for CacheService {
         &self,
         request: Request<SetLengthRequest>,
     ) -> Result<Response<SetLengthResponse>, Status> {
-        let key = self.key("key", &request.get_ref().key)?;
+        let scope = Scope::of(&request);
+        let key = self.key(&scope, "key", &request.get_ref().key)?;
         let length = self.store.set_length(&key).await?;
         Ok(Response::new(SetLengthResponse { length }))
     }
@@ -361,8 +389,9 @@ impl Cache for CacheService {
         &self,
         request: Request<SortedSetPutRequest>,
     ) -> Result<Response<SortedSetPutResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.limits.batch("members", &req.members)?;
         let members = req
             .members
@@ -395,8 +424,9 @@ impl Cache for CacheService {
         &self,
         request: Request<SortedSetRangeRequest>,
     ) -> Result<Response<SortedSetRangeResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         let members = self
             .store
             .sorted_set_range(&key, req.start, req.stop, req.descending)
@@ -410,8 +440,9 @@ impl Cache for CacheService {
         &self,
         request: Request<SortedSetRangeByScoreRequest>,
     ) -> Result<Response<SortedSetRangeByScoreResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         let min = score_bound("min", req.min.as_ref())?;
         let max = score_bound("max", req.max.as_ref())?;
         if req.offset < 0 {
@@ -433,8 +464,9 @@ impl Cache for CacheService {
         &self,
         request: Request<SortedSetRankRequest>,
     ) -> Result<Response<SortedSetRankResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.limits.value("member", &req.member)?;
         let reply = match self
             .store
@@ -455,8 +487,9 @@ impl Cache for CacheService {
         &self,
         request: Request<SortedSetRemoveRequest>,
     ) -> Result<Response<SortedSetRemoveResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.limits.values("members", &req.members)?;
         let removed = self.store.sorted_set_remove(&key, &req.members).await?;
         Ok(Response::new(SortedSetRemoveResponse { removed }))
@@ -466,8 +499,9 @@ impl Cache for CacheService {
         &self,
         request: Request<ListPushRequest>,
     ) -> Result<Response<ListPushResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.limits.values("values", &req.values)?;
         let end = list_end("end", req.end, End::Back)?;
         if req.max_length < 0 {
@@ -484,9 +518,10 @@ impl Cache for CacheService {
         &self,
         request: Request<ListPopRequest>,
     ) -> Result<Response<ListPopResponse>, Status> {
+        let scope = Scope::of(&request);
         let deadline = deadline::remaining(request.metadata());
         let req = request.into_inner();
-        let keys = self.keys("keys", &req.keys)?;
+        let keys = self.keys(&scope, "keys", &req.keys)?;
         let end = list_end("end", req.end, End::Front)?;
         let count = self.limits.count("count", req.count, 1)?;
         let wait = validate::duration("wait", req.wait.as_ref())?.unwrap_or_default();
@@ -523,8 +558,9 @@ impl Cache for CacheService {
         &self,
         request: Request<ListRangeRequest>,
     ) -> Result<Response<ListRangeResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         let values = self.store.list_range(&key, req.start, req.stop).await?;
         Ok(Response::new(ListRangeResponse { values }))
     }
@@ -533,7 +569,8 @@ impl Cache for CacheService {
         &self,
         request: Request<ListLengthRequest>,
     ) -> Result<Response<ListLengthResponse>, Status> {
-        let key = self.key("key", &request.get_ref().key)?;
+        let scope = Scope::of(&request);
+        let key = self.key(&scope, "key", &request.get_ref().key)?;
         let length = self.store.list_length(&key).await?;
         Ok(Response::new(ListLengthResponse { length }))
     }
@@ -542,9 +579,10 @@ impl Cache for CacheService {
         &self,
         request: Request<ListMoveRequest>,
     ) -> Result<Response<ListMoveResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let source = self.key("source", &req.source)?;
-        let destination = self.key("destination", &req.destination)?;
+        let source = self.key(&scope, "source", &req.source)?;
+        let destination = self.key(&scope, "destination", &req.destination)?;
         self.store
             .require_one_slot("destination", &[&source, &destination])?;
         let from = list_end("from", req.from, End::Front)?;
@@ -563,8 +601,9 @@ impl Cache for CacheService {
         &self,
         request: Request<BloomAddRequest>,
     ) -> Result<Response<BloomAddResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.limits.values("items", &req.items)?;
         let expected = if req.expected_items == 0 {
             DEFAULT_BLOOM_ITEMS
@@ -595,8 +634,9 @@ impl Cache for CacheService {
         &self,
         request: Request<BloomContainsRequest>,
     ) -> Result<Response<BloomContainsResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let key = self.key("key", &req.key)?;
+        let key = self.key(&scope, "key", &req.key)?;
         self.limits.values("items", &req.items)?;
         let contains = self.store.bloom_contains(&key, &req.items).await?;
         Ok(Response::new(BloomContainsResponse { contains }))

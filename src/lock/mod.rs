@@ -1,7 +1,8 @@
 //! `redwire.v1.Lock`: leases with fencing tokens, fair waiting without polling,
 //! renewal, a held-lock stream for leader election, and a Redlock quorum mode.
 //!
-//! Keys per resource (one hash tag): `rw:l:{r}:owner` (token and fencing token,
+//! Keys per resource (one hash tag; a tenant's start `rw:<tenant>/l:`, see
+//! `crate::redis::keys`): `rw:l:{r}:owner` (token and fencing token,
 //! expiring with the lease), `rw:l:{r}:fence` (the counter, never expires),
 //! `rw:l:{r}:waiters` (who waits, for Describe). Scripts: `acquire.lua` (grant and
 //! fencing token in one atomic step; idempotent for the same token),
@@ -28,6 +29,7 @@ use tonic::{Request, Response, Status};
 use store::WAITER_REFRESH;
 pub use store::{Attempt, LockState, LockStore};
 
+use crate::auth::Scope;
 use crate::deadline;
 use crate::error::{Error, Reason, Result};
 use crate::heartbeat;
@@ -231,13 +233,14 @@ impl Lock for LockService {
         request: Request<AcquireRequest>,
     ) -> Result<Response<AcquireResponse>, Status> {
         let deadline = deadline::remaining(request.metadata());
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("resource", &req.resource)?;
+        let resource = scope.name("resource", &req.resource)?;
         let ttl = required_ttl("ttl", req.ttl.as_ref())?;
         let wait = validate::duration("wait", req.wait.as_ref())?.unwrap_or_default();
         let token = token(&req.lease_id)?;
         let until = Instant::now() + deadline::own_wait(wait, deadline);
-        let grant = self.obtain(&req.resource, &token, ttl, until).await?;
+        let grant = self.obtain(&resource, &token, ttl, until).await?;
         Ok(Response::new(
             grant.map_or_else(AcquireResponse::default, |g| g.response()),
         ))
@@ -247,9 +250,10 @@ impl Lock for LockService {
         &self,
         request: Request<ReleaseRequest>,
     ) -> Result<Response<ReleaseResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("resource", &req.resource)?;
-        if !self.store.release(&req.resource, &req.token).await? {
+        let resource = scope.name("resource", &req.resource)?;
+        if !self.store.release(&resource, &req.token).await? {
             return Err(not_holder(&req.resource).into());
         }
         Ok(Response::new(ReleaseResponse {}))
@@ -259,12 +263,13 @@ impl Lock for LockService {
         &self,
         request: Request<ExtendRequest>,
     ) -> Result<Response<ExtendResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("resource", &req.resource)?;
+        let resource = scope.name("resource", &req.resource)?;
         let ttl = required_ttl("ttl", req.ttl.as_ref())?;
         let expires_at = self
             .store
-            .extend(&req.resource, &req.token, ttl)
+            .extend(&resource, &req.token, ttl)
             .await?
             .ok_or_else(|| not_holder(&req.resource))?;
         Ok(Response::new(ExtendResponse {
@@ -276,8 +281,9 @@ impl Lock for LockService {
         &self,
         request: Request<DescribeRequest>,
     ) -> Result<Response<DescribeResponse>, Status> {
+        let scope = Scope::of(&request);
         let resource = request.into_inner().resource;
-        validate::name("resource", &resource)?;
+        let resource = scope.name("resource", &resource)?;
         let state = self.store.describe(&resource).await?;
         Ok(Response::new(DescribeResponse {
             held: state.held,
@@ -293,8 +299,9 @@ impl Lock for LockService {
         &self,
         request: Request<HoldRequest>,
     ) -> Result<Response<Self::HoldStream>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("resource", &req.resource)?;
+        let resource = scope.name("resource", &req.resource)?.into_owned();
         let ttl = validate::at_least("ttl", req.ttl.as_ref(), MIN_HOLD_TTL)?;
         let ttl = validate::required("ttl", ttl)?;
         let wait = validate::duration("wait", req.wait.as_ref())?;
@@ -307,7 +314,7 @@ impl Lock for LockService {
         let (tx, rx) = mpsc::channel(8);
         let service = self.clone();
         tokio::spawn(async move {
-            if let Some(status) = hold(&service, &req.resource, ttl, until, &tx).await {
+            if let Some(status) = hold(&service, &resource, ttl, until, &tx).await {
                 let _ = tx.send(Err(status)).await;
             }
         });

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use super::buffer::Delivered;
 use super::topic::TopicPattern;
 use crate::error::{Error, Result};
-use crate::redis::keys::{PUBSUB_PREFIX, SHARDED_PUBSUB_PREFIX};
+use crate::redis::keys;
 use crate::redis::{REDIS_RETRY, Redis};
 
 /// Receives what the hub dispatches. Implementations must return at once.
@@ -460,13 +460,6 @@ impl HubTask {
         }
     }
 
-    fn user_channel<'a>(&self, redis_channel: &'a str) -> &'a str {
-        [SHARDED_PUBSUB_PREFIX, PUBSUB_PREFIX]
-            .iter()
-            .find_map(|p| redis_channel.strip_prefix(p))
-            .unwrap_or(redis_channel)
-    }
-
     fn dispatch_classic(&self, message: &Msg) {
         let channel: String = message.get_channel().unwrap_or_default();
         let target = match message.get_pattern::<Option<String>>().ok().flatten() {
@@ -587,7 +580,7 @@ impl HubTask {
         let Some(registered) = self.interests.get(target) else {
             return;
         };
-        let channel = self.user_channel(redis_channel);
+        let channel = keys::user_channel(redis_channel);
         for r in registered {
             let Some(listener) = self.listeners.get(&r.id) else {
                 continue;

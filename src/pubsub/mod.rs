@@ -28,6 +28,7 @@ use tonic::{Request, Response, Status};
 use self::buffer::{Buffer, Next, SlowPolicy};
 use self::hub::{Hub, Interest, Label, Target};
 use self::topic::TopicPattern;
+use crate::auth::Scope;
 use crate::error::{Error, Reason, Result};
 use crate::heartbeat;
 use crate::proto::pub_sub_server::PubSub;
@@ -91,8 +92,10 @@ impl PubSubService {
         }
     }
 
-    /// Turns a request into hub interests (validating every name).
-    fn interests(&self, req: &SubscribeRequest) -> Result<Vec<Interest>> {
+    /// Turns a request into hub interests in the call's tenant (validating
+    /// every name, and checking the grants cover it).
+    fn interests(&self, scope: &Scope, req: &SubscribeRequest) -> Result<Vec<Interest>> {
+        let tenant = scope.tenant();
         let total =
             req.channels.len() + req.patterns.len() + req.sharded_channels.len() + req.topics.len();
         if total == 0 {
@@ -112,22 +115,28 @@ impl PubSubService {
         }
         let mut interests = Vec::with_capacity(total);
         for (i, c) in req.channels.iter().enumerate() {
-            channel_name(&format!("channels[{i}]"), c)?;
+            let field = format!("channels[{i}]");
+            channel_name(&field, c)?;
+            scope.allow(&field, c)?;
             interests.push(Interest {
-                target: Target::Channel(pubsub_channel(c, false)),
+                target: Target::Channel(pubsub_channel(tenant, c, false)),
                 label: Label::Channel,
             });
         }
         for (i, p) in req.patterns.iter().enumerate() {
-            glob_pattern(&format!("patterns[{i}]"), p)?;
+            let field = format!("patterns[{i}]");
+            glob_pattern(&field, p)?;
+            scope.allow_pattern(&field, p)?;
             interests.push(Interest {
-                target: Target::Pattern(pubsub_channel(p, false)),
+                target: Target::Pattern(pubsub_channel(tenant, p, false)),
                 label: Label::Pattern(p.clone()),
             });
         }
         for (i, s) in req.sharded_channels.iter().enumerate() {
-            channel_name(&format!("sharded_channels[{i}]"), s)?;
-            let name = pubsub_channel(s, true);
+            let field = format!("sharded_channels[{i}]");
+            channel_name(&field, s)?;
+            scope.allow(&field, s)?;
+            let name = pubsub_channel(tenant, s, true);
             interests.push(Interest {
                 target: if self.redis.is_cluster() {
                     Target::Sharded(name)
@@ -138,9 +147,15 @@ impl PubSubService {
             });
         }
         for (i, t) in req.topics.iter().enumerate() {
-            topic_pattern(&format!("topics[{i}]"), t)?;
+            let field = format!("topics[{i}]");
+            topic_pattern(&field, t)?;
             let matcher = TopicPattern::parse(t);
-            let glob = pubsub_channel(&matcher.glob(), false);
+            if matcher.is_exact() {
+                scope.allow(&field, t)?;
+            } else {
+                scope.allow_pattern(&field, t)?;
+            }
+            let glob = pubsub_channel(tenant, &matcher.glob(), false);
             interests.push(Interest {
                 target: if matcher.is_exact() {
                     Target::Channel(glob)
@@ -265,8 +280,10 @@ impl PubSub for PubSubService {
         &self,
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
         channel_name("channel", &req.channel)?;
+        scope.allow("channel", &req.channel)?;
         self.limits.value("payload", &req.payload)?;
         let command = if req.sharded && self.redis.is_cluster() {
             "SPUBLISH"
@@ -274,7 +291,7 @@ impl PubSub for PubSubService {
             "PUBLISH"
         };
         let receivers: i64 = redis::cmd(command)
-            .arg(pubsub_channel(&req.channel, req.sharded))
+            .arg(pubsub_channel(scope.tenant(), &req.channel, req.sharded))
             .arg(&req.payload)
             .query_async(&mut self.redis.conn().await?)
             .await
@@ -288,8 +305,9 @@ impl PubSub for PubSubService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let interests = self.interests(&req)?;
+        let interests = self.interests(&scope, &req)?;
         let heartbeat = heartbeat::interval(
             "heartbeat_interval",
             req.heartbeat_interval.as_ref(),

@@ -12,7 +12,11 @@
 //!
 //! Keys (all `rw:q:{<queue>}:<part>`, one cluster slot per queue): jobs, payloads,
 //! results, waiting, delayed, active, dead, completed, backlog, groups, meta, rate;
-//! `queue.lua` documents each. The registry `rw:queues` lists queue names.
+//! `queue.lua` documents each. The registry `rw:queues` lists queue names
+//! (qualified with their tenant, see `crate::redis::keys`; a tenant's keys start
+//! `rw:<tenant>/q:`). Handlers turn the request's queue name into its qualified
+//! name through the call's `crate::auth::Scope`, and everything below works
+//! with that.
 
 mod batcher;
 mod consumer;
@@ -40,6 +44,7 @@ pub use store::{
     Dequeued, Enqueued, Leased, NewJob, QueueStore, Stats, StoredJob, Taker, script_source,
 };
 
+use crate::auth::Scope;
 use crate::deadline;
 use crate::error::{Error, Reason, Result};
 use crate::heartbeat;
@@ -47,7 +52,7 @@ use crate::page;
 use crate::producer::{self, Replies};
 use crate::proto::queue_server::Queue;
 use crate::proto::*;
-use crate::redis::keys::QUEUE_WAKE_CHANNEL;
+use crate::redis::keys::{self, QUEUE_WAKE_CHANNEL};
 use crate::time::{millis, proto_duration, proto_timestamp_ms as timestamp};
 use crate::validate::{self, Limits};
 use crate::waker::Waker;
@@ -216,10 +221,10 @@ impl QueueService {
     }
 
     /// Validates and enqueues one job (group-committed with concurrent ones).
-    async fn enqueue_one(&self, req: EnqueueRequest) -> Result<Enqueued> {
-        validate::name("queue", &req.queue)?;
+    async fn enqueue_one(&self, scope: &Scope, req: EnqueueRequest) -> Result<Enqueued> {
+        let queue = scope.name("queue", &req.queue)?;
         let job = self.new_job("job", req.job.unwrap_or_default())?;
-        self.batcher.submit(&req.queue, job).await
+        self.batcher.submit(&queue, job).await
     }
 
     /// Leases up to `max` jobs, waiting until `until` for the first one.
@@ -283,9 +288,10 @@ fn enqueue_stream_reply(outcome: Result<Enqueued>) -> EnqueueStreamResponse {
     }
 }
 
+/// A job leased from the queue with qualified name `queue`, as its tenant sees it.
 fn delivery(queue: &str, job: Leased) -> Delivery {
     Delivery {
-        queue: queue.to_owned(),
+        queue: keys::user_name(queue).to_owned(),
         job_id: job.id,
         payload: job.payload,
         attributes: job.record.attributes,
@@ -388,7 +394,8 @@ impl Queue for QueueService {
         &self,
         request: Request<EnqueueRequest>,
     ) -> Result<Response<EnqueueResponse>, Status> {
-        let outcome = self.enqueue_one(request.into_inner()).await?;
+        let scope = Scope::of(&request);
+        let outcome = self.enqueue_one(&scope, request.into_inner()).await?;
         Ok(Response::new(enqueued(outcome)))
     }
 
@@ -399,17 +406,18 @@ impl Queue for QueueService {
         request: Request<Streaming<EnqueueStreamRequest>>,
     ) -> Result<Response<Self::EnqueueStreamStream>, Status> {
         let service = self.clone();
+        let scope = Scope::of(&request);
         let replies = producer::serve(
             request.into_inner(),
             self.limits.max_batch,
             self.shutdown.clone(),
             move |batch: Vec<EnqueueStreamRequest>| {
-                let service = service.clone();
+                let (service, scope) = (service.clone(), scope.clone());
                 async move {
                     // Polled in order, so jobs for one queue join its lane in order.
                     let outcomes = join_all(batch.into_iter().map(|message| {
                         let EnqueueStreamRequest { queue, job } = message;
-                        service.enqueue_one(EnqueueRequest { queue, job })
+                        service.enqueue_one(&scope, EnqueueRequest { queue, job })
                     }))
                     .await;
                     outcomes.into_iter().map(enqueue_stream_reply).collect()
@@ -423,8 +431,9 @@ impl Queue for QueueService {
         &self,
         request: Request<EnqueueBatchRequest>,
     ) -> Result<Response<EnqueueBatchResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("queue", &req.queue)?;
+        let queue = scope.name("queue", &req.queue)?.into_owned();
         self.limits.batch("jobs", &req.jobs)?;
         let jobs = req
             .jobs
@@ -432,7 +441,7 @@ impl Queue for QueueService {
             .enumerate()
             .map(|(i, spec)| self.new_job(&format!("jobs[{i}]"), spec))
             .collect::<Result<Vec<_>>>()?;
-        let result = self.batcher.commit_detached(req.queue, jobs).await?;
+        let result = self.batcher.commit_detached(queue, jobs).await?;
         Ok(Response::new(EnqueueBatchResponse {
             jobs: result.into_iter().map(enqueued).collect(),
         }))
@@ -444,6 +453,7 @@ impl Queue for QueueService {
         &self,
         request: Request<Streaming<ConsumeRequest>>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let scope = Scope::of(&request);
         let mut inbound = request.into_inner();
         let subscribe = match inbound.message().await? {
             Some(ConsumeRequest {
@@ -455,7 +465,9 @@ impl Queue for QueueService {
                 );
             }
         };
-        validate::name("subscribe.queue", &subscribe.queue)?;
+        let queue = scope
+            .name("subscribe.queue", &subscribe.queue)?
+            .into_owned();
         let max_in_flight =
             self.limits
                 .count("subscribe.max_in_flight", subscribe.max_in_flight, 1)?;
@@ -469,10 +481,10 @@ impl Queue for QueueService {
         let consumer = consumer::Consumer::new(
             self.store.clone(),
             self.limits,
-            self.waker.signal(&subscribe.queue),
+            self.waker.signal(&queue),
             self.idle.clone(),
             consumer::Subscription {
-                queue: subscribe.queue,
+                queue,
                 max_in_flight,
                 lease,
             },
@@ -497,13 +509,14 @@ impl Queue for QueueService {
         request: Request<DequeueRequest>,
     ) -> Result<Response<DequeueResponse>, Status> {
         let deadline = deadline::remaining(request.metadata());
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("queue", &req.queue)?;
+        let queue = scope.name("queue", &req.queue)?;
         let max = self.limits.count("max_jobs", req.max_jobs, 1)?;
         let lease = self.lease("lease", req.lease.as_ref())?;
         let wait = validate::duration("wait", req.wait.as_ref())?.unwrap_or_default();
         let until = Instant::now() + deadline::own_wait(wait, deadline);
-        let jobs = self.take(&req.queue, max, lease, until).await?;
+        let jobs = self.take(&queue, max, lease, until).await?;
         Ok(Response::new(DequeueResponse {
             jobs: jobs
                 .into_iter()
@@ -513,8 +526,9 @@ impl Queue for QueueService {
     }
 
     async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("queue", &req.queue)?;
+        let queue = scope.name("queue", &req.queue)?;
         self.limits.batch("items", &req.items)?;
         let items = req
             .items
@@ -525,7 +539,7 @@ impl Queue for QueueService {
                 Ok((item.job_id, item.lease_token, item.result))
             })
             .collect::<Result<Vec<_>>>()?;
-        let accepted = self.store.ack(&req.queue, &items).await?;
+        let accepted = self.store.ack(&queue, &items).await?;
         if let ([(id, _, _)], [false]) = (items.as_slice(), accepted.as_slice()) {
             return Err(settle::stale(id).into());
         }
@@ -533,14 +547,15 @@ impl Queue for QueueService {
     }
 
     async fn nack(&self, request: Request<NackRequest>) -> Result<Response<NackResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("queue", &req.queue)?;
+        let queue = scope.name("queue", &req.queue)?;
         let item = validate::required("item", req.item)?;
         let retry_after_ms = settle::nack(&self.limits, "item", &item)?;
         let outcome = self
             .store
             .nack(
-                &req.queue,
+                &queue,
                 &item.job_id,
                 &item.lease_token,
                 &item.error,
@@ -559,13 +574,14 @@ impl Queue for QueueService {
         &self,
         request: Request<ExtendLeaseRequest>,
     ) -> Result<Response<ExtendLeaseResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("queue", &req.queue)?;
+        let queue = scope.name("queue", &req.queue)?;
         let item = validate::required("item", req.item)?;
         let lease = settle::extend("item", &item, self.settings.default_lease)?;
         let deadline = self
             .store
-            .extend(&req.queue, &item.job_id, &item.lease_token, millis(lease))
+            .extend(&queue, &item.job_id, &item.lease_token, millis(lease))
             .await?
             .ok_or_else(|| settle::stale(&item.job_id))?;
         Ok(Response::new(ExtendLeaseResponse {
@@ -577,12 +593,13 @@ impl Queue for QueueService {
         &self,
         request: Request<GetJobRequest>,
     ) -> Result<Response<GetJobResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("queue", &req.queue)?;
+        let queue = scope.name("queue", &req.queue)?;
         validate::name("job_id", &req.job_id)?;
         let job = self
             .store
-            .get_job(&req.queue, &req.job_id)
+            .get_job(&queue, &req.job_id)
             .await?
             .ok_or_else(|| {
                 Error::refused(
@@ -601,8 +618,9 @@ impl Queue for QueueService {
         &self,
         request: Request<StatsRequest>,
     ) -> Result<Response<StatsResponse>, Status> {
-        let queue = request.into_inner().queue;
-        validate::name("queue", &queue)?;
+        let scope = Scope::of(&request);
+        let name = request.into_inner().queue;
+        let queue = scope.name("queue", &name)?;
         let s = self.store.stats(&queue).await?;
         Ok(Response::new(StatsResponse {
             waiting: s.waiting,
@@ -621,16 +639,14 @@ impl Queue for QueueService {
         &self,
         request: Request<ListDeadRequest>,
     ) -> Result<Response<ListDeadResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("queue", &req.queue)?;
+        let queue = scope.name("queue", &req.queue)?;
         let size = self
             .limits
             .count("page_size", req.page_size, DEFAULT_PAGE)?;
         let after = page::position("page_token", &req.page_token)?;
-        let (jobs, total, next) = self
-            .store
-            .list_dead(&req.queue, after.as_deref(), size)
-            .await?;
+        let (jobs, total, next) = self.store.list_dead(&queue, after.as_deref(), size).await?;
         Ok(Response::new(ListDeadResponse {
             jobs: jobs.into_iter().map(job_info).collect(),
             total,
@@ -642,15 +658,16 @@ impl Queue for QueueService {
         &self,
         request: Request<RedriveRequest>,
     ) -> Result<Response<RedriveResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("queue", &req.queue)?;
+        let queue = scope.name("queue", &req.queue)?;
         validate::at_most_entries("job_ids", req.job_ids.len(), self.limits.max_batch)?;
         for (i, id) in req.job_ids.iter().enumerate() {
             validate::name(format_args!("job_ids[{i}]"), id)?;
         }
         let redriven = self
             .store
-            .redrive(&req.queue, &req.job_ids, self.limits.max_batch)
+            .redrive(&queue, &req.job_ids, self.limits.max_batch)
             .await?;
         Ok(Response::new(RedriveResponse { redriven }))
     }
@@ -659,8 +676,9 @@ impl Queue for QueueService {
         &self,
         request: Request<PurgeDeadRequest>,
     ) -> Result<Response<PurgeDeadResponse>, Status> {
-        let queue = request.into_inner().queue;
-        validate::name("queue", &queue)?;
+        let scope = Scope::of(&request);
+        let name = request.into_inner().queue;
+        let queue = scope.name("queue", &name)?;
         let purged = self.store.purge(&queue, true).await?;
         Ok(Response::new(PurgeDeadResponse { purged }))
     }
@@ -669,8 +687,9 @@ impl Queue for QueueService {
         &self,
         request: Request<PurgeRequest>,
     ) -> Result<Response<PurgeResponse>, Status> {
-        let queue = request.into_inner().queue;
-        validate::name("queue", &queue)?;
+        let scope = Scope::of(&request);
+        let name = request.into_inner().queue;
+        let queue = scope.name("queue", &name)?;
         let purged = self.store.purge(&queue, false).await?;
         Ok(Response::new(PurgeResponse { purged }))
     }
@@ -679,8 +698,9 @@ impl Queue for QueueService {
         &self,
         request: Request<PauseRequest>,
     ) -> Result<Response<PauseResponse>, Status> {
-        let queue = request.into_inner().queue;
-        validate::name("queue", &queue)?;
+        let scope = Scope::of(&request);
+        let name = request.into_inner().queue;
+        let queue = scope.name("queue", &name)?;
         self.store.set_paused(&queue, true).await?;
         Ok(Response::new(PauseResponse {}))
     }
@@ -689,8 +709,9 @@ impl Queue for QueueService {
         &self,
         request: Request<ResumeRequest>,
     ) -> Result<Response<ResumeResponse>, Status> {
-        let queue = request.into_inner().queue;
-        validate::name("queue", &queue)?;
+        let scope = Scope::of(&request);
+        let name = request.into_inner().queue;
+        let queue = scope.name("queue", &name)?;
         self.store.set_paused(&queue, false).await?;
         Ok(Response::new(ResumeResponse {}))
     }
@@ -699,8 +720,9 @@ impl Queue for QueueService {
         &self,
         request: Request<SetRateLimitRequest>,
     ) -> Result<Response<SetRateLimitResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("queue", &req.queue)?;
+        let queue = scope.name("queue", &req.queue)?;
         let window = if req.max > 0 {
             validate::ttl("window", req.window.as_ref())?
                 .ok_or_else(|| Error::invalid("window", "is required when max > 0"))?
@@ -708,7 +730,7 @@ impl Queue for QueueService {
             Duration::ZERO
         };
         self.store
-            .set_rate_limit(&req.queue, req.max, millis(window))
+            .set_rate_limit(&queue, req.max, millis(window))
             .await?;
         Ok(Response::new(SetRateLimitResponse {}))
     }
@@ -717,12 +739,21 @@ impl Queue for QueueService {
         &self,
         request: Request<ListQueuesRequest>,
     ) -> Result<Response<ListQueuesResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
         let size = self
             .limits
             .count("page_size", req.page_size, DEFAULT_PAGE)?;
         let after = page::position("page_token", &req.page_token)?;
-        let (queues, more) = self.store.queue_page(after.as_deref(), size).await?;
+        // Each tenant sees its own queues, and only those its grants cover.
+        let visible = |qualified: &str| {
+            let name = scope.user_name(qualified)?;
+            scope.covers(name).then(|| name.to_owned())
+        };
+        let (queues, more) = self
+            .store
+            .queue_page(visible, after.as_deref(), size)
+            .await?;
         let next_page_token = match queues.last() {
             Some(last) if more => page::token(last),
             _ => String::new(),

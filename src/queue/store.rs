@@ -635,7 +635,7 @@ impl QueueStore {
         Ok(())
     }
 
-    /// Every registered queue, sorted.
+    /// Every registered queue (qualified names, every tenant's), sorted.
     pub async fn list_queues(&self) -> Result<Vec<String>> {
         let mut queues: Vec<String> = redis::cmd("SMEMBERS")
             .arg(QUEUE_REGISTRY)
@@ -646,13 +646,16 @@ impl QueueStore {
     }
 
     /// A page of at most `size` queue names after `after`, sorted, and whether
-    /// more follow.
+    /// more follow: the names `visible` returns for registered qualified names.
     pub async fn queue_page(
         &self,
+        visible: impl Fn(&str) -> Option<String>,
         after: Option<&str>,
         size: usize,
     ) -> Result<(Vec<String>, bool)> {
-        let mut queues = self.list_queues().await?;
+        let registered = self.list_queues().await?;
+        let mut queues: Vec<String> = registered.iter().filter_map(|q| visible(q)).collect();
+        queues.sort();
         let first = after.map_or(0, |after| {
             queues.partition_point(|name| name.as_str() <= after)
         });

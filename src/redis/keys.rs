@@ -1,8 +1,18 @@
 //! The key schema: the only place where Redis key names are built.
 //!
-//! Every key Redwire writes starts with `rw:` and a short space name (`c` for the
-//! Cache). The part after it is reserved for a tenant namespace later
-//! (`rw:<tenant>/c:...`), so today's keys stay readable then.
+//! Every key Redwire writes starts with `rw:`, then the tenant's name and a `/`
+//! for a tenant of the auth file (none for the default tenant), then a short
+//! space name (`c` for the Cache): `rw:c:user:42` for the default tenant,
+//! `rw:acme/c:user:42` for tenant `acme`. Tenant names cannot hold `:`, so no
+//! tenant's keys can be mistaken for the default tenant's.
+//!
+//! Queues, streams and locks are named inside the server by their *qualified*
+//! name ([`qualify`]): the user's name for the default tenant, `acme/mail` for
+//! queue `mail` of tenant `acme`. Those names cannot hold `/`
+//! ([`crate::validate::name`]), so a qualified name is unambiguous; wake-up
+//! messages, the queue registry and in-process waiter registries carry it, which
+//! keeps tenants apart there too. The hash tag holds the user's name only, so one
+//! queue, stream or lock stays in one cluster slot.
 //!
 //! User names are escaped so that they can never contain `{` or `}`: Redis Cluster
 //! hashes only the text between the first `{` and the next `}`, and a user who could
@@ -15,6 +25,70 @@ use std::borrow::Cow;
 
 /// Prefix of every key Redwire owns.
 pub const PREFIX: &str = "rw:";
+
+/// What separates a tenant's name from a name in a qualified name and in keys.
+pub const TENANT_SEPARATOR: char = '/';
+
+/// Longest tenant name.
+pub const MAX_TENANT_BYTES: usize = 64;
+
+/// Why `name` cannot be a tenant's, if it cannot: 1 to 64 lower-case ASCII
+/// letters, digits, `-` and `_`.
+pub fn tenant_name(name: &str) -> Result<(), String> {
+    let fits = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_');
+    if name.is_empty() || name.len() > MAX_TENANT_BYTES || !name.chars().all(fits) {
+        return Err(format!(
+            "a tenant name is 1 to {MAX_TENANT_BYTES} lower-case letters, digits, - and _"
+        ));
+    }
+    Ok(())
+}
+
+/// The qualified name of `name` in `tenant` (None: the default tenant).
+pub fn qualify<'a>(tenant: Option<&str>, name: &'a str) -> Cow<'a, str> {
+    match tenant {
+        None => Cow::Borrowed(name),
+        Some(tenant) => Cow::Owned(format!("{tenant}{TENANT_SEPARATOR}{name}")),
+    }
+}
+
+/// The user's name in a qualified name of `tenant`, if it is one of its names.
+pub fn unqualify<'a>(tenant: Option<&str>, qualified: &'a str) -> Option<&'a str> {
+    match (split(qualified), tenant) {
+        ((None, name), None) => Some(name),
+        ((Some(owner), name), Some(tenant)) if owner == tenant => Some(name),
+        _ => None,
+    }
+}
+
+/// The user's name in a qualified name, whichever tenant's it is (for replies
+/// to the tenant that named it).
+pub fn user_name(qualified: &str) -> &str {
+    split(qualified).1
+}
+
+/// The tenant and the user's name of a qualified name.
+fn split(qualified: &str) -> (Option<&str>, &str) {
+    match qualified.split_once(TENANT_SEPARATOR) {
+        Some((tenant, name)) => (Some(tenant), name),
+        None => (None, qualified),
+    }
+}
+
+/// The start of every key of `space` in `tenant`: `rw:q:` or `rw:acme/q:`.
+fn space_prefix(tenant: Option<&str>, space: &str) -> String {
+    match tenant {
+        None => format!("{PREFIX}{space}:"),
+        Some(tenant) => format!("{PREFIX}{tenant}{TENANT_SEPARATOR}{space}:"),
+    }
+}
+
+/// The start of the keys of the resource with qualified name `qualified`,
+/// through its hash tag: `rw:q:{mail}` or `rw:acme/q:{mail}`.
+fn tagged(space: Space, qualified: &str) -> String {
+    let (tenant, name) = split(qualified);
+    format!("{}{{{}}}", space_prefix(tenant, space.tag()), escape(name))
+}
 
 /// The services' key spaces, so one user name used by two services never collides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +119,13 @@ impl Space {
 /// of `orders` are the stream `orders:dead`.
 pub const DEAD_LETTER_SUFFIX: &str = ":dead";
 
-/// The keys of a user stream: (the stream, its dead-letter stream, its group
-/// settings hash). A name ending in `:dead` is the dead-letter stream of the name
-/// before it, so both live in one cluster slot.
+/// The keys of the stream with qualified name `name`: (the stream, its
+/// dead-letter stream, its group settings hash). A name ending in `:dead` is
+/// the dead-letter stream of the name before it, so both live in one cluster
+/// slot.
 pub fn stream_keys(name: &str) -> (String, String, String) {
     let base = name.strip_suffix(DEAD_LETTER_SUFFIX).unwrap_or(name);
-    let tagged = format!("{PREFIX}{}:{{{}}}", Space::Stream.tag(), escape(base));
+    let tagged = tagged(Space::Stream, base);
     let stream = if base.len() == name.len() {
         tagged.clone()
     } else {
@@ -63,37 +138,58 @@ pub fn stream_keys(name: &str) -> (String, String, String) {
     )
 }
 
-/// The keys of a lock resource: (owner, fencing counter, waiters).
+/// The keys of the lock resource with qualified name `resource`: (owner,
+/// fencing counter, waiters).
 pub fn lock_keys(resource: &str) -> [String; 3] {
-    let base = format!("{PREFIX}{}:{{{}}}", Space::Lock.tag(), escape(resource));
+    let base = tagged(Space::Lock, resource);
     ["owner", "fence", "waiters"].map(|suffix| format!("{base}:{suffix}"))
 }
 
-/// The pub/sub channel on which released locks are announced (`"1 <resource>"`).
+/// The pub/sub channel on which released locks are announced (`"1 <resource>"`,
+/// the resource's qualified name).
 pub const LOCK_WAKE_CHANNEL: &str = "rw:l:wake";
 
-/// Prefix of classic pub/sub channels and patterns (`rw:ps:<channel>`).
-pub const PUBSUB_PREFIX: &str = "rw:ps:";
+/// Space name of classic pub/sub channels and patterns (`rw:ps:<channel>`).
+const PUBSUB_SPACE: &str = "ps";
 
-/// Prefix of sharded pub/sub channels (`rw:pss:<channel>`).
-pub const SHARDED_PUBSUB_PREFIX: &str = "rw:pss:";
+/// Space name of sharded pub/sub channels (`rw:pss:<channel>`).
+const SHARDED_PUBSUB_SPACE: &str = "pss";
 
-/// The Redis channel for a user channel (or Redis glob pattern) name. Patterns get
-/// the same prefix, so they only ever match Redwire's own channels.
-pub fn pubsub_channel(name: &str, sharded: bool) -> String {
-    let prefix = if sharded {
-        SHARDED_PUBSUB_PREFIX
+/// The Redis channel for a user channel (or Redis glob pattern) name of
+/// `tenant`. Patterns get the same prefix, so they only ever match Redwire's
+/// own channels of the same tenant.
+pub fn pubsub_channel(tenant: Option<&str>, name: &str, sharded: bool) -> String {
+    let space = if sharded {
+        SHARDED_PUBSUB_SPACE
     } else {
-        PUBSUB_PREFIX
+        PUBSUB_SPACE
     };
-    format!("{prefix}{}", escape(name))
+    format!("{}{}", space_prefix(tenant, space), escape(name))
 }
 
-/// The set of every queue name that ever had a job (for ListQueues).
+/// The user's channel name of a Redis channel [`pubsub_channel`] built (the
+/// Redis channel itself if it is not one).
+pub fn user_channel(redis_channel: &str) -> &str {
+    let Some(rest) = redis_channel.strip_prefix(PREFIX) else {
+        return redis_channel;
+    };
+    // A tenant's name holds no `:`; the default tenant's space name comes first.
+    let rest = match rest.split_once(TENANT_SEPARATOR) {
+        Some((tenant, rest)) if !tenant.contains(':') => rest,
+        _ => rest,
+    };
+    [SHARDED_PUBSUB_SPACE, PUBSUB_SPACE]
+        .iter()
+        .find_map(|space| rest.strip_prefix(space)?.strip_prefix(':'))
+        .unwrap_or(redis_channel)
+}
+
+/// The set of the qualified name of every queue that ever had a job (for
+/// ListQueues, which shows each tenant its own, and the reaper).
 pub const QUEUE_REGISTRY: &str = "rw:queues";
 
 /// The pub/sub channel on which queue scripts announce ready jobs
-/// (message: `"<count> <queue>"`).
+/// (message: `"<count> <queue>"`, the queue's qualified name).
 pub const QUEUE_WAKE_CHANNEL: &str = "rw:q:wake";
 
 /// The keys of one queue. Every queue script gets them as `KEYS`, in the order of
@@ -147,9 +243,9 @@ impl QueueKeys {
         "rate",
     ];
 
-    /// The keys of `queue`.
+    /// The keys of the queue with qualified name `queue`.
     pub fn new(queue: &str) -> Self {
-        let base = format!("{PREFIX}{}:{{{}}}", Space::Queue.tag(), escape(queue));
+        let base = tagged(Space::Queue, queue);
         let key = |name: &str| format!("{base}:{name}");
         Self {
             jobs: key("jobs"),
@@ -232,10 +328,11 @@ impl QueueMeta {
     }
 }
 
-/// The Redis key for the user key `name` in `space`: `rw:c:<escaped name>`.
-/// The whole key is hashed for the cluster slot, so user keys spread over slots.
-pub fn user_key(space: Space, name: &str) -> String {
-    format!("{PREFIX}{}:{}", space.tag(), escape(name))
+/// The Redis key for the user key `name` of `tenant` in `space`:
+/// `rw:c:<escaped name>` (`rw:acme/c:...`). The whole key is hashed for the
+/// cluster slot, so user keys spread over slots.
+pub fn user_key(tenant: Option<&str>, space: Space, name: &str) -> String {
+    format!("{}{}", space_prefix(tenant, space.tag()), escape(name))
 }
 
 /// Escapes hash-tag braces (and the escape character itself) in a user name.
@@ -289,9 +386,37 @@ mod tests {
 
     #[test]
     fn cache_keys_are_pinned() {
-        assert_eq!(user_key(Space::Cache, "user:42"), "rw:c:user:42");
-        assert_eq!(user_key(Space::Cache, "a{b}c"), "rw:c:a%7Bb%7Dc");
-        assert_eq!(user_key(Space::Cache, "100%"), "rw:c:100%25");
+        assert_eq!(user_key(None, Space::Cache, "user:42"), "rw:c:user:42");
+        assert_eq!(user_key(None, Space::Cache, "a{b}c"), "rw:c:a%7Bb%7Dc");
+        assert_eq!(user_key(None, Space::Cache, "100%"), "rw:c:100%25");
+        assert_eq!(
+            user_key(Some("acme"), Space::Cache, "user:42"),
+            "rw:acme/c:user:42"
+        );
+    }
+
+    #[test]
+    fn tenant_keys_are_pinned_and_keep_the_slot_of_the_name() {
+        let mail = qualify(Some("acme"), "mail");
+        assert_eq!(mail, "acme/mail");
+        assert_eq!(qualify(None, "mail"), "mail");
+        let keys = QueueKeys::new(&mail);
+        assert_eq!(keys.jobs, "rw:acme/q:{mail}:jobs");
+        assert_eq!(hash_slot(keys.jobs.as_bytes()), hash_slot(b"mail"));
+        assert_eq!(stream_keys("acme/orders:dead").0, "rw:acme/s:{orders}:dead");
+        assert_eq!(
+            lock_keys("acme/invoice-7")[0],
+            "rw:acme/l:{invoice-7}:owner"
+        );
+        assert_eq!(unqualify(Some("acme"), "acme/mail"), Some("mail"));
+        assert_eq!(unqualify(None, "acme/mail"), None);
+        assert_eq!(unqualify(Some("acme"), "mail"), None);
+        assert_eq!(unqualify(Some("other"), "acme/mail"), None);
+        assert_eq!(unqualify(None, "mail"), Some("mail"));
+        assert!(tenant_name("acme-eu_1").is_ok());
+        for bad in ["", "Acme", "a/b", "a:b", &"x".repeat(65)] {
+            assert!(tenant_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -342,9 +467,15 @@ mod tests {
 
     #[test]
     fn pubsub_channels_are_pinned() {
-        assert_eq!(pubsub_channel("orders.eu", false), "rw:ps:orders.eu");
-        assert_eq!(pubsub_channel("orders.eu", true), "rw:pss:orders.eu");
-        assert_eq!(pubsub_channel("order.*", false), "rw:ps:order.*");
+        assert_eq!(pubsub_channel(None, "orders.eu", false), "rw:ps:orders.eu");
+        assert_eq!(pubsub_channel(None, "orders.eu", true), "rw:pss:orders.eu");
+        assert_eq!(pubsub_channel(None, "order.*", false), "rw:ps:order.*");
+        let tenant = pubsub_channel(Some("acme"), "orders.eu", true);
+        assert_eq!(tenant, "rw:acme/pss:orders.eu");
+        assert_eq!(user_channel(&tenant), "orders.eu");
+        assert_eq!(user_channel("rw:ps:a/b"), "a/b");
+        assert_eq!(user_channel("rw:pss:x"), "x");
+        assert_eq!(user_channel("elsewhere"), "elsewhere");
     }
 
     #[test]
@@ -356,8 +487,8 @@ mod tests {
     #[test]
     fn user_names_cannot_choose_a_slot() {
         // "{x}" would hash only "x" if the braces reached Redis.
-        let a = user_key(Space::Cache, "{x}1");
-        let b = user_key(Space::Cache, "{x}2");
+        let a = user_key(None, Space::Cache, "{x}1");
+        let b = user_key(None, Space::Cache, "{x}2");
         assert!(!a.contains('{'));
         assert_ne!(hash_slot(a.as_bytes()), hash_slot(b.as_bytes()));
     }

@@ -9,7 +9,9 @@
 //!
 //! Keys: stream `orders` is `rw:s:{orders}`, its dead-letter stream (user name
 //! `orders:dead`) is `rw:s:{orders}:dead`, and the groups' dead-letter policies are
-//! in the hash `rw:s:{orders}:groups` — one cluster slot for all three.
+//! in the hash `rw:s:{orders}:groups` — one cluster slot for all three. A
+//! tenant's keys start `rw:<tenant>/s:`; handlers qualify names through the
+//! call's `crate::auth::Scope` (see `crate::redis::keys`).
 
 mod group;
 mod readers;
@@ -27,13 +29,14 @@ use tonic::{Request, Response, Status, Streaming};
 pub use store::{ClaimWhat, Claimed, Fields, NewEntries, StoredEntry, StreamStore, Trim};
 
 use self::readers::Readers;
+use crate::auth::Scope;
 use crate::error::{Error, Result};
 use crate::group_commit::GroupCommit;
 use crate::heartbeat;
 use crate::producer::{self, Replies};
 use crate::proto::stream_server::Stream;
 use crate::proto::*;
-use crate::redis::keys::DEAD_LETTER_SUFFIX;
+use crate::redis::keys::{self, DEAD_LETTER_SUFFIX};
 use crate::streaming;
 use crate::time::proto_duration;
 use crate::validate::{self, Limits};
@@ -99,45 +102,52 @@ struct AppendRun {
 impl AppendRun {
     /// A run is either Redis-chosen ids only or one explicit-id entry alone, so its
     /// first entry tells which.
-    fn takes(&self, req: &AppendRequest) -> bool {
+    fn takes(&self, stream: &str, req: &AppendRequest) -> bool {
         req.id.is_empty()
             && self.entries.first().is_none_or(|(id, _)| id.is_empty())
-            && self.stream == req.stream
+            && self.stream == stream
             && self.trimming == req.trim
     }
 }
 
 impl StreamService {
-    /// Checks one Append request; returns its trimming.
-    fn check_append(&self, req: &AppendRequest) -> Result<Option<Trim>> {
-        validate::name("stream", &req.stream)?;
+    /// Checks one Append request; returns the stream's qualified name and its
+    /// trimming.
+    fn check_append(&self, scope: &Scope, req: &AppendRequest) -> Result<(String, Option<Trim>)> {
+        let stream = scope.name("stream", &req.stream)?.into_owned();
         self.fields("fields", &req.fields)?;
         if !req.id.is_empty() {
             entry_id("id", &req.id)?;
         }
-        trim("trim", req.trim.as_ref())
+        Ok((stream, trim("trim", req.trim.as_ref())?))
     }
 
     /// Appends an AppendStream batch in request order, one reply per entry: runs of
     /// entries that can share a pipeline go together, the others alone.
-    async fn append_in_order(&self, batch: Vec<AppendRequest>) -> Vec<AppendStreamResponse> {
+    async fn append_in_order(
+        &self,
+        scope: &Scope,
+        batch: Vec<AppendRequest>,
+    ) -> Vec<AppendStreamResponse> {
         let mut replies = Vec::with_capacity(batch.len());
         let mut run: Option<AppendRun> = None;
         for req in batch {
-            let checked = self.check_append(&req);
+            let checked = self.check_append(scope, &req);
             // Replies keep request order: what is before this entry goes first.
-            if checked.is_err() || run.as_ref().is_some_and(|run| !run.takes(&req)) {
+            let joins =
+                |run: &AppendRun| matches!(&checked, Ok((stream, _)) if run.takes(stream, &req));
+            if run.as_ref().is_some_and(|run| !joins(run)) {
                 self.append_run(run.take(), &mut replies).await;
             }
-            let trim = match checked {
-                Ok(trim) => trim,
+            let (stream, trim) = match checked {
+                Ok(checked) => checked,
                 Err(e) => {
                     replies.push(appended(Err(e)));
                     continue;
                 }
             };
             run.get_or_insert_with(|| AppendRun {
-                stream: req.stream,
+                stream,
                 trimming: req.trim,
                 trim,
                 entries: Vec::new(),
@@ -241,10 +251,11 @@ fn trim(field: &str, trimming: Option<&Trimming>) -> Result<Option<Trim>> {
     }
 }
 
-/// A stored entry as the proto's Entry.
+/// A stored entry of the stream with qualified name `stream` as the proto's
+/// Entry (which names the stream as its tenant does).
 fn to_entry(stream: &str, e: StoredEntry) -> Entry {
     Entry {
-        stream: stream.to_owned(),
+        stream: keys::user_name(stream).to_owned(),
         id: e.id,
         fields: e.fields,
         deliveries: e.deliveries,
@@ -280,10 +291,11 @@ impl Stream for StreamService {
         &self,
         request: Request<AppendRequest>,
     ) -> Result<Response<AppendResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        let trim = self.check_append(&req)?;
+        let (stream, trim) = self.check_append(&scope, &req)?;
         let mut ids = self
-            .append(&req.stream, trim, vec![(req.id, req.fields)])
+            .append(&stream, trim, vec![(req.id, req.fields)])
             .await?;
         Ok(Response::new(AppendResponse {
             id: ids.pop().unwrap_or_default(),
@@ -297,14 +309,15 @@ impl Stream for StreamService {
         request: Request<Streaming<AppendStreamRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let service = self.clone();
+        let scope = Scope::of(&request);
         let replies = producer::serve(
             request.into_inner(),
             self.limits.max_batch,
             self.shutdown.clone(),
             move |batch: Vec<AppendStreamRequest>| {
-                let service = service.clone();
+                let (service, scope) = (service.clone(), scope.clone());
                 let batch = batch.into_iter().map(append_request).collect();
-                async move { service.append_in_order(batch).await }
+                async move { service.append_in_order(&scope, batch).await }
             },
         );
         Ok(Response::new(replies))
@@ -314,8 +327,9 @@ impl Stream for StreamService {
         &self,
         request: Request<AppendBatchRequest>,
     ) -> Result<Response<AppendBatchResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("stream", &req.stream)?;
+        let stream = scope.name("stream", &req.stream)?;
         self.limits.batch("entries", &req.entries)?;
         for (i, entry) in req.entries.iter().enumerate() {
             self.fields(&format!("entries[{i}].fields"), &entry.fields)?;
@@ -325,7 +339,7 @@ impl Stream for StreamService {
         }
         let trim = trim("trim", req.trim.as_ref())?;
         let entries = req.entries.into_iter().map(|e| (e.id, e.fields)).collect();
-        let ids = self.append(&req.stream, trim, entries).await?;
+        let ids = self.append(&stream, trim, entries).await?;
         Ok(Response::new(AppendBatchResponse { ids }))
     }
 
@@ -333,21 +347,19 @@ impl Stream for StreamService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("stream", &req.stream)?;
+        let stream = scope.name("stream", &req.stream)?;
         let (low, high) = if req.reverse { ("+", "-") } else { ("-", "+") };
         let start = range_bound("start", &req.start, low)?;
         let end = range_bound("end", &req.end, high)?;
         let count = self.limits.count("count", req.count, DEFAULT_RANGE)?;
         let entries = self
             .store
-            .range(&req.stream, &start, &end, req.reverse, count)
+            .range(&stream, &start, &end, req.reverse, count)
             .await?;
         Ok(Response::new(RangeResponse {
-            entries: entries
-                .into_iter()
-                .map(|e| to_entry(&req.stream, e))
-                .collect(),
+            entries: entries.into_iter().map(|e| to_entry(&stream, e)).collect(),
         }))
     }
 
@@ -357,6 +369,7 @@ impl Stream for StreamService {
         &self,
         request: Request<TailRequest>,
     ) -> Result<Response<Self::TailStream>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
         self.limits.batch("streams", &req.streams)?;
         let heartbeat = heartbeat::interval(
@@ -366,11 +379,11 @@ impl Stream for StreamService {
         )?;
         let mut positions = Vec::with_capacity(req.streams.len());
         for (i, p) in req.streams.iter().enumerate() {
-            validate::name(format_args!("streams[{i}].stream"), &p.stream)?;
+            let stream = scope.name(format_args!("streams[{i}].stream"), &p.stream)?;
             let after = match p.after.as_str() {
                 "" | "$" => self
                     .store
-                    .last_id(&p.stream)
+                    .last_id(&stream)
                     .await?
                     .unwrap_or_else(|| "0-0".to_owned()),
                 "0" => "0-0".to_owned(),
@@ -379,7 +392,7 @@ impl Stream for StreamService {
                     id.to_owned()
                 }
             };
-            positions.push((p.stream.clone(), after));
+            positions.push((stream.into_owned(), after));
         }
         let signals: Vec<_> = positions
             .iter()
@@ -390,7 +403,7 @@ impl Stream for StreamService {
             streams: positions
                 .iter()
                 .map(|(stream, after)| TailPosition {
-                    stream: stream.clone(),
+                    stream: keys::user_name(stream).to_owned(),
                     after: after.clone(),
                 })
                 .collect(),
@@ -416,8 +429,9 @@ impl Stream for StreamService {
         &self,
         request: Request<CreateGroupRequest>,
     ) -> Result<Response<CreateGroupResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("stream", &req.stream)?;
+        let stream = scope.name("stream", &req.stream)?;
         validate::name("group", &req.group)?;
         let start = match req.start.as_str() {
             "" | "$" => "$".to_owned(),
@@ -429,7 +443,7 @@ impl Stream for StreamService {
         };
         let created = self
             .store
-            .create_group(&req.stream, &req.group, &start, req.max_deliveries)
+            .create_group(&stream, &req.group, &start, req.max_deliveries)
             .await?;
         Ok(Response::new(CreateGroupResponse { created }))
     }
@@ -438,10 +452,11 @@ impl Stream for StreamService {
         &self,
         request: Request<DestroyGroupRequest>,
     ) -> Result<Response<DestroyGroupResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("stream", &req.stream)?;
+        let stream = scope.name("stream", &req.stream)?;
         validate::name("group", &req.group)?;
-        let destroyed = self.store.destroy_group(&req.stream, &req.group).await?;
+        let destroyed = self.store.destroy_group(&stream, &req.group).await?;
         Ok(Response::new(DestroyGroupResponse { destroyed }))
     }
 
@@ -449,13 +464,14 @@ impl Stream for StreamService {
         &self,
         request: Request<DeleteConsumerRequest>,
     ) -> Result<Response<DeleteConsumerResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("stream", &req.stream)?;
+        let stream = scope.name("stream", &req.stream)?;
         validate::name("group", &req.group)?;
         validate::name("consumer", &req.consumer)?;
         let pending = self
             .store
-            .delete_consumer(&req.stream, &req.group, &req.consumer)
+            .delete_consumer(&stream, &req.group, &req.consumer)
             .await?;
         Ok(Response::new(DeleteConsumerResponse { pending }))
     }
@@ -466,6 +482,7 @@ impl Stream for StreamService {
         &self,
         request: Request<Streaming<ReadGroupRequest>>,
     ) -> Result<Response<Self::ReadGroupStream>, Status> {
+        let scope = Scope::of(&request);
         let mut inbound = request.into_inner();
         let open = match inbound.message().await? {
             Some(ReadGroupRequest {
@@ -473,7 +490,7 @@ impl Stream for StreamService {
             }) => open,
             _ => return Err(Error::invalid("message", "the first message must be open").into()),
         };
-        validate::name("open.stream", &open.stream)?;
+        let stream = scope.name("open.stream", &open.stream)?.into_owned();
         validate::name("open.group", &open.group)?;
         let ephemeral = open.consumer.is_empty();
         let consumer = if ephemeral {
@@ -492,14 +509,12 @@ impl Stream for StreamService {
             self.heartbeat,
         )?;
         // Fail fast with NOT_FOUND when the group does not exist.
-        self.store
-            .pending_summary(&open.stream, &open.group)
-            .await?;
+        self.store.pending_summary(&stream, &open.group).await?;
         let (tx, rx) = mpsc::channel(max_unacked + 16);
         let consumer = group::GroupConsumer {
             store: self.store.clone(),
-            signal: self.readers.signal(&open.stream),
-            stream: open.stream,
+            signal: self.readers.signal(&stream),
+            stream,
             group: open.group,
             consumer,
             ephemeral,
@@ -520,14 +535,15 @@ impl Stream for StreamService {
         &self,
         request: Request<StreamAckRequest>,
     ) -> Result<Response<StreamAckResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("stream", &req.stream)?;
+        let stream = scope.name("stream", &req.stream)?;
         validate::name("group", &req.group)?;
         self.limits.batch("ids", &req.ids)?;
         for (i, id) in req.ids.iter().enumerate() {
             entry_id(&format!("ids[{i}]"), id)?;
         }
-        let acked = self.store.ack(&req.stream, &req.group, &req.ids).await?;
+        let acked = self.store.ack(&stream, &req.group, &req.ids).await?;
         Ok(Response::new(StreamAckResponse { acked }))
     }
 
@@ -535,27 +551,21 @@ impl Stream for StreamService {
         &self,
         request: Request<PendingRequest>,
     ) -> Result<Response<PendingResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("stream", &req.stream)?;
+        let stream = scope.name("stream", &req.stream)?;
         validate::name("group", &req.group)?;
         if !req.consumer.is_empty() {
             validate::name("consumer", &req.consumer)?;
         }
-        let summary = self.store.pending_summary(&req.stream, &req.group).await?;
+        let summary = self.store.pending_summary(&stream, &req.group).await?;
         let entries = if req.detail > 0 {
             let count = self.limits.count("detail", req.detail, 1)?;
             let min_idle =
                 validate::duration("min_idle", req.min_idle.as_ref())?.unwrap_or_default();
             let consumer = (!req.consumer.is_empty()).then_some(req.consumer.as_str());
             self.store
-                .pending_detail(
-                    &req.stream,
-                    &req.group,
-                    min_idle,
-                    ("-", "+"),
-                    count,
-                    consumer,
-                )
+                .pending_detail(&stream, &req.group, min_idle, ("-", "+"), count, consumer)
                 .await?
         } else {
             Vec::new()
@@ -585,8 +595,9 @@ impl Stream for StreamService {
         &self,
         request: Request<ClaimRequest>,
     ) -> Result<Response<ClaimResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("stream", &req.stream)?;
+        let stream = scope.name("stream", &req.stream)?;
         validate::name("group", &req.group)?;
         validate::name("consumer", &req.consumer)?;
         self.limits.batch("ids", &req.ids)?;
@@ -597,7 +608,7 @@ impl Stream for StreamService {
         let claimed = self
             .store
             .claim(
-                &req.stream,
+                &stream,
                 &req.group,
                 &req.consumer,
                 min_idle,
@@ -608,7 +619,7 @@ impl Stream for StreamService {
             entries: claimed
                 .entries
                 .into_iter()
-                .map(|e| to_entry(&req.stream, e))
+                .map(|e| to_entry(&stream, e))
                 .collect(),
             dead_lettered: claimed.dead_lettered,
         }))
@@ -618,8 +629,9 @@ impl Stream for StreamService {
         &self,
         request: Request<AutoClaimRequest>,
     ) -> Result<Response<AutoClaimResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("stream", &req.stream)?;
+        let stream = scope.name("stream", &req.stream)?;
         validate::name("group", &req.group)?;
         validate::name("consumer", &req.consumer)?;
         let min_idle = validate::duration("min_idle", req.min_idle.as_ref())?.unwrap_or_default();
@@ -631,7 +643,7 @@ impl Stream for StreamService {
         let claimed = self
             .store
             .claim(
-                &req.stream,
+                &stream,
                 &req.group,
                 &req.consumer,
                 min_idle,
@@ -645,7 +657,7 @@ impl Stream for StreamService {
             entries: claimed
                 .entries
                 .into_iter()
-                .map(|e| to_entry(&req.stream, e))
+                .map(|e| to_entry(&stream, e))
                 .collect(),
             dead_lettered: claimed.dead_lettered,
             next_start: claimed.next_start,
@@ -656,8 +668,9 @@ impl Stream for StreamService {
         &self,
         request: Request<StreamInfoRequest>,
     ) -> Result<Response<StreamInfoResponse>, Status> {
-        let stream = request.into_inner().stream;
-        validate::name("stream", &stream)?;
+        let scope = Scope::of(&request);
+        let name = request.into_inner().stream;
+        let stream = scope.name("stream", &name)?;
         let state = self.store.info(&stream).await?;
         Ok(Response::new(StreamInfoResponse {
             length: state.length,
@@ -686,16 +699,17 @@ impl Stream for StreamService {
             dead_letters: state.dead_letters,
             dead_letter_stream: format!(
                 "{}{DEAD_LETTER_SUFFIX}",
-                stream.strip_suffix(DEAD_LETTER_SUFFIX).unwrap_or(&stream)
+                name.strip_suffix(DEAD_LETTER_SUFFIX).unwrap_or(&name)
             ),
         }))
     }
 
     async fn trim(&self, request: Request<TrimRequest>) -> Result<Response<TrimResponse>, Status> {
+        let scope = Scope::of(&request);
         let req = request.into_inner();
-        validate::name("stream", &req.stream)?;
+        let stream = scope.name("stream", &req.stream)?;
         let trim = validate::required("trim", trim("trim", req.trim.as_ref())?)?;
-        let removed = self.store.trim(&req.stream, &trim).await?;
+        let removed = self.store.trim(&stream, &trim).await?;
         Ok(Response::new(TrimResponse { removed }))
     }
 }

@@ -8,7 +8,7 @@ use redis::{Script, Value};
 
 use crate::error::{Error, Reason, RedisReply, Result};
 use crate::group_commit::{Commit, Weight};
-use crate::redis::keys::stream_keys;
+use crate::redis::keys::{self, stream_keys};
 use crate::redis::{Conn, Redis};
 use crate::time::millis;
 
@@ -179,8 +179,10 @@ pub struct StreamStore {
     redis: Arc<Redis>,
 }
 
-/// The error of a call on a stream that does not exist.
+/// The error of a call on the stream with qualified name `stream`, which does
+/// not exist (named as its tenant wrote it).
 fn missing_stream(stream: &str) -> Error {
+    let stream = keys::user_name(stream);
     Error::refused(
         Reason::StreamNotFound,
         format!("there is no stream {stream:?}"),
@@ -194,11 +196,12 @@ fn no_group(stream: &str, group: &str) -> impl Fn(redis::RedisError) -> Error {
     let (stream, group) = (stream.to_owned(), group.to_owned());
     move |e| {
         if RedisReply::NoGroup.matches(&e) {
+            let name = keys::user_name(&stream);
             return Error::refused(
                 Reason::GroupNotFound,
-                format!("stream {stream:?} has no group {group:?}"),
+                format!("stream {name:?} has no group {group:?}"),
             )
-            .with("stream", &stream)
+            .with("stream", name)
             .with("group", &group);
         }
         match Error::from(e) {

@@ -12,6 +12,7 @@
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod auth;
 pub mod proxy;
 pub mod tls;
 
@@ -55,6 +56,20 @@ macro_rules! core_checks {
             $($name(ctx).await;)*
         }
     };
+}
+
+/// A Cache Set of `key` to the text `value`.
+pub fn set(key: &str, value: &str) -> redwire::proto::SetRequest {
+    redwire::proto::SetRequest {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A Cache Get of `key`.
+pub fn get(key: &str) -> redwire::proto::GetRequest {
+    redwire::proto::GetRequest { key: key.into() }
 }
 
 /// A protobuf duration of `millis` milliseconds, as requests carry it.

@@ -46,7 +46,7 @@ pub(crate) async fn direct(args: &Args, payload: Vec<u8>) -> Report {
 /// GET or SET of one key, as Cache.Get and Cache.Set do it.
 async fn cache_get_or_set(args: &Args, redis: Arc<Redis>, payload: Vec<u8>) -> Report {
     let store = redwire::cache::CacheStore::new(redis, usize::MAX);
-    let key = user_key(Space::Cache, &format!("{}:k", args.prefix));
+    let key = user_key(None, Space::Cache, &format!("{}:k", args.prefix));
     store_set(&store, &key, &payload).await;
     let get = args.workload == Workload::DirectGet;
     closed_loop(args, serde_json::json!({}), move |_, _| {
@@ -66,7 +66,7 @@ async fn cache_get_or_set(args: &Args, redis: Arc<Redis>, payload: Vec<u8>) -> R
 async fn cache_get_many(args: &Args, redis: Arc<Redis>, payload: Vec<u8>) -> Report {
     let store = redwire::cache::CacheStore::new(redis, usize::MAX);
     let keys: Vec<String> = (0..args.batch)
-        .map(|i| user_key(Space::Cache, &format!("{}:m{i}", args.prefix)))
+        .map(|i| user_key(None, Space::Cache, &format!("{}:m{i}", args.prefix)))
         .collect();
     let values: Vec<(String, Vec<u8>)> =
         keys.iter().map(|k| (k.clone(), payload.clone())).collect();
