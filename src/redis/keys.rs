@@ -75,11 +75,12 @@ fn split(qualified: &str) -> (Option<&str>, &str) {
     }
 }
 
-/// The start of every key of `space` in `tenant`: `rw:q:` or `rw:acme/q:`.
-fn space_prefix(tenant: Option<&str>, space: &str) -> String {
+/// The key of `name` in `space` of `tenant`, from `rw:` to the end:
+/// `rw:q:<name>` or `rw:acme/q:<name>`. One allocation: it runs per call.
+fn space_key(tenant: Option<&str>, space: &str, name: std::fmt::Arguments<'_>) -> String {
     match tenant {
-        None => format!("{PREFIX}{space}:"),
-        Some(tenant) => format!("{PREFIX}{tenant}{TENANT_SEPARATOR}{space}:"),
+        None => format!("{PREFIX}{space}:{name}"),
+        Some(tenant) => format!("{PREFIX}{tenant}{TENANT_SEPARATOR}{space}:{name}"),
     }
 }
 
@@ -87,7 +88,7 @@ fn space_prefix(tenant: Option<&str>, space: &str) -> String {
 /// through its hash tag: `rw:q:{mail}` or `rw:acme/q:{mail}`.
 fn tagged(space: Space, qualified: &str) -> String {
     let (tenant, name) = split(qualified);
-    format!("{}{{{}}}", space_prefix(tenant, space.tag()), escape(name))
+    space_key(tenant, space.tag(), format_args!("{{{}}}", escape(name)))
 }
 
 /// The services' key spaces, so one user name used by two services never collides.
@@ -164,7 +165,7 @@ pub fn pubsub_channel(tenant: Option<&str>, name: &str, sharded: bool) -> String
     } else {
         PUBSUB_SPACE
     };
-    format!("{}{}", space_prefix(tenant, space), escape(name))
+    space_key(tenant, space, format_args!("{}", escape(name)))
 }
 
 /// The user's channel name of a Redis channel [`pubsub_channel`] built (the
@@ -332,7 +333,7 @@ impl QueueMeta {
 /// `rw:c:<escaped name>` (`rw:acme/c:...`). The whole key is hashed for the
 /// cluster slot, so user keys spread over slots.
 pub fn user_key(tenant: Option<&str>, space: Space, name: &str) -> String {
-    format!("{}{}", space_prefix(tenant, space.tag()), escape(name))
+    space_key(tenant, space.tag(), format_args!("{}", escape(name)))
 }
 
 /// Escapes hash-tag braces (and the escape character itself) in a user name.
