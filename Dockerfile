@@ -22,4 +22,8 @@ WORKDIR /var/lib/redwire
 ENV REDWIRE_LISTEN=0.0.0.0:50051 \
     REDWIRE_DATA_DIR=/var/lib/redwire/data
 EXPOSE 50051
+# Ready when Redis answers and Redwire is not shutting down: `redwire probe` asks
+# the admin listener's /readyz (127.0.0.1:9464 inside the container).
+HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["/usr/local/bin/redwire", "probe"]
 ENTRYPOINT ["/usr/local/bin/redwire"]

@@ -39,6 +39,15 @@ ensure_openssl() {
   fi
 }
 
+# Prometheus, for the test that a real Prometheus scrapes /metrics. Debian's
+# package starts a system service where systemd runs; the test starts its own.
+ensure_prometheus() {
+  if ! command -v prometheus >/dev/null 2>&1; then
+    echo "==> installing prometheus from the OS packages"
+    apt_install prometheus
+  fi
+}
+
 ensure_rust_components() {
   for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::admin::AdminSettings;
 use crate::connection::ConnectionLimits;
 use crate::pubsub::PubSubSettings;
 use crate::queue::QueueSettings;
@@ -126,6 +127,10 @@ pub struct Config {
     /// Per-subscriber PubSub buffers.
     #[command(flatten, next_help_heading = "PubSub")]
     pub pubsub: PubSubSettings,
+
+    /// The admin HTTP listener and the metrics it serves.
+    #[command(flatten, next_help_heading = "Admin and metrics")]
+    pub admin: AdminSettings,
 }
 
 /// What `redwire <subcommand>` does instead of serving.
@@ -143,6 +148,17 @@ pub enum Command {
         /// Actions it may take (read, write, consume, admin, or *).
         #[arg(long, value_delimiter = ',', default_value = "*")]
         actions: Vec<String>,
+    },
+    /// Asks a running Redwire's admin listener whether it is ready (or alive)
+    /// and exits 0 if so, 1 if not: a container health check that needs no
+    /// curl.
+    Probe {
+        /// The admin listener's address.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        admin: SocketAddr,
+        /// What to ask: /readyz (Redis answers, not shutting down) or /healthz.
+        #[arg(long, default_value = "/readyz")]
+        path: String,
     },
 }
 

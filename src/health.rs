@@ -58,6 +58,41 @@ impl Health {
     }
 }
 
+/// Whether the server is ready for calls, for the admin listener's `/readyz`:
+/// Redis answers (as the health loop last found) and shutdown has not begun.
+#[derive(Debug)]
+pub struct Readiness {
+    redis_up: std::sync::atomic::AtomicBool,
+    shutdown: CancellationToken,
+}
+
+impl Readiness {
+    /// Not ready until the health loop first reaches Redis; not ready once
+    /// `shutdown` fires.
+    pub fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            redis_up: std::sync::atomic::AtomicBool::new(false),
+            shutdown,
+        }
+    }
+
+    /// Why the server is not ready, if it is not.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.shutdown.is_cancelled() {
+            Err("shutting down")
+        } else if !self.redis_up.load(std::sync::atomic::Ordering::Relaxed) {
+            Err("redis does not answer")
+        } else {
+            Ok(())
+        }
+    }
+
+    fn set_redis_up(&self, up: bool) {
+        self.redis_up
+            .store(up, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A service that also needs a connection of its own, and whether it is up.
 pub struct OwnConnection {
     /// The service's gRPC name.
@@ -67,10 +102,11 @@ pub struct OwnConnection {
 }
 
 /// Pings Redis every `interval` and mirrors the result (and each of `own`
-/// connections) in `health` until `shutdown` fires.
+/// connections) in `health` and `readiness` until `shutdown` fires.
 pub async fn watch_redis(
     redis: Arc<Redis>,
     health: Health,
+    readiness: Arc<Readiness>,
     interval: Duration,
     own: Vec<OwnConnection>,
     shutdown: CancellationToken,
@@ -90,6 +126,7 @@ pub async fn watch_redis(
         if shutdown.is_cancelled() {
             return;
         }
+        readiness.set_redis_up(status == ServingStatus::Serving);
         if redis_status != Some(status) && status == ServingStatus::Serving {
             tracing::info!("redis answers; reporting SERVING");
         }

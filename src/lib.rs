@@ -39,11 +39,14 @@
 //! - [`streaming`]: the kit long-lived streams are built from (ready batches,
 //!   heartbeats, named waiters, the Redis retry pause, the final status).
 //! - [`server`]: assembles services, health and reflection; graceful shutdown.
-//! - [`telemetry`]: logging setup and the per-call log line (a tower layer).
+//! - [`telemetry`]: logging setup, the per-call log line and metrics (one tower
+//!   layer), the Prometheus registry and its samplers.
+//! - [`admin`]: the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
 //! - [`token`]: unguessable tokens (leases, locks, auth) from a CSPRNG.
 //! - [`time`]: durations, timestamps and milliseconds on the wire.
 //! - [`proto`]: generated protobuf/gRPC code and the reflection descriptors.
 
+pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod codec;
@@ -75,4 +78,4 @@ pub mod waker;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use server::{ServeError, run};
+pub use server::{Listeners, ServeError, run};

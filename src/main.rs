@@ -47,7 +47,36 @@ fn run_command(command: &Command) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Probe { admin, path } => match probe(*admin, path) {
+            Ok(status_line) if status_line.split_whitespace().nth(1) == Some("200") => {
+                ExitCode::SUCCESS
+            }
+            Ok(status_line) => {
+                eprintln!("redwire: {admin}{path}: {status_line}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("redwire: {admin}{path}: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// The status line of `GET path` on the admin listener at `admin`, within 2 s.
+fn probe(admin: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
+    use std::io::{BufRead, BufReader};
+    let timeout = std::time::Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&admin, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut status_line = String::new();
+    BufReader::new(stream).read_line(&mut status_line)?;
+    Ok(status_line.trim_end().to_owned())
 }
 
 async fn serve(config: Config) -> ExitCode {
@@ -59,7 +88,21 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match redwire::run(config, listener, shutdown_signal()).await {
+    let admin = match config.admin.listen.0 {
+        None => None,
+        Some(addr) => match TcpListener::bind(addr).await {
+            Ok(admin) => Some(admin),
+            Err(e) => {
+                eprintln!("redwire: cannot listen on {addr} (--admin-listen): {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let listeners = redwire::Listeners {
+        grpc: listener,
+        admin,
+    };
+    match redwire::run(config, listeners, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("redwire: {e}");

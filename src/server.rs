@@ -21,6 +21,7 @@ use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::admin::{self, Admin};
 use crate::auth::{Auth, AuthLayer, KeyringError};
 use crate::cache::{CacheService, CacheStore};
 use crate::config::{Config, RedisTarget};
@@ -40,6 +41,7 @@ use crate::redis::embedded::{EmbeddedRedis, StartError};
 use crate::redis::{Redis, RedisSettings};
 use crate::reload::{self, Reload};
 use crate::stream::{StreamService, StreamStore};
+use crate::telemetry::metrics::{self, Metrics};
 use crate::telemetry::requests::RequestLogLayer;
 use crate::tls::{Tls, TlsError};
 
@@ -109,13 +111,33 @@ pub enum ServeError {
     Insecure(String),
 }
 
-/// Runs Redwire on `listener` until `shutdown` resolves, then drains within the
+/// The sockets Redwire serves on, bound by the caller: the gRPC listener, and
+/// the admin HTTP listener if there is one (a bare `TcpListener` is gRPC only).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The gRPC listener.
+    pub grpc: TcpListener,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: Option<TcpListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(grpc: TcpListener) -> Self {
+        Self { grpc, admin: None }
+    }
+}
+
+/// Runs Redwire on `listeners` until `shutdown` resolves, then drains within the
 /// configured grace period.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let Listeners {
+        grpc: listener,
+        admin: admin_listener,
+    } = listeners.into();
     // TLS to Redis uses rustls with ring; an already installed provider stays.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let auth = config
@@ -134,6 +156,14 @@ pub async fn run(
     {
         return Err(ServeError::Insecure(addr.to_string()));
     }
+    // The metrics name every tenant's queues: beyond loopback they need tokens.
+    if let Some(Ok(addr)) = admin_listener.as_ref().map(TcpListener::local_addr)
+        && !addr.ip().is_loopback()
+        && auth.is_none()
+        && !config.insecure
+    {
+        return Err(ServeError::Insecure(format!("the admin listener {addr}")));
+    }
     let embedded = match config.redis_target() {
         RedisTarget::Embedded => {
             Some(EmbeddedRedis::start(&config.redis_server_bin, &config.data_dir).await?)
@@ -145,7 +175,10 @@ pub async fn run(
         &config,
         embedded.as_ref().map(EmbeddedRedis::url),
         security,
-        listener,
+        Listeners {
+            grpc: listener,
+            admin: admin_listener,
+        },
         shutdown,
     )
     .await;
@@ -180,11 +213,17 @@ async fn serve(
     config: &Config,
     embedded_url: Option<&str>,
     security: Security,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let Listeners {
+        grpc: listener,
+        admin: admin_listener,
+    } = listeners;
     let redis = Arc::new(connect_redis(config, embedded_url)?);
     let token = CancellationToken::new();
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(health::Readiness::new(token.clone()));
     let Redwire {
         services,
         mut background,
@@ -194,6 +233,23 @@ async fn serve(
     if !reloadable.is_empty() {
         background.push(tokio::spawn(reload::watch(reloadable, token.clone())));
     }
+    // The admin listener outlives the drain (so /readyz says why), and stops last.
+    let admin_stop = CancellationToken::new();
+    let admin_task = admin_listener.map(|admin_listener| {
+        background.push(tokio::spawn(metrics::sample(
+            metrics.clone(),
+            QueueStore::new(redis.clone()),
+            config.admin.interval,
+            config.admin.max_queues,
+            token.clone(),
+        )));
+        let admin = Arc::new(Admin {
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+            auth: security.auth.clone(),
+        });
+        tokio::spawn(admin::serve(admin_listener, admin, admin_stop.clone()))
+    });
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let mut health = Health::new(reporter, &services.names);
@@ -205,6 +261,7 @@ async fn serve(
     background.push(tokio::spawn(health::watch_redis(
         redis.clone(),
         health.clone(),
+        readiness,
         config.health_interval,
         vec![pubsub_connection],
         token.clone(),
@@ -226,7 +283,7 @@ async fn serve(
         .http2_keepalive_timeout(Some(connections.keepalive_timeout))
         // Outermost first: the log line sees the status the client sees,
         // a reply-budget refusal included.
-        .layer(RequestLogLayer)
+        .layer(RequestLogLayer::new(metrics))
         .layer(ReplyLayer::new(config.reply_buffer_bytes))
         .layer(AuthLayer::new(security.auth))
         .add_routes(routes.routes())
@@ -244,6 +301,10 @@ async fn serve(
         background,
     )
     .await;
+    admin_stop.cancel();
+    if let Some(admin_task) = admin_task {
+        let _ = admin_task.await;
+    }
     tracing::info!("redwire stopped");
     Ok(result?)
 }

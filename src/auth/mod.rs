@@ -133,6 +133,23 @@ impl Auth {
         Ok(Some((caller, scope)))
     }
 
+    /// Checks a request to the admin listener's `/metrics`: it needs a valid
+    /// token of the default tenant (metrics show every tenant's names).
+    pub fn check_operator(&self, headers: &http::HeaderMap) -> Result<(), Error> {
+        let token = bearer_token(headers).ok_or_else(|| missing_credentials(&[]))?;
+        let principal = self.authorize(&Credential::Token(keyring::sha256(token)), None)?;
+        match &principal.tenant {
+            None => Ok(()),
+            Some(tenant) => Err(Error::refused(
+                Reason::PermissionDenied,
+                format!(
+                    "token {} acts in tenant {}; the metrics show every tenant's queues, so they need a token of the default tenant",
+                    principal.name, tenant.name
+                ),
+            )),
+        }
+    }
+
     /// The principal `credential` names in the file in force, if it is valid
     /// and allows `permission`.
     fn authorize(

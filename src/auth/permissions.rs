@@ -176,6 +176,13 @@ pub fn permission_of(path: &str) -> Option<Permission> {
     })
 }
 
+/// Every Redwire rpc: its service's gRPC name and the method.
+pub fn rpcs() -> impl Iterator<Item = (&'static str, &'static str)> {
+    TABLE.iter().flat_map(|(service, _, methods)| {
+        methods.iter().map(move |(method, _)| (*service, *method))
+    })
+}
+
 /// True for the gRPC services anyone may call without a token: health (for
 /// probes and load balancers) and reflection (it shows the schema, never data).
 pub fn is_open(path: &str) -> bool {

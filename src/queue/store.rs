@@ -47,6 +47,11 @@ static EXTEND: LazyLock<Script> = queue_script!("extend.lua");
 static REAP: LazyLock<Script> = queue_script!("reap.lua");
 static REDRIVE: LazyLock<Script> = queue_script!("redrive.lua");
 static PURGE: LazyLock<Script> = queue_script!("purge.lua");
+static OLDEST: LazyLock<Script> = queue_script!("oldest.lua");
+
+/// Priority levels `oldest.lua` reads at most: a queue whose waiting jobs span
+/// more levels reports the oldest of its highest ones.
+const OLDEST_LEVELS: usize = 16;
 
 /// A hash field that may be missing.
 type MaybeBytes = Option<Vec<u8>>;
@@ -435,6 +440,18 @@ impl QueueStore {
                 return Ok(total);
             }
         }
+    }
+
+    /// Ms since the oldest job ready for delivery was enqueued (None when no
+    /// job waits). A read: no replica confirmation in durable mode.
+    pub async fn oldest_waiting_ms(&self, queue: &str) -> Result<Option<u64>> {
+        let mut invocation = OLDEST.prepare_invoke();
+        for key in QueueKeys::new(queue).in_script_order() {
+            invocation.key(key);
+        }
+        invocation.arg(OLDEST_LEVELS);
+        let age: i64 = invocation.invoke_async(&mut self.conn().await?).await?;
+        Ok(u64::try_from(age).ok())
     }
 
     /// Reads a job.

@@ -4,6 +4,7 @@
 //!
 //! [`requests`] writes one line per call, from a tower layer around every service.
 
+pub mod metrics;
 pub mod requests;
 
 use std::io::IsTerminal;

@@ -1,6 +1,8 @@
 //! One log line per gRPC call, written by a tower layer around every service
 //! once the call has ended: method, status code, duration and peer as fields,
-//! plus the error's reason and message when it failed.
+//! plus the error's reason and message when it failed. The same place records
+//! the call's metrics ([`super::metrics`]): it is the one place that sees
+//! every call start and end with the code the client sees.
 //!
 //! The code is read where it leaves the server, from the response headers (an
 //! error answered at once) or the trailers (every other call), so it is the
@@ -12,6 +14,7 @@
 //! operator should notice when they pile up, at warn; every other call at debug.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -21,18 +24,32 @@ use tonic::Code;
 use tonic::codegen::{Service, http};
 use tonic_types::StatusExt;
 
+use super::metrics::Metrics;
 use crate::connection::ClientInfo;
 use crate::error::code_name;
 
-/// Logs every call that passes through it; see the module documentation.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequestLogLayer;
+/// Logs and measures every call that passes through it; see the module
+/// documentation.
+#[derive(Debug, Clone, Default)]
+pub struct RequestLogLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl RequestLogLayer {
+    /// Records calls' metrics in `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> tower_layer::Layer<S> for RequestLogLayer {
     type Service = RequestLogService<S>;
 
     fn layer(&self, inner: S) -> RequestLogService<S> {
-        RequestLogService { inner }
+        RequestLogService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -40,6 +57,7 @@ impl<S> tower_layer::Layer<S> for RequestLogLayer {
 #[derive(Debug, Clone)]
 pub struct RequestLogService<S> {
     inner: S,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RequestLogService<S>
@@ -56,7 +74,9 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        self.metrics.call_started(request.uri().path());
         let mut call = Call {
+            metrics: self.metrics.clone(),
             // Shares the request's bytes: no allocation per call.
             path: request.uri().path_and_query().cloned(),
             peer: request
@@ -110,6 +130,7 @@ macro_rules! write_line {
 /// What is known of a call until its line is written.
 #[derive(Debug)]
 struct Call {
+    metrics: Arc<Metrics>,
     path: Option<http::uri::PathAndQuery>,
     peer: Option<std::net::SocketAddr>,
     started: Instant,
@@ -142,8 +163,10 @@ impl Call {
             return;
         }
         let elapsed = self.started.elapsed();
+        let method = self.path.as_ref().map_or("", |path| path.path());
+        self.metrics.call_ended(method, code_name(code), elapsed);
         let line = Line {
-            method: self.path.as_ref().map_or("", |path| path.path()),
+            method,
             peer: self.peer,
             code: code_name(code),
             reason,
@@ -170,17 +193,19 @@ fn millis(elapsed: Duration) -> f64 {
 }
 
 /// A reply body that writes its call's line when the trailers pass, or when it
-/// is dropped without them (the client went away).
+/// is dropped without them (the client went away; see `Drop for Call`).
 #[derive(Debug)]
 pub struct LoggedBody<B> {
     inner: B,
     call: Call,
 }
 
-impl<B> Drop for LoggedBody<B> {
+/// A call dropped before its line was written (the client went away, or the
+/// reply never started) is written as cancelled, so its in-flight gauge
+/// always comes down again.
+impl Drop for Call {
     fn drop(&mut self) {
-        self.call
-            .log(Code::Cancelled, "", "the reply was abandoned");
+        self.log(Code::Cancelled, "", "the reply was abandoned");
     }
 }
 

@@ -13,6 +13,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod auth;
+pub mod http;
 pub mod proxy;
 pub mod tls;
 
@@ -572,6 +573,9 @@ pub enum Backend {
 pub struct TestContext {
     pub backend: Backend,
     pub addr: SocketAddr,
+    /// The admin listener's address, when the flags ask for one
+    /// (`--admin-listen 127.0.0.1:0`).
+    pub admin: Option<SocketAddr>,
     pub channel: Channel,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), redwire::ServeError>>>,
@@ -695,8 +699,24 @@ impl TestContext {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        // Library callers bind the admin listener themselves, as main does.
+        let admin_listener = match config.admin.listen.0 {
+            Some(admin) if extra.contains(&"--admin-listen") => Some(
+                tokio::net::TcpListener::bind(admin)
+                    .await
+                    .expect("bind admin"),
+            ),
+            _ => None,
+        };
+        let admin = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr().expect("admin addr"));
+        let listeners = redwire::Listeners {
+            grpc: listener,
+            admin: admin_listener,
+        };
         let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(redwire::run(config, listener, async {
+        let server = tokio::spawn(redwire::run(config, listeners, async {
             let _ = rx.await;
         }));
         let channel = Channel::from_shared(format!("http://{addr}"))
@@ -705,6 +725,7 @@ impl TestContext {
         Self {
             backend,
             addr,
+            admin,
             channel,
             shutdown: Some(tx),
             server: Some(server),

@@ -1,0 +1,401 @@
+//! Prometheus metrics, served on the admin listener's `/metrics` in the
+//! OpenMetrics text format (`prometheus-client`).
+//!
+//! - Per-rpc metrics come from the request log layer ([`super::requests`]),
+//!   which already sees every call's method, code and duration: a latency
+//!   histogram and the calls (and streams) in flight. Labels follow the
+//!   OpenTelemetry RPC conventions (`rpc_service`, `rpc_method`,
+//!   `rpc_grpc_status_code`) and only take values from the descriptor set, so a
+//!   client sending made-up paths cannot grow them.
+//! - Queue gauges are read from Redis by [`sample`] on an interval, so every
+//!   Redwire instance exports the same numbers; at most `--metrics-max-queues`
+//!   queues are exported (the first by tenant and name), and
+//!   `redwire_metrics_queues_omitted` counts the rest.
+//! - Process gauges (memory, CPU, open files) are read from `/proc/self`.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Metric, Registry};
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::QueueStore;
+use crate::redis::keys;
+
+/// The labels of one rpc.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    rpc_service: &'static str,
+    rpc_method: &'static str,
+}
+
+/// The labels of one finished call.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    rpc_service: &'static str,
+    rpc_method: &'static str,
+    rpc_grpc_status_code: &'static str,
+}
+
+/// The labels of one queue.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    tenant: String,
+    queue: String,
+}
+
+/// The labels of one queue's jobs in one state.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueStateLabels {
+    tenant: String,
+    queue: String,
+    state: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric Redwire exports, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    calls: Histograms<CallLabels>,
+    active: Family<RpcLabels, Gauge>,
+    queue_jobs: Family<QueueStateLabels, Gauge>,
+    queue_oldest_age: Family<QueueLabels, Gauge<f64, AtomicU64>>,
+    queue_paused: Family<QueueLabels, Gauge>,
+    queue_rate_limited: Family<QueueLabels, Gauge>,
+    queues_exported: Gauge,
+    queues_omitted: Gauge,
+    sample_failures: Counter,
+    resident_bytes: Gauge,
+    cpu_seconds: Counter<f64, AtomicU64>,
+    open_fds: Gauge,
+}
+
+/// Latency buckets from 50 µs doubling to about 13 s: most calls take well
+/// under a millisecond, and long polls and blocking waits reach seconds.
+fn call_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+}
+
+/// Registers each metric as it is made.
+struct Registrar(Registry);
+
+impl Registrar {
+    fn add<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut r = Registrar(Registry::default());
+        Self {
+            calls: r.add(
+                "rpc_server_call_duration_seconds",
+                "Duration of gRPC calls, from the request's arrival to the end of the reply (streams: until they end)",
+                Family::new_with_constructor(call_buckets),
+            ),
+            active: r.add(
+                "redwire_rpc_server_active_calls",
+                "Calls in flight; for streaming rpcs the open streams",
+                Family::default(),
+            ),
+            queue_jobs: r.add(
+                "redwire_queue_jobs",
+                "Jobs of a queue per state (waiting includes jobs behind their ordering group), read from Redis",
+                Family::default(),
+            ),
+            queue_oldest_age: r.add(
+                "redwire_queue_oldest_waiting_age_seconds",
+                "Time since the oldest job ready for delivery was enqueued (0 when none waits)",
+                Family::default(),
+            ),
+            queue_paused: r.add(
+                "redwire_queue_paused",
+                "1 while the queue's deliveries are paused",
+                Family::default(),
+            ),
+            queue_rate_limited: r.add(
+                "redwire_queue_rate_limited",
+                "1 while the queue has a rate limit",
+                Family::default(),
+            ),
+            queues_exported: r.add(
+                "redwire_metrics_queues_exported",
+                "Queues whose gauges are exported",
+                Gauge::default(),
+            ),
+            queues_omitted: r.add(
+                "redwire_metrics_queues_omitted",
+                "Queues left out of the queue gauges by --metrics-max-queues",
+                Gauge::default(),
+            ),
+            sample_failures: r.add(
+                "redwire_metrics_sample_failures",
+                "Samples of the queue gauges that failed (Redis did not answer)",
+                Counter::default(),
+            ),
+            resident_bytes: r.add(
+                "process_resident_memory_bytes",
+                "Resident memory of the Redwire process",
+                Gauge::default(),
+            ),
+            cpu_seconds: r.add(
+                "process_cpu_seconds",
+                "CPU time (user and system) of the Redwire process",
+                Counter::default(),
+            ),
+            open_fds: r.add(
+                "process_open_fds",
+                "Open file descriptors of the Redwire process",
+                Gauge::default(),
+            ),
+            // Last: fields are made in order, so every metric is registered.
+            registry: r.0,
+        }
+    }
+
+    /// A call to `path` started.
+    pub fn call_started(&self, path: &str) {
+        let (rpc_service, rpc_method) = rpc_names(path);
+        let labels = RpcLabels {
+            rpc_service,
+            rpc_method,
+        };
+        self.active.get_or_create(&labels).inc();
+    }
+
+    /// A call to `path` ended with `code` after `elapsed`.
+    pub fn call_ended(&self, path: &str, code: &'static str, elapsed: Duration) {
+        let (rpc_service, rpc_method) = rpc_names(path);
+        let labels = RpcLabels {
+            rpc_service,
+            rpc_method,
+        };
+        self.active.get_or_create(&labels).dec();
+        let labels = CallLabels {
+            rpc_service,
+            rpc_method,
+            rpc_grpc_status_code: code,
+        };
+        self.calls
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Replaces the queue gauges with `queues` (qualified name, stats, oldest
+    /// waiting age), of `total` registered queues.
+    fn set_queues(&self, queues: &[(String, crate::queue::Stats, f64)], total: usize) {
+        self.queue_jobs.clear();
+        self.queue_oldest_age.clear();
+        self.queue_paused.clear();
+        self.queue_rate_limited.clear();
+        for (qualified, stats, oldest_age) in queues {
+            let queue = QueueLabels {
+                tenant: tenant_of(qualified).to_owned(),
+                queue: keys::user_name(qualified).to_owned(),
+            };
+            for (state, count) in [
+                ("waiting", stats.waiting),
+                ("delayed", stats.delayed),
+                ("active", stats.active),
+                ("completed", stats.completed),
+                ("dead", stats.dead),
+            ] {
+                let labels = QueueStateLabels {
+                    tenant: queue.tenant.clone(),
+                    queue: queue.queue.clone(),
+                    state,
+                };
+                self.queue_jobs.get_or_create(&labels).set(count);
+            }
+            self.queue_oldest_age.get_or_create(&queue).set(*oldest_age);
+            self.queue_paused
+                .get_or_create(&queue)
+                .set(i64::from(stats.paused));
+            self.queue_rate_limited
+                .get_or_create(&queue)
+                .set(i64::from(stats.rate_max > 0));
+        }
+        self.queues_exported
+            .set(i64::try_from(queues.len()).unwrap_or(i64::MAX));
+        self.queues_omitted
+            .set(i64::try_from(total - queues.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Reads the process gauges from `/proc/self` (Linux; elsewhere they stay 0).
+    fn sample_process(&self, last_cpu: &mut f64) {
+        if let Some(rss) = resident_bytes() {
+            self.resident_bytes.set(rss);
+        }
+        if let Some(cpu) = cpu_seconds()
+            && cpu > *last_cpu
+        {
+            self.cpu_seconds.inc_by(cpu - *last_cpu);
+            *last_cpu = cpu;
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            self.open_fds
+                .set(i64::try_from(fds.count()).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// The tenant label of a qualified name: empty for the default tenant.
+fn tenant_of(qualified: &str) -> &str {
+    qualified
+        .split_once(keys::TENANT_SEPARATOR)
+        .map_or("", |(tenant, _)| tenant)
+}
+
+/// Every rpc path Redwire serves, with its labels.
+static RPCS: LazyLock<HashMap<String, (&'static str, &'static str)>> = LazyLock::new(|| {
+    let mut rpcs = HashMap::new();
+    for (service, method) in crate::auth::permissions::rpcs() {
+        rpcs.insert(format!("/{service}/{method}"), (service, method));
+    }
+    for method in ["Check", "Watch"] {
+        rpcs.insert(
+            format!("/grpc.health.v1.Health/{method}"),
+            ("grpc.health.v1.Health", method),
+        );
+    }
+    rpcs
+});
+
+/// The service and method labels of a call to `path`; `other` for a path that
+/// is no rpc of Redwire's or health's (reflection, or made up).
+fn rpc_names(path: &str) -> (&'static str, &'static str) {
+    RPCS.get(path).copied().unwrap_or(("other", "other"))
+}
+
+/// Samples the queue and process gauges every `interval` until `shutdown`.
+pub async fn sample(
+    metrics: std::sync::Arc<Metrics>,
+    queues: QueueStore,
+    interval: Duration,
+    max_queues: usize,
+    shutdown: CancellationToken,
+) {
+    let mut last_cpu = 0.0;
+    loop {
+        metrics.sample_process(&mut last_cpu);
+        match sample_queues(&queues, max_queues).await {
+            Ok((sampled, total)) => metrics.set_queues(&sampled, total),
+            Err(e) => {
+                metrics.sample_failures.inc();
+                tracing::debug!(error = %e, "cannot sample the queue gauges");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// The stats of the first `max_queues` registered queues (sorted by qualified
+/// name), and how many are registered.
+async fn sample_queues(
+    queues: &QueueStore,
+    max_queues: usize,
+) -> crate::Result<(Vec<(String, crate::queue::Stats, f64)>, usize)> {
+    let mut names = queues.list_queues().await?;
+    let total = names.len();
+    names.truncate(max_queues);
+    let mut sampled = Vec::with_capacity(names.len());
+    for name in names {
+        let stats = queues.stats(&name).await?;
+        let waited_ms = queues.oldest_waiting_ms(&name).await?;
+        let age = waited_ms.map_or(0.0, |ms| ms as f64 / 1e3);
+        sampled.push((name, stats, age));
+    }
+    Ok((sampled, total))
+}
+
+/// Resident memory in bytes, from `/proc/self/status` (in kB there, whatever
+/// the page size).
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kb: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// CPU seconds (user and system), from `/proc/self/stat`.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces, in parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / CLOCK_TICKS_PER_SECOND)
+}
+
+/// The unit of `/proc/self/stat`'s times: `USER_HZ`, 100 on every Linux
+/// architecture (the kernel scales its own tick rate to it).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_labels_come_only_from_the_descriptor_set() {
+        assert_eq!(
+            rpc_names("/redwire.v1.Queue/Enqueue"),
+            ("redwire.v1.Queue", "Enqueue")
+        );
+        assert_eq!(
+            rpc_names("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health", "Check")
+        );
+        assert_eq!(rpc_names("/made.up/Path"), ("other", "other"));
+    }
+
+    #[test]
+    fn a_finished_call_is_counted_with_its_code() {
+        let metrics = Metrics::new();
+        metrics.call_started("/redwire.v1.Cache/Get");
+        metrics.call_ended("/redwire.v1.Cache/Get", "OK", Duration::from_micros(120));
+        let text = metrics.encode();
+        let count = "rpc_server_call_duration_seconds_count{rpc_service=\"redwire.v1.Cache\",rpc_method=\"Get\",rpc_grpc_status_code=\"OK\"} 1";
+        assert!(text.contains(count), "{text}");
+        let active = "redwire_rpc_server_active_calls{rpc_service=\"redwire.v1.Cache\",rpc_method=\"Get\"} 0";
+        assert!(text.contains(active), "{text}");
+    }
+
+    #[test]
+    fn the_process_gauges_read_proc() {
+        let metrics = Metrics::new();
+        let mut last_cpu = 0.0;
+        metrics.sample_process(&mut last_cpu);
+        assert!(metrics.resident_bytes.get() > 0);
+        assert!(metrics.open_fds.get() > 0);
+    }
+}

@@ -1,0 +1,302 @@
+//! The admin listener against a real server: `/healthz` and `/readyz` follow the
+//! process and Redis (and `redwire probe` says the same), a real Prometheus
+//! scrapes `/metrics` with a token while a load runs and PromQL finds the queue
+//! depths, the oldest job's age and the per-method call counts, and the queue
+//! gauges stay bounded with 10,000 queues.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use redwire::proto::*;
+use support::auth::{AuthFile, with_token};
+use support::http::{self, Answer, query_escape};
+use support::{TestContext, eventually, get};
+use tonic::Request;
+
+const EVERYTHING: &str = "{ services = [\"*\"], actions = [\"*\"] }";
+
+async fn admin_get(ctx: &TestContext, path: &str, token: Option<&str>) -> Answer {
+    let admin = ctx.admin.expect("the context has an admin listener");
+    http::get(admin, path, token).await.expect("admin answers")
+}
+
+/// `redwire probe` against `admin`: true when it exits 0.
+fn probe(admin: SocketAddr, path: &str) -> bool {
+    Command::new(env!("CARGO_BIN_EXE_redwire"))
+        .args(["probe", "--admin", &admin.to_string(), "--path", path])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run redwire probe")
+        .success()
+}
+
+fn enqueue(queue: &str) -> EnqueueRequest {
+    EnqueueRequest {
+        queue: queue.into(),
+        job: Some(JobSpec {
+            payload: b"x".to_vec(),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_redis_and_liveness_does_not() {
+    let mut ctx = TestContext::standalone_with(&["--admin-listen", "127.0.0.1:0"]).await;
+    let admin = ctx.admin.expect("admin");
+    assert_eq!(admin_get(&ctx, "/healthz", None).await.status, 200);
+    eventually(Duration::from_secs(10), "ready", || async {
+        (admin_get(&ctx, "/readyz", None).await.status == 200).then_some(())
+    })
+    .await;
+    assert!(probe(admin, "/readyz"), "probe says ready");
+    let missing = admin_get(&ctx, "/nope", None).await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.contains("/metrics"), "{}", missing.body);
+
+    ctx.redis().kill();
+    let unready = eventually(Duration::from_secs(10), "not ready", || async {
+        let answer = admin_get(&ctx, "/readyz", None).await;
+        (answer.status == 503).then_some(answer)
+    })
+    .await;
+    assert!(
+        unready.body.contains("redis does not answer"),
+        "{}",
+        unready.body
+    );
+    assert_eq!(
+        admin_get(&ctx, "/healthz", None).await.status,
+        200,
+        "still alive"
+    );
+    assert!(!probe(admin, "/readyz"), "probe says not ready");
+    assert!(probe(admin, "/healthz"), "probe says alive");
+
+    ctx.redis().restart();
+    eventually(Duration::from_secs(20), "ready again", || async {
+        (admin_get(&ctx, "/readyz", None).await.status == 200).then_some(())
+    })
+    .await;
+}
+
+/// A Prometheus server started for one test, scraping one target every second.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: SocketAddr, token: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: redwire\n    authorization:\n      \
+                 credentials: {token}\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .expect("write config");
+        let addr = free_port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
+            .spawn()
+            .expect("start prometheus (scripts/test installs it: ensure_prometheus)");
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// The value of the one series `promql` returns, if it returns one.
+    async fn value(&self, promql: &str) -> Option<f64> {
+        let target = format!("/api/v1/query?query={}", query_escape(promql));
+        let answer = http::get(self.addr, &target, None).await.ok()?;
+        let json: serde_json::Value = serde_json::from_str(&answer.body).ok()?;
+        let result = json["data"]["result"].as_array()?;
+        match result.as_slice() {
+            [series] => series["value"][1].as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address no one listens on right now.
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// Polls `promql` until it equals `want`, within 60 s (Prometheus starts, then
+/// scrapes every second, and the gauges are sampled every 200 ms).
+async fn until_equal(prometheus: &Prometheus, promql: &str, want: f64) {
+    let found = support::within(Duration::from_secs(60), || async {
+        (prometheus.value(promql).await == Some(want)).then_some(())
+    })
+    .await;
+    if found.is_none() {
+        panic!(
+            "{promql} never became {want} (last: {:?}); prometheus log:\n{}",
+            prometheus.value(promql).await,
+            prometheus.log()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scrapes_queue_depths_ages_and_call_counts() {
+    let file = AuthFile::with_tenants(
+        "[[tenants]]\nname = \"acme\"\n",
+        &[
+            ("ops", None, EVERYTHING),
+            ("acme", Some("acme"), EVERYTHING),
+        ],
+    );
+    let path = file.path().display().to_string();
+    let ctx = TestContext::standalone_with(&[
+        "--auth-file",
+        &path,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--metrics-interval",
+        "200ms",
+    ])
+    .await;
+    let (ops, acme) = (file.token("ops").to_owned(), file.token("acme").to_owned());
+    assert_eq!(admin_get(&ctx, "/metrics", None).await.status, 401);
+    let tenant = admin_get(&ctx, "/metrics", Some(&acme)).await;
+    assert_eq!(tenant.status, 403, "{}", tenant.body);
+    assert_eq!(admin_get(&ctx, "/metrics", Some(&ops)).await.status, 200);
+
+    let mut queue = ctx.queue();
+    for _ in 0..7 {
+        queue
+            .enqueue(with_token(Request::new(enqueue("mail")), &ops))
+            .await
+            .expect("enqueue");
+    }
+    for _ in 0..2 {
+        queue
+            .enqueue(with_token(Request::new(enqueue("mail")), &acme))
+            .await
+            .expect("enqueue");
+    }
+    // A load of Cache Gets runs while Prometheus scrapes.
+    let load = {
+        let mut cache = ctx.cache();
+        let ops = ops.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = cache.get(with_token(Request::new(get("k")), &ops)).await;
+            }
+        })
+    };
+
+    let prometheus = Prometheus::start(ctx.admin.expect("admin"), &ops);
+    until_equal(
+        &prometheus,
+        r#"redwire_queue_jobs{tenant="",queue="mail",state="waiting"}"#,
+        7.0,
+    )
+    .await;
+    until_equal(
+        &prometheus,
+        r#"redwire_queue_jobs{tenant="acme",queue="mail",state="waiting"}"#,
+        2.0,
+    )
+    .await;
+    until_equal(
+        &prometheus,
+        r#"sum(rpc_server_call_duration_seconds_count{rpc_method="Enqueue",rpc_grpc_status_code="OK"})"#,
+        9.0,
+    )
+    .await;
+    until_equal(
+        &prometheus,
+        r#"count(redwire_queue_oldest_waiting_age_seconds{queue="mail"} > 0)"#,
+        2.0,
+    )
+    .await;
+    until_equal(
+        &prometheus,
+        r#"count(rpc_server_call_duration_seconds_count{rpc_service="redwire.v1.Cache",rpc_method="Get"} > 100)"#,
+        1.0,
+    )
+    .await;
+    load.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_gauges_stay_bounded_with_ten_thousand_queues() {
+    let ctx = TestContext::standalone_with(&[
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--metrics-interval",
+        "100ms",
+    ])
+    .await;
+    let mut redis = ctx.redis_connection("rw:queues");
+    let names: Vec<String> = (0..10_000).map(|i| format!("q{i:05}")).collect();
+    let _: i64 = redis::cmd("SADD")
+        .arg("rw:queues")
+        .arg(&names)
+        .query(&mut redis)
+        .expect("register 10,000 queues");
+    let metrics = eventually(
+        Duration::from_secs(30),
+        "a sample of all of them",
+        || async {
+            let answer = admin_get(&ctx, "/metrics", None).await;
+            answer
+                .body
+                .contains("redwire_metrics_queues_omitted 9000")
+                .then_some(answer.body)
+        },
+    )
+    .await;
+    assert!(
+        metrics.contains("redwire_metrics_queues_exported 1000"),
+        "{metrics}"
+    );
+    let series: HashMap<&str, usize> = metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split('{').next())
+        .fold(HashMap::new(), |mut counts, name| {
+            *counts.entry(name).or_default() += 1;
+            counts
+        });
+    assert_eq!(
+        series["redwire_queue_jobs"],
+        5 * 1000,
+        "five states per exported queue"
+    );
+    assert_eq!(series["redwire_queue_paused"], 1000);
+    assert!(metrics.contains(r#"queue="q00999""#) && !metrics.contains(r#"queue="q01000""#));
+}
