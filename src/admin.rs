@@ -59,6 +59,17 @@ pub struct AdminSettings {
         default_value_t = 1000
     )]
     pub max_queues: usize,
+
+    /// Most streams in the stream gauges (the first by tenant and name); the
+    /// rest are counted in redwire_metrics_streams_omitted.
+    #[arg(
+        id = "metrics_max_streams",
+        long = "metrics-max-streams",
+        value_name = "METRICS_MAX_STREAMS",
+        env = "REDWIRE_METRICS_MAX_STREAMS",
+        default_value_t = 1000
+    )]
+    pub max_streams: usize,
 }
 
 /// Where the admin listener listens: an address, or nowhere (`off`).

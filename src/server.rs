@@ -228,7 +228,7 @@ async fn serve(
         services,
         mut background,
         hub,
-    } = Redwire::build(config, &redis, &token)?;
+    } = Redwire::build(config, &redis, &metrics, &token)?;
     let reloadable = security.reloadable();
     if !reloadable.is_empty() {
         background.push(tokio::spawn(reload::watch(reloadable, token.clone())));
@@ -236,11 +236,16 @@ async fn serve(
     // The admin listener outlives the drain (so /readyz says why), and stops last.
     let admin_stop = CancellationToken::new();
     let admin_task = admin_listener.map(|admin_listener| {
+        let sampled = metrics::Sampled {
+            queues: QueueStore::new(redis.clone()),
+            streams: StreamStore::new(redis.clone()),
+            max_queues: config.admin.max_queues,
+            max_streams: config.admin.max_streams,
+        };
         background.push(tokio::spawn(metrics::sample(
             metrics.clone(),
-            QueueStore::new(redis.clone()),
+            sampled,
             config.admin.interval,
-            config.admin.max_queues,
             token.clone(),
         )));
         let admin = Arc::new(Admin {
@@ -368,11 +373,12 @@ struct Redwire {
 }
 
 impl Redwire {
-    /// Builds every service on `redis` with the config's limits; `token` ends
-    /// their streams and background tasks.
+    /// Builds every service on `redis` with the config's limits, counting in
+    /// `metrics`; `token` ends their streams and background tasks.
     fn build(
         config: &Config,
         redis: &Arc<Redis>,
+        metrics: &Arc<Metrics>,
         token: &CancellationToken,
     ) -> crate::Result<Self> {
         let limits = config.limits;
@@ -396,9 +402,15 @@ impl Redwire {
             limits,
             config.pubsub,
             heartbeat,
+            metrics.clone(),
             token.clone(),
         );
-        let lock = LockService::new(lock_store(config, redis)?, heartbeat, token.clone());
+        let lock = LockService::new(
+            lock_store(config, redis)?,
+            heartbeat,
+            metrics.clone(),
+            token.clone(),
+        );
         let stream = StreamService::new(
             StreamStore::new(redis.clone()),
             limits,

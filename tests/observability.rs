@@ -19,6 +19,17 @@ use tonic::Request;
 
 const EVERYTHING: &str = "{ services = [\"*\"], actions = [\"*\"] }";
 
+/// Redwire with an admin listener, sampling the gauges every 100 ms.
+async fn sampling_often() -> TestContext {
+    TestContext::standalone_with(&[
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--metrics-interval",
+        "100ms",
+    ])
+    .await
+}
+
 async fn admin_get(ctx: &TestContext, path: &str, token: Option<&str>) -> Answer {
     let admin = ctx.admin.expect("the context has an admin listener");
     http::get(admin, path, token).await.expect("admin answers")
@@ -254,13 +265,7 @@ async fn a_real_prometheus_scrapes_queue_depths_ages_and_call_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_gauges_stay_bounded_with_ten_thousand_queues() {
-    let ctx = TestContext::standalone_with(&[
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--metrics-interval",
-        "100ms",
-    ])
-    .await;
+    let ctx = sampling_often().await;
     let mut redis = ctx.redis_connection("rw:queues");
     let names: Vec<String> = (0..10_000).map(|i| format!("q{i:05}")).collect();
     let _: i64 = redis::cmd("SADD")
@@ -299,4 +304,132 @@ async fn the_queue_gauges_stay_bounded_with_ten_thousand_queues() {
     );
     assert_eq!(series["redwire_queue_paused"], 1000);
     assert!(metrics.contains(r#"queue="q00999""#) && !metrics.contains(r#"queue="q01000""#));
+}
+
+/// `text` holds the sample line `line` exactly.
+fn has_line(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_pubsub_and_lock_metrics_count_what_happened() {
+    use tokio_stream::StreamExt;
+    let ctx = sampling_often().await;
+
+    let mut streams = ctx.stream();
+    for i in 0..5 {
+        streams
+            .append(AppendRequest {
+                stream: "orders".into(),
+                fields: HashMap::from([("n".to_owned(), vec![i])]),
+                ..Default::default()
+            })
+            .await
+            .expect("append");
+    }
+    streams
+        .create_group(CreateGroupRequest {
+            stream: "orders".into(),
+            group: "billing".into(),
+            start: "0".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create group");
+
+    let mut subscriber = ctx
+        .pubsub()
+        .subscribe(SubscribeRequest {
+            channels: vec!["alerts".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    // The first event confirms the subscription: publishes from here on reach it.
+    let first = tokio::time::timeout(Duration::from_secs(10), subscriber.next())
+        .await
+        .expect("confirmed")
+        .expect("open")
+        .expect("ok");
+    assert!(matches!(
+        first.event,
+        Some(subscribe_response::Event::Subscribed(_))
+    ));
+    let mut pubsub = ctx.pubsub();
+    for _ in 0..3 {
+        pubsub
+            .publish(PublishRequest {
+                channel: "alerts".into(),
+                payload: b"x".to_vec(),
+                ..Default::default()
+            })
+            .await
+            .expect("publish");
+    }
+    let mut received = 0;
+    while received < 3 {
+        let event = tokio::time::timeout(Duration::from_secs(10), subscriber.next())
+            .await
+            .expect("an event")
+            .expect("open")
+            .expect("ok");
+        if matches!(event.event, Some(subscribe_response::Event::Message(_))) {
+            received += 1;
+        }
+    }
+
+    let mut locks = ctx.lock();
+    let acquire = |wait_ms| AcquireRequest {
+        resource: "invoice-7".into(),
+        ttl: support::ms(30_000),
+        wait: support::ms(wait_ms),
+        ..Default::default()
+    };
+    assert!(
+        locks
+            .acquire(acquire(0))
+            .await
+            .expect("acquire")
+            .into_inner()
+            .acquired
+    );
+    let waited = locks
+        .acquire(acquire(200))
+        .await
+        .expect("acquire")
+        .into_inner();
+    assert!(!waited.acquired, "held by the first");
+
+    let metrics = eventually(Duration::from_secs(10), "the stream gauges", || async {
+        let body = admin_get(&ctx, "/metrics", None).await.body;
+        has_line(
+            &body,
+            r#"redwire_stream_length{tenant="",stream="orders"} 5"#,
+        )
+        .then_some(body)
+    })
+    .await;
+    for line in [
+        r#"redwire_stream_group_lag{tenant="",stream="orders",group="billing"} 5"#,
+        r#"redwire_stream_group_pending{tenant="",stream="orders",group="billing"} 0"#,
+        r#"redwire_stream_dead_letters{tenant="",stream="orders"} 0"#,
+        "redwire_pubsub_subscribers 1",
+        "redwire_pubsub_messages_delivered_total 3",
+        "redwire_lock_grants_total 1",
+        "redwire_lock_waits_total 1",
+        "redwire_lock_waiters 0",
+    ] {
+        assert!(has_line(&metrics, line), "{line} in\n{metrics}");
+    }
+    drop(subscriber);
+    eventually(
+        Duration::from_secs(10),
+        "the subscriber is gone",
+        || async {
+            let body = admin_get(&ctx, "/metrics", None).await.body;
+            has_line(&body, "redwire_pubsub_subscribers 0").then_some(())
+        },
+    )
+    .await;
 }

@@ -38,6 +38,7 @@ use crate::proto::lock_server::Lock;
 use crate::proto::*;
 use crate::pubsub::hub::Hub;
 use crate::redis::keys::LOCK_WAKE_CHANNEL;
+use crate::telemetry::metrics::Metrics;
 use crate::time::proto_duration;
 use crate::validate;
 use crate::waker::Waker;
@@ -74,19 +75,26 @@ pub struct LockService {
     lines: Arc<Named<tokio::sync::Mutex<()>>>,
     /// Heartbeat interval of Hold streams that ask for none.
     heartbeat: Duration,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
 
 impl LockService {
     /// A Lock service over `store` whose Hold streams get a heartbeat after
-    /// `heartbeat` of silence unless they ask otherwise; call
-    /// [`LockService::spawn_background`].
-    pub fn new(store: LockStore, heartbeat: Duration, shutdown: CancellationToken) -> Self {
+    /// `heartbeat` of silence unless they ask otherwise, counting grants, waits
+    /// and lost holds in `metrics`; call [`LockService::spawn_background`].
+    pub fn new(
+        store: LockStore,
+        heartbeat: Duration,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             store,
             waker: Arc::new(Waker::new(LOCK_WAKE_CHANNEL)),
             lines: Arc::default(),
             heartbeat,
+            metrics,
             shutdown,
         }
     }
@@ -114,16 +122,20 @@ impl LockService {
             .await?
         {
             Attempt::Granted { fence, expires_at } => {
+                self.metrics.lock_granted();
                 return Ok(Some(grant(token, fence, expires_at)));
             }
             Attempt::Held(_) if !waits => return Ok(None),
             Attempt::Held(_) => {}
         }
+        let _waiting = self.metrics.lock_waiter();
         let result = tokio::select! {
             result = self.wait_for(resource, token, ttl, until) => result,
             never = self.stay_counted(resource, token) => match never {},
         };
-        if !matches!(result, Ok(Some(_))) {
+        if matches!(result, Ok(Some(_))) {
+            self.metrics.lock_granted();
+        } else {
             // Off the reply's path: the caller's deadline may be close, and the
             // presence expires by itself should this fail.
             let (store, resource, token) =
@@ -374,10 +386,12 @@ async fn hold(
                         }
                     }
                     Ok(None) => {
+                        service.metrics.lock_hold_lost();
                         send(hold_response::Event::Lost("the lease expired or was taken over".into())).await;
                         return None;
                     }
                     Err(e) => {
+                        service.metrics.lock_hold_lost();
                         send(hold_response::Event::Lost(format!("renewal failed: {e}"))).await;
                         return None;
                     }

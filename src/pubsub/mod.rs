@@ -35,6 +35,7 @@ use crate::proto::pub_sub_server::PubSub;
 use crate::proto::*;
 use crate::redis::Redis;
 use crate::redis::keys::pubsub_channel;
+use crate::telemetry::metrics::Metrics;
 use crate::validate::Limits;
 
 /// Longest channel, pattern or topic name.
@@ -68,6 +69,7 @@ pub struct PubSubService {
     limits: Limits,
     settings: PubSubSettings,
     heartbeat: Duration,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
 
@@ -80,6 +82,7 @@ impl PubSubService {
         limits: Limits,
         settings: PubSubSettings,
         heartbeat: Duration,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
@@ -88,6 +91,7 @@ impl PubSubService {
             limits,
             settings,
             heartbeat,
+            metrics,
             shutdown,
         }
     }
@@ -330,8 +334,10 @@ impl PubSub for PubSubService {
             .await
             .map_err(|_| Error::Internal("subscription stream closed at once".into()))?;
         let shutdown = self.shutdown.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
-            forward(buffer, tx, heartbeat, shutdown).await;
+            let _counted = metrics.subscriber();
+            forward(buffer, tx, heartbeat, &metrics, shutdown).await;
             drop(subscription);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -343,6 +349,7 @@ async fn forward(
     buffer: Arc<Buffer>,
     tx: mpsc::Sender<std::result::Result<SubscribeResponse, Status>>,
     heartbeat: Duration,
+    metrics: &Metrics,
     shutdown: CancellationToken,
 ) {
     let mut sequence = 1;
@@ -350,18 +357,25 @@ async fn forward(
     loop {
         let event = tokio::select! {
             next = buffer.next() => match next {
-                Next::Message(m) => subscribe_response::Event::Message(Message {
+                Next::Message(m) => {
+                    metrics.pubsub_delivered();
+                    subscribe_response::Event::Message(Message {
                     channel: m.channel,
                     pattern: m.pattern,
                     topic: m.topic,
                     payload: m.payload,
                     sharded: m.sharded,
-                }),
-                Next::Gap { dropped, reason } => subscribe_response::Event::Gap(Gap {
-                    dropped,
-                    reason: reason.to_owned(),
-                }),
+                })
+                }
+                Next::Gap { dropped, reason } => {
+                    metrics.pubsub_dropped(dropped);
+                    subscribe_response::Event::Gap(Gap {
+                        dropped,
+                        reason: reason.to_owned(),
+                    })
+                }
                 Next::Overflow => {
+                    metrics.pubsub_disconnected();
                     let status = Error::refused(
                         Reason::SubscriberTooSlow,
                         "subscriber too slow: its buffer overflowed (slow_policy DISCONNECT)",

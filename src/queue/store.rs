@@ -1,14 +1,14 @@
 //! Redis-facing Queue operations: each is one script call (or a short pipeline of
 //! reads) on the keys of one queue, all in one cluster slot.
 
-use std::collections::HashSet;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
 use redis::{Script, Value};
 
 use super::record::{JobRecord, MAX_ERRORS_KEPT, MAX_PRIORITY, State};
 use crate::error::{Error, Result};
 use crate::redis::keys::{QUEUE_REGISTRY, QUEUE_WAKE_CHANNEL, QueueKeys, QueueMeta};
+use crate::redis::registry::NameRegistry;
 use crate::redis::{Conn, Redis};
 use crate::waker::{WAKE_SEPARATOR, wake_message};
 
@@ -165,8 +165,8 @@ pub struct StoredJob {
 #[derive(Debug, Clone)]
 pub struct QueueStore {
     redis: Arc<Redis>,
-    /// Queues this process already added to the registry.
-    registered: Arc<Mutex<HashSet<String>>>,
+    /// Every queue that ever had a job (qualified names).
+    registry: NameRegistry,
 }
 
 impl QueueStore {
@@ -174,7 +174,7 @@ impl QueueStore {
     pub fn new(redis: Arc<Redis>) -> Self {
         Self {
             redis,
-            registered: Arc::default(),
+            registry: NameRegistry::new(QUEUE_REGISTRY),
         }
     }
 
@@ -203,22 +203,6 @@ impl QueueStore {
         Ok(reply)
     }
 
-    /// Adds `queue` to the registry the first time this process sees it.
-    async fn register(&self, queue: &str) -> Result<()> {
-        let known = self.registered.lock().is_ok_and(|set| set.contains(queue));
-        if !known {
-            let _: i64 = redis::cmd("SADD")
-                .arg(QUEUE_REGISTRY)
-                .arg(queue)
-                .query_async(&mut self.conn().await?)
-                .await?;
-            if let Ok(mut set) = self.registered.lock() {
-                set.insert(queue.to_owned());
-            }
-        }
-        Ok(())
-    }
-
     /// Enqueues `jobs` atomically (an existing id is returned as it is) and, in the same script call, leases ready jobs to `takers`
     /// (consumers waiting in this process) as a dequeue would: the first taker's
     /// jobs come first in the returned [`Dequeued`], up to its `most`.
@@ -228,7 +212,7 @@ impl QueueStore {
         jobs: &[NewJob],
         takers: &[Taker],
     ) -> Result<(Vec<Enqueued>, Dequeued)> {
-        self.register(queue).await?;
+        self.registry.add(&self.redis, queue).await?;
         let records = jobs
             .iter()
             .map(|j| j.record.encode())
@@ -654,12 +638,7 @@ impl QueueStore {
 
     /// Every registered queue (qualified names, every tenant's), sorted.
     pub async fn list_queues(&self) -> Result<Vec<String>> {
-        let mut queues: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(QUEUE_REGISTRY)
-            .query_async(&mut self.conn().await?)
-            .await?;
-        queues.sort();
-        Ok(queues)
+        self.registry.all(&self.redis).await
     }
 
     /// A page of at most `size` queue names after `after`, sorted, and whether

@@ -189,6 +189,10 @@ pub fn user_channel(redis_channel: &str) -> &str {
 /// ListQueues, which shows each tenant its own, and the reaper).
 pub const QUEUE_REGISTRY: &str = "rw:queues";
 
+/// The set of the qualified name of every stream that was ever appended to
+/// (for the metrics).
+pub const STREAM_REGISTRY: &str = "rw:streams";
+
 /// The pub/sub channel on which queue scripts announce ready jobs
 /// (message: `"<count> <queue>"`, the queue's qualified name).
 pub const QUEUE_WAKE_CHANNEL: &str = "rw:q:wake";

@@ -16,6 +16,7 @@
 mod conn;
 pub mod embedded;
 pub mod keys;
+pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -26,7 +26,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use store::{ClaimWhat, Claimed, Fields, NewEntries, StoredEntry, StreamStore, Trim};
+pub use store::{
+    ClaimWhat, Claimed, Fields, GroupState, NewEntries, StoredEntry, StreamState, StreamStore, Trim,
+};
 
 use self::readers::Readers;
 use crate::auth::Scope;

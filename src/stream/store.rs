@@ -8,7 +8,8 @@ use redis::{Script, Value};
 
 use crate::error::{Error, Reason, RedisReply, Result};
 use crate::group_commit::{Commit, Weight};
-use crate::redis::keys::{self, stream_keys};
+use crate::redis::keys::{self, STREAM_REGISTRY, stream_keys};
+use crate::redis::registry::NameRegistry;
 use crate::redis::{Conn, Redis};
 use crate::time::millis;
 
@@ -177,6 +178,8 @@ type XPendingSummary = (
 #[derive(Debug, Clone)]
 pub struct StreamStore {
     redis: Arc<Redis>,
+    /// Every stream that was ever appended to (qualified names).
+    registry: NameRegistry,
 }
 
 /// The error of a call on the stream with qualified name `stream`, which does
@@ -214,7 +217,15 @@ fn no_group(stream: &str, group: &str) -> impl Fn(redis::RedisError) -> Error {
 impl StreamStore {
     /// A store over `redis`.
     pub fn new(redis: Arc<Redis>) -> Self {
-        Self { redis }
+        Self {
+            redis,
+            registry: NameRegistry::new(STREAM_REGISTRY),
+        }
+    }
+
+    /// Every stream that was ever appended to (qualified names), sorted.
+    pub async fn list_streams(&self) -> Result<Vec<String>> {
+        self.registry.all(&self.redis).await
     }
 
     async fn conn(&self) -> Result<Conn> {
@@ -229,6 +240,7 @@ impl StreamStore {
         entries: &[(String, Fields)],
         trim: Option<&Trim>,
     ) -> Result<Vec<String>> {
+        self.registry.add(&self.redis, stream).await?;
         let key = stream_keys(stream).0;
         if entries.len() > 1 && entries.iter().any(|(id, _)| !id.is_empty()) {
             return self.append_checked(&key, entries, trim).await;
@@ -247,6 +259,7 @@ impl StreamStore {
     /// trimming, all in one MULTI/EXEC (one entry alone needs none); returns each
     /// run's ids. This is one group commit of appends to `stream`.
     async fn append_runs(&self, stream: &str, runs: &[NewEntries]) -> Result<Vec<Vec<String>>> {
+        self.registry.add(&self.redis, stream).await?;
         let key = stream_keys(stream).0;
         let total: usize = runs.iter().map(|run| run.fields.len()).sum();
         let pipe = xadds(

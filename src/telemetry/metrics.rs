@@ -10,7 +10,10 @@
 //! - Queue gauges are read from Redis by [`sample`] on an interval, so every
 //!   Redwire instance exports the same numbers; at most `--metrics-max-queues`
 //!   queues are exported (the first by tenant and name), and
-//!   `redwire_metrics_queues_omitted` counts the rest.
+//!   `redwire_metrics_queues_omitted` counts the rest; streams (length, dead
+//!   letters, per group lag and pending) likewise, up to `--metrics-max-streams`.
+//! - PubSub and Lock counters (deliveries, drops, grants, waits, lost holds)
+//!   are this instance's own, counted where they happen.
 //! - Process gauges (memory, CPU, open files) are read from `/proc/self`.
 
 use std::collections::HashMap;
@@ -28,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::QueueStore;
 use crate::redis::keys;
+use crate::stream::StreamStore;
 
 /// The labels of one rpc.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,6 +53,21 @@ struct CallLabels {
 struct QueueLabels {
     tenant: String,
     queue: String,
+}
+
+/// The labels of one stream.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabels {
+    tenant: String,
+    stream: String,
+}
+
+/// The labels of one consumer group of a stream.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabels {
+    tenant: String,
+    stream: String,
+    group: String,
 }
 
 /// The labels of one queue's jobs in one state.
@@ -73,7 +92,21 @@ pub struct Metrics {
     queue_rate_limited: Family<QueueLabels, Gauge>,
     queues_exported: Gauge,
     queues_omitted: Gauge,
+    stream_length: Family<StreamLabels, Gauge>,
+    stream_dead_letters: Family<StreamLabels, Gauge>,
+    group_lag: Family<GroupLabels, Gauge>,
+    group_pending: Family<GroupLabels, Gauge>,
+    streams_exported: Gauge,
+    streams_omitted: Gauge,
     sample_failures: Counter,
+    pubsub_subscribers: Gauge,
+    pubsub_delivered: Counter,
+    pubsub_dropped: Counter,
+    pubsub_disconnects: Counter,
+    lock_grants: Counter,
+    lock_waits: Counter,
+    lock_waiters: Gauge,
+    lock_holds_lost: Counter,
     resident_bytes: Gauge,
     cpu_seconds: Counter<f64, AtomicU64>,
     open_fds: Gauge,
@@ -146,9 +179,79 @@ impl Metrics {
                 "Queues left out of the queue gauges by --metrics-max-queues",
                 Gauge::default(),
             ),
+            stream_length: r.add(
+                "redwire_stream_length",
+                "Entries in a stream, read from Redis",
+                Family::default(),
+            ),
+            stream_dead_letters: r.add(
+                "redwire_stream_dead_letters",
+                "Entries in a stream's dead-letter stream",
+                Family::default(),
+            ),
+            group_lag: r.add(
+                "redwire_stream_group_lag",
+                "Entries of the stream a consumer group has not read yet (absent when Redis cannot tell)",
+                Family::default(),
+            ),
+            group_pending: r.add(
+                "redwire_stream_group_pending",
+                "Entries delivered to a group's consumers and not acknowledged",
+                Family::default(),
+            ),
+            streams_exported: r.add(
+                "redwire_metrics_streams_exported",
+                "Streams whose gauges are exported",
+                Gauge::default(),
+            ),
+            streams_omitted: r.add(
+                "redwire_metrics_streams_omitted",
+                "Streams left out of the stream gauges by --metrics-max-streams",
+                Gauge::default(),
+            ),
             sample_failures: r.add(
                 "redwire_metrics_sample_failures",
                 "Samples of the queue gauges that failed (Redis did not answer)",
+                Counter::default(),
+            ),
+            pubsub_subscribers: r.add(
+                "redwire_pubsub_subscribers",
+                "Open Subscribe streams on this instance",
+                Gauge::default(),
+            ),
+            pubsub_delivered: r.add(
+                "redwire_pubsub_messages_delivered",
+                "Messages handed to Subscribe streams",
+                Counter::default(),
+            ),
+            pubsub_dropped: r.add(
+                "redwire_pubsub_messages_dropped",
+                "Messages dropped for slow subscribers (each reported to its subscriber as a gap)",
+                Counter::default(),
+            ),
+            pubsub_disconnects: r.add(
+                "redwire_pubsub_disconnects",
+                "Subscribe streams ended for falling behind (slow_policy DISCONNECT)",
+                Counter::default(),
+            ),
+            lock_grants: r.add(
+                "redwire_lock_grants",
+                "Locks granted (Acquire and Hold)",
+                Counter::default(),
+            ),
+            lock_waits: r.add(
+                "redwire_lock_waits",
+                "Acquires and Holds that found the lock held and waited (contention)",
+                Counter::default(),
+            ),
+            lock_waiters: r.add(
+                "redwire_lock_waiters",
+                "Callers waiting for a lock on this instance now",
+                Gauge::default(),
+            ),
+            lock_holds_lost: r.add(
+                "redwire_lock_holds_lost",
+                "Hold streams whose lock was lost (expired, taken over, or renewal failed)",
                 Counter::default(),
             ),
             resident_bytes: r.add(
@@ -199,6 +302,43 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// A Subscribe stream opened; it counts until the guard drops.
+    pub fn subscriber(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.pubsub_subscribers)
+    }
+
+    /// A message went to a subscriber.
+    pub fn pubsub_delivered(&self) {
+        self.pubsub_delivered.inc();
+    }
+
+    /// `count` messages were dropped for a slow subscriber.
+    pub fn pubsub_dropped(&self, count: u64) {
+        self.pubsub_dropped.inc_by(count);
+    }
+
+    /// A slow subscriber was disconnected.
+    pub fn pubsub_disconnected(&self) {
+        self.pubsub_disconnects.inc();
+    }
+
+    /// A lock was granted.
+    pub fn lock_granted(&self) {
+        self.lock_grants.inc();
+    }
+
+    /// A caller found a lock held and waits; it counts as a waiter until the
+    /// guard drops.
+    pub fn lock_waiter(&self) -> GaugeGuard {
+        self.lock_waits.inc();
+        GaugeGuard::new(&self.lock_waiters)
+    }
+
+    /// A Hold lost its lock.
+    pub fn lock_hold_lost(&self) {
+        self.lock_holds_lost.inc();
+    }
+
     /// The metrics in the OpenMetrics text format.
     pub fn encode(&self) -> String {
         let mut text = String::new();
@@ -247,6 +387,40 @@ impl Metrics {
             .set(i64::try_from(total - queues.len()).unwrap_or(i64::MAX));
     }
 
+    /// Replaces the stream gauges with `streams` (qualified name and state), of
+    /// `total` registered streams.
+    fn set_streams(&self, streams: &[(String, crate::stream::StreamState)], total: usize) {
+        self.stream_length.clear();
+        self.stream_dead_letters.clear();
+        self.group_lag.clear();
+        self.group_pending.clear();
+        for (qualified, state) in streams {
+            let stream = StreamLabels {
+                tenant: tenant_of(qualified).to_owned(),
+                stream: keys::user_name(qualified).to_owned(),
+            };
+            self.stream_length.get_or_create(&stream).set(state.length);
+            self.stream_dead_letters
+                .get_or_create(&stream)
+                .set(state.dead_letters);
+            for group in &state.groups {
+                let labels = GroupLabels {
+                    tenant: stream.tenant.clone(),
+                    stream: stream.stream.clone(),
+                    group: group.name.clone(),
+                };
+                if group.lag >= 0 {
+                    self.group_lag.get_or_create(&labels).set(group.lag);
+                }
+                self.group_pending.get_or_create(&labels).set(group.pending);
+            }
+        }
+        self.streams_exported
+            .set(i64::try_from(streams.len()).unwrap_or(i64::MAX));
+        self.streams_omitted
+            .set(i64::try_from(total - streams.len()).unwrap_or(i64::MAX));
+    }
+
     /// Reads the process gauges from `/proc/self` (Linux; elsewhere they stay 0).
     fn sample_process(&self, last_cpu: &mut f64) {
         if let Some(rss) = resident_bytes() {
@@ -262,6 +436,23 @@ impl Metrics {
             self.open_fds
                 .set(i64::try_from(fds.count()).unwrap_or(i64::MAX));
         }
+    }
+}
+
+/// Counts one in a gauge while alive.
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -293,22 +484,42 @@ fn rpc_names(path: &str) -> (&'static str, &'static str) {
     RPCS.get(path).copied().unwrap_or(("other", "other"))
 }
 
-/// Samples the queue and process gauges every `interval` until `shutdown`.
+/// Where the sampled gauges come from, and how many of each are exported.
+#[derive(Debug)]
+pub struct Sampled {
+    /// The queues' store.
+    pub queues: QueueStore,
+    /// The streams' store.
+    pub streams: StreamStore,
+    /// Most queues exported.
+    pub max_queues: usize,
+    /// Most streams exported.
+    pub max_streams: usize,
+}
+
+/// Samples the queue, stream and process gauges every `interval` until
+/// `shutdown`.
 pub async fn sample(
     metrics: std::sync::Arc<Metrics>,
-    queues: QueueStore,
+    sampled: Sampled,
     interval: Duration,
-    max_queues: usize,
     shutdown: CancellationToken,
 ) {
     let mut last_cpu = 0.0;
     loop {
         metrics.sample_process(&mut last_cpu);
-        match sample_queues(&queues, max_queues).await {
-            Ok((sampled, total)) => metrics.set_queues(&sampled, total),
+        match sample_queues(&sampled.queues, sampled.max_queues).await {
+            Ok((queues, total)) => metrics.set_queues(&queues, total),
             Err(e) => {
                 metrics.sample_failures.inc();
                 tracing::debug!(error = %e, "cannot sample the queue gauges");
+            }
+        }
+        match sample_streams(&sampled.streams, sampled.max_streams).await {
+            Ok((streams, total)) => metrics.set_streams(&streams, total),
+            Err(e) => {
+                metrics.sample_failures.inc();
+                tracing::debug!(error = %e, "cannot sample the stream gauges");
             }
         }
         tokio::select! {
@@ -333,6 +544,27 @@ async fn sample_queues(
         let waited_ms = queues.oldest_waiting_ms(&name).await?;
         let age = waited_ms.map_or(0.0, |ms| ms as f64 / 1e3);
         sampled.push((name, stats, age));
+    }
+    Ok((sampled, total))
+}
+
+/// The state of the first `max_streams` registered streams (sorted by
+/// qualified name; a stream deleted since is skipped), and how many are
+/// registered.
+async fn sample_streams(
+    streams: &StreamStore,
+    max_streams: usize,
+) -> crate::Result<(Vec<(String, crate::stream::StreamState)>, usize)> {
+    let mut names = streams.list_streams().await?;
+    let total = names.len();
+    names.truncate(max_streams);
+    let mut sampled = Vec::with_capacity(names.len());
+    for name in names {
+        match streams.info(&name).await {
+            Ok(state) => sampled.push((name, state)),
+            Err(e) if e.reason() == crate::error::Reason::StreamNotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok((sampled, total))
 }

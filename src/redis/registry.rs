@@ -1,0 +1,55 @@
+//! A set in Redis of every name that was ever used (queues, streams), for
+//! listing and for the metrics, which must not scan the keyspace. Each process
+//! adds a name once: later uses cost nothing.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::Redis;
+use crate::error::Result;
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct NameRegistry {
+    key: &'static str,
+    /// Names this process already added.
+    added: Arc<Mutex<HashSet<String>>>,
+}
+
+impl NameRegistry {
+    /// The registry kept in the Redis set `key`.
+    pub fn new(key: &'static str) -> Self {
+        Self {
+            key,
+            added: Arc::default(),
+        }
+    }
+
+    /// Adds `name` (a qualified name) the first time this process sees it.
+    pub async fn add(&self, redis: &Redis, name: &str) -> Result<()> {
+        let known = self.added().contains(name);
+        if !known {
+            let _: i64 = redis::cmd("SADD")
+                .arg(self.key)
+                .arg(name)
+                .query_async(&mut redis.conn().await?)
+                .await?;
+            self.added().insert(name.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Every name, sorted.
+    pub async fn all(&self, redis: &Redis) -> Result<Vec<String>> {
+        let mut names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.key)
+            .query_async(&mut redis.conn().await?)
+            .await?;
+        names.sort();
+        Ok(names)
+    }
+
+    fn added(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.added.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
