@@ -433,3 +433,71 @@ async fn stream_pubsub_and_lock_metrics_count_what_happened() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_event_counters_are_redis_totals() {
+    let ctx = sampling_often().await;
+    let mut queue = ctx.queue();
+    for _ in 0..3 {
+        queue.enqueue(enqueue("work")).await.expect("enqueue");
+    }
+    let jobs = queue
+        .dequeue(DequeueRequest {
+            queue: "work".into(),
+            max_jobs: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("dequeue")
+        .into_inner()
+        .jobs;
+    assert_eq!(jobs.len(), 2);
+    queue
+        .ack(AckRequest {
+            queue: "work".into(),
+            items: vec![AckItem {
+                job_id: jobs[0].job_id.clone(),
+                lease_token: jobs[0].lease_token.clone(),
+                result: Vec::new(),
+            }],
+        })
+        .await
+        .expect("ack");
+    queue
+        .nack(NackRequest {
+            queue: "work".into(),
+            item: Some(NackItem {
+                job_id: jobs[1].job_id.clone(),
+                lease_token: jobs[1].lease_token.clone(),
+                error: "broken".into(),
+                permanent: true,
+                retry_after: None,
+            }),
+        })
+        .await
+        .expect("nack");
+    let labels = r#"{tenant="",queue="work"}"#;
+    let metrics = eventually(Duration::from_secs(10), "the counters", || async {
+        let body = admin_get(&ctx, "/metrics", None).await.body;
+        has_line(
+            &body,
+            &format!("redwire_queue_jobs_dead_lettered_total{labels} 1"),
+        )
+        .then_some(body)
+    })
+    .await;
+    for (name, value) in [
+        ("redwire_queue_jobs_enqueued_total", 3),
+        ("redwire_queue_jobs_started_total", 2),
+        ("redwire_queue_jobs_completed_total", 1),
+        ("redwire_queue_jobs_retried_total", 0),
+        ("redwire_queue_leases_expired_total", 0),
+    ] {
+        let line = format!("{name}{labels} {value}");
+        assert!(has_line(&metrics, &line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains("# TYPE redwire_queue_jobs_enqueued counter"),
+        "{metrics}"
+    );
+}

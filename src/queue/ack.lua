@@ -35,6 +35,7 @@ for i, id in ipairs(ids) do
   end
 end
 call_many('ZREM', K.active, finished)
+count(META.completed, #finished)
 call_many('HDEL', K.jobs, removed)
 call_many('HDEL', K.payloads, removed)
 wake(ARGV[1], ARGV[2], ready)

@@ -23,6 +23,7 @@ for i, id in ipairs(ids) do
   end
 end
 local seq = redis.call('HINCRBY', K.meta, META.seq, fresh) - fresh
+count(META.enqueued, fresh)
 -- Jobs created by this call, so a repeated id finds the first one.
 local created = {}
 local payloads, waiting, delayed = {}, {}, {}

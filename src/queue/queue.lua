@@ -75,6 +75,13 @@ local function load(id)
   return cmsgpack.unpack(blob)
 end
 
+-- Adds `n` to the queue's event counter `field` (one of META's counters).
+local function count(field, n)
+  if n > 0 then
+    redis.call('HINCRBY', K.meta, field, n)
+  end
+end
+
 local function save(id, rec)
   redis.call('HSET', K.jobs, id, cmsgpack.pack(rec))
 end
@@ -151,6 +158,7 @@ local function fail(id, rec, err, permanent, retry_after, now, usec)
   push_error(rec, err)
   rec.tok = ''
   if permanent or rec.att >= rec.max then
+    count(META.dead_lettered, 1)
     rec.st = 'dead'
     rec.due = 0
     redis.call('ZADD', K.dead, now, id)
@@ -158,6 +166,7 @@ local function fail(id, rec, err, permanent, retry_after, now, usec)
     save(id, rec)
     return 'dead', 0
   end
+  count(META.retried, 1)
   local delay = retry_after
   if delay < 0 then
     delay = backoff_ms(rec, usec)
@@ -190,6 +199,7 @@ end
 -- Fails up to `limit` jobs whose lease ran out. Returns the count.
 local function expire_leases(now, usec, limit)
   local expired = redis.call('ZRANGEBYSCORE', K.active, '-inf', now, 'LIMIT', 0, limit)
+  count(META.expired, #expired)
   for _, id in ipairs(expired) do
     redis.call('ZREM', K.active, id)
     local rec = load(id)
@@ -296,6 +306,7 @@ local function lease(now, wants, known, secret)
     call_many('HSET', K.jobs, records)
     call_many('ZADD', K.active, leases)
     call_many('ZADD', K.rate, rates)
+    count(META.started, #leases / 2)
   end
   if rate_limited and #out > 1 then
     local oldest = redis.call('ZRANGE', K.rate, 0, 0, 'WITHSCORES')

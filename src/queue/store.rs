@@ -7,7 +7,7 @@ use redis::{Script, Value};
 
 use super::record::{JobRecord, MAX_ERRORS_KEPT, MAX_PRIORITY, State};
 use crate::error::{Error, Result};
-use crate::redis::keys::{QUEUE_REGISTRY, QUEUE_WAKE_CHANNEL, QueueKeys, QueueMeta};
+use crate::redis::keys::{QUEUE_REGISTRY, QUEUE_WAKE_CHANNEL, QueueCounters, QueueKeys, QueueMeta};
 use crate::redis::registry::NameRegistry;
 use crate::redis::{Conn, Redis};
 use crate::waker::{WAKE_SEPARATOR, wake_message};
@@ -146,6 +146,8 @@ pub struct Stats {
     pub rate_max: u32,
     /// Rate limit window in ms.
     pub rate_window_ms: u64,
+    /// Events since the queue was created ([`QueueMeta::COUNTERS`]).
+    pub counters: QueueCounters,
 }
 
 /// One job as stored.
@@ -469,7 +471,7 @@ impl QueueStore {
     pub async fn stats(&self, queue: &str) -> Result<Stats> {
         let keys = QueueKeys::new(queue);
         #[allow(clippy::type_complexity)]
-        let (waiting, backlog, delayed, active, completed, dead, meta): (
+        let (waiting, backlog, delayed, active, completed, dead, meta, counters): (
             i64,
             i64,
             i64,
@@ -477,6 +479,7 @@ impl QueueStore {
             i64,
             i64,
             (Option<String>, Option<u32>, Option<u64>),
+            Vec<Option<u64>>,
         ) = redis::pipe()
             .zcard(&keys.waiting)
             .zcard(&keys.backlog)
@@ -491,8 +494,15 @@ impl QueueStore {
                 QueueMeta::RATE_MAX,
                 QueueMeta::RATE_WINDOW,
             ])
+            .cmd("HMGET")
+            .arg(&keys.meta)
+            .arg(&QueueMeta::COUNTERS)
             .query_async(&mut self.conn().await?)
             .await?;
+        let mut events = QueueCounters::default();
+        for (slot, value) in events.iter_mut().zip(counters) {
+            *slot = value.unwrap_or(0);
+        }
         Ok(Stats {
             waiting: waiting + backlog,
             delayed,
@@ -502,6 +512,7 @@ impl QueueStore {
             paused: meta.0.as_deref() == Some("1"),
             rate_max: meta.1.unwrap_or(0),
             rate_window_ms: meta.2.unwrap_or(0),
+            counters: events,
         })
     }
 

@@ -313,14 +313,43 @@ impl QueueMeta {
     pub const RATE_MAX: &'static str = "rate_max";
     /// The rate limit's window, in ms.
     pub const RATE_WINDOW: &'static str = "rate_window";
+    /// Counter: jobs created (a repeated job id counts once).
+    pub const ENQUEUED: &'static str = "enqueued";
+    /// Counter: leases handed out (deliveries started).
+    pub const STARTED: &'static str = "started";
+    /// Counter: jobs acknowledged.
+    pub const COMPLETED: &'static str = "completed";
+    /// Counter: failed deliveries that will be retried (Nack, a lease that
+    /// expired, a consumer that left with the job).
+    pub const RETRIED: &'static str = "retried";
+    /// Counter: jobs that went to the dead letters.
+    pub const DEAD_LETTERED: &'static str = "dead_lettered";
+    /// Counter: leases that expired (the job was retried or dead-lettered).
+    pub const EXPIRED: &'static str = "expired";
+
+    /// The event counters, in the order [`QueueCounters`] holds them.
+    pub const COUNTERS: [&'static str; 6] = [
+        Self::ENQUEUED,
+        Self::STARTED,
+        Self::COMPLETED,
+        Self::RETRIED,
+        Self::DEAD_LETTERED,
+        Self::EXPIRED,
+    ];
 
     /// Every field, by the name the Lua table uses (the same as its value).
-    pub const ALL: [&'static str; 5] = [
+    pub const ALL: [&'static str; 11] = [
         Self::SEQ,
         Self::LEASE,
         Self::PAUSED,
         Self::RATE_MAX,
         Self::RATE_WINDOW,
+        Self::ENQUEUED,
+        Self::STARTED,
+        Self::COMPLETED,
+        Self::RETRIED,
+        Self::DEAD_LETTERED,
+        Self::EXPIRED,
     ];
 
     /// The Lua that names the fields for the scripts: `local META = { seq = 'seq', ... }`.
@@ -332,6 +361,10 @@ impl QueueMeta {
         format!("local META = {{ {} }}\n", fields.join(", "))
     }
 }
+
+/// A queue's event counters since it was created, in the order of
+/// [`QueueMeta::COUNTERS`].
+pub type QueueCounters = [u64; 6];
 
 /// The Redis key for the user key `name` of `tenant` in `space`:
 /// `rw:c:<escaped name>` (`rw:acme/c:...`). The whole key is hashed for the

@@ -17,11 +17,14 @@
 //! - Process gauges (memory, CPU, open files) are read from `/proc/self`.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -31,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::QueueStore;
 use crate::redis::keys;
+use crate::redis::keys::{QueueCounters, QueueMeta};
 use crate::stream::StreamStore;
 
 /// The labels of one rpc.
@@ -53,6 +57,66 @@ struct CallLabels {
 struct QueueLabels {
     tenant: String,
     queue: String,
+}
+
+/// The queue event counters, in the order of [`QueueMeta::COUNTERS`]: the
+/// meta field each comes from, its metric's name and help.
+const QUEUE_EVENTS: [(&str, &str, &str); 6] = [
+    (
+        QueueMeta::ENQUEUED,
+        "redwire_queue_jobs_enqueued",
+        "Jobs created (a repeated job id counts once)",
+    ),
+    (
+        QueueMeta::STARTED,
+        "redwire_queue_jobs_started",
+        "Deliveries started (leases handed out)",
+    ),
+    (
+        QueueMeta::COMPLETED,
+        "redwire_queue_jobs_completed",
+        "Jobs acknowledged",
+    ),
+    (
+        QueueMeta::RETRIED,
+        "redwire_queue_jobs_retried",
+        "Failed deliveries to be retried (Nack, an expired lease, a consumer that left with the job)",
+    ),
+    (
+        QueueMeta::DEAD_LETTERED,
+        "redwire_queue_jobs_dead_lettered",
+        "Jobs moved to the dead letters",
+    ),
+    (
+        QueueMeta::EXPIRED,
+        "redwire_queue_leases_expired",
+        "Leases that ran out before the job was settled (the job was retried or dead-lettered)",
+    ),
+];
+
+/// The queues' event counters as last sampled from Redis, written as counters
+/// at each scrape: they are Redis's totals, the same on every instance, not
+/// something this process counts.
+#[derive(Debug, Default)]
+struct QueueEvents(Mutex<Vec<(QueueLabels, QueueCounters)>>);
+
+impl QueueEvents {
+    fn set(&self, snapshot: Vec<(QueueLabels, QueueCounters)>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
+    }
+}
+
+impl Collector for QueueEvents {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let snapshot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for (i, (_, name, help)) in QUEUE_EVENTS.iter().enumerate() {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (labels, counters) in snapshot.iter() {
+                ConstCounter::new(counters[i]).encode(family.encode_family(labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The labels of one stream.
@@ -92,6 +156,7 @@ pub struct Metrics {
     queue_rate_limited: Family<QueueLabels, Gauge>,
     queues_exported: Gauge,
     queues_omitted: Gauge,
+    queue_events: Arc<QueueEvents>,
     stream_length: Family<StreamLabels, Gauge>,
     stream_dead_letters: Family<StreamLabels, Gauge>,
     group_lag: Family<GroupLabels, Gauge>,
@@ -125,6 +190,11 @@ impl Registrar {
     fn add<M: Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
         self.0.register(name, help, metric.clone());
         metric
+    }
+
+    fn collect<C: Collector>(&mut self, collector: Arc<C>) -> Arc<C> {
+        self.0.register_collector(Box::new(collector.clone()));
+        collector
     }
 }
 
@@ -179,6 +249,7 @@ impl Metrics {
                 "Queues left out of the queue gauges by --metrics-max-queues",
                 Gauge::default(),
             ),
+            queue_events: r.collect(Arc::default()),
             stream_length: r.add(
                 "redwire_stream_length",
                 "Entries in a stream, read from Redis",
@@ -350,6 +421,14 @@ impl Metrics {
     /// Replaces the queue gauges with `queues` (qualified name, stats, oldest
     /// waiting age), of `total` registered queues.
     fn set_queues(&self, queues: &[(String, crate::queue::Stats, f64)], total: usize) {
+        let events = queues.iter().map(|(qualified, stats, _)| {
+            let labels = QueueLabels {
+                tenant: tenant_of(qualified).to_owned(),
+                queue: keys::user_name(qualified).to_owned(),
+            };
+            (labels, stats.counters)
+        });
+        self.queue_events.set(events.collect());
         self.queue_jobs.clear();
         self.queue_oldest_age.clear();
         self.queue_paused.clear();
@@ -500,7 +579,7 @@ pub struct Sampled {
 /// Samples the queue, stream and process gauges every `interval` until
 /// `shutdown`.
 pub async fn sample(
-    metrics: std::sync::Arc<Metrics>,
+    metrics: Arc<Metrics>,
     sampled: Sampled,
     interval: Duration,
     shutdown: CancellationToken,
@@ -620,6 +699,12 @@ mod tests {
         assert!(text.contains(count), "{text}");
         let active = "redwire_rpc_server_active_calls{rpc_service=\"redwire.v1.Cache\",rpc_method=\"Get\"} 0";
         assert!(text.contains(active), "{text}");
+    }
+
+    #[test]
+    fn the_queue_event_metrics_follow_the_counters_of_the_key_schema() {
+        let fields: Vec<&str> = QUEUE_EVENTS.iter().map(|(field, _, _)| *field).collect();
+        assert_eq!(fields, QueueMeta::COUNTERS);
     }
 
     #[test]

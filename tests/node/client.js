@@ -125,7 +125,7 @@ async function startServer() {
   if (!binary) throw new Error('set REDWIRE_BIN to the redwire binary');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rw-node-'));
   const address = `127.0.0.1:${await freePort()}`;
-  const child = spawn(binary, ['--listen', address, '--data-dir', path.join(dir, 'data')], {
+  const child = spawn(binary, ['--listen', address, '--data-dir', path.join(dir, 'data'), '--admin-listen', 'off'], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';

@@ -48,7 +48,7 @@ def launch(tmp_dir, addr, log, *extra):
     """Starts the redwire binary on addr with its embedded redis in tmp_dir/data."""
     return subprocess.Popen(
         [BINARY, "--listen", addr, "--data-dir", os.path.join(tmp_dir, "data"),
-         "--health-interval", "100ms", *extra],
+         "--health-interval", "100ms", "--admin-listen", "off", *extra],
         stdout=log, stderr=subprocess.STDOUT,
     )
 
