@@ -337,25 +337,23 @@ impl QueueMeta {
         Self::EXPIRED,
     ];
 
-    /// Every field, by the name the Lua table uses (the same as its value).
-    pub const ALL: [&'static str; 11] = [
+    /// The settings and sequence fields (the counters are [`Self::COUNTERS`]).
+    pub const SETTINGS: [&'static str; 5] = [
         Self::SEQ,
         Self::LEASE,
         Self::PAUSED,
         Self::RATE_MAX,
         Self::RATE_WINDOW,
-        Self::ENQUEUED,
-        Self::STARTED,
-        Self::COMPLETED,
-        Self::RETRIED,
-        Self::DEAD_LETTERED,
-        Self::EXPIRED,
     ];
+
+    /// Every field, by the name the Lua table uses (the same as its value).
+    pub fn all() -> impl Iterator<Item = &'static str> {
+        Self::SETTINGS.into_iter().chain(Self::COUNTERS)
+    }
 
     /// The Lua that names the fields for the scripts: `local META = { seq = 'seq', ... }`.
     pub fn lua_table() -> String {
-        let fields: Vec<String> = Self::ALL
-            .iter()
+        let fields: Vec<String> = Self::all()
             .map(|name| format!("{name} = '{name}'"))
             .collect();
         format!("local META = {{ {} }}\n", fields.join(", "))
