@@ -303,12 +303,12 @@ where
         match auth.check(request.uri().path(), request.headers(), client_names) {
             Ok(None) => ResponseFuture::called(self.inner.call(request), None),
             Ok(Some((caller, scope))) => {
-                let tenant = caller.principal.tenant.clone();
-                if let Some(tenant) = tenant
-                    && let Some(max) = tenant.quota.max_payload_bytes
+                if let Some(tenant) = &caller.principal.tenant
+                    && tenant.quota.max_payload_bytes.is_some()
                 {
-                    request = request
-                        .map(|body| tonic::body::Body::new(PayloadLimit::new(body, tenant, max)));
+                    let tenant = tenant.clone();
+                    request =
+                        request.map(|body| tonic::body::Body::new(PayloadLimit::new(body, tenant)));
                 }
                 request.extensions_mut().insert(scope);
                 let watch = Watch::new(auth.clone(), caller);

@@ -129,7 +129,6 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         tenant: Arc<Tenant>,
-        max: usize,
         // The prefix of the next message, as far as it has arrived.
         prefix: [u8; GRPC_PREFIX_BYTES],
         prefix_len: usize,
@@ -139,12 +138,11 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> PayloadLimit<B> {
-    /// Limits `inner` to messages of at most `max` bytes.
-    pub fn new(inner: B, tenant: Arc<Tenant>, max: usize) -> Self {
+    /// Limits `inner` to messages of at most `tenant`'s `max_payload_bytes`.
+    pub fn new(inner: B, tenant: Arc<Tenant>) -> Self {
         Self {
             inner,
             tenant,
-            max,
             prefix: [0; GRPC_PREFIX_BYTES],
             prefix_len: 0,
             remaining: 0,
@@ -189,10 +187,9 @@ where
                         this.prefix[4],
                     ]);
                     let len = usize::try_from(len).unwrap_or(usize::MAX);
-                    if len > *this.max {
-                        let refusal = this.tenant.check_payload(len).err();
-                        let status = refusal.map(tonic::Status::from);
-                        return std::task::Poll::Ready(status.map(Err));
+                    if let Err(refusal) = this.tenant.check_payload(len) {
+                        let status = tonic::Status::from(refusal);
+                        return std::task::Poll::Ready(Some(Err(status)));
                     }
                     *this.remaining = len;
                 }

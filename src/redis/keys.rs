@@ -67,8 +67,9 @@ pub fn user_name(qualified: &str) -> &str {
     split(qualified).1
 }
 
-/// The tenant and the user's name of a qualified name.
-fn split(qualified: &str) -> (Option<&str>, &str) {
+/// The tenant (None: the default tenant) and the user's name of a qualified
+/// name.
+pub fn split(qualified: &str) -> (Option<&str>, &str) {
     match qualified.split_once(TENANT_SEPARATOR) {
         Some((tenant, name)) => (Some(tenant), name),
         None => (None, qualified),

@@ -37,9 +37,9 @@ use crate::redis::keys;
 use crate::redis::keys::{QueueCounters, QueueMeta};
 use crate::stream::StreamStore;
 
-/// The labels of one rpc.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RpcLabels {
+/// The labels of one rpc, looked up once per call when it starts.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
     rpc_service: &'static str,
     rpc_method: &'static str,
 }
@@ -345,27 +345,23 @@ impl Metrics {
         }
     }
 
-    /// A call to `path` started.
-    pub fn call_started(&self, path: &str) {
+    /// A call to `path` started; its labels, for [`Metrics::call_ended`].
+    pub fn call_started(&self, path: &str) -> RpcLabels {
         let (rpc_service, rpc_method) = rpc_names(path);
         let labels = RpcLabels {
             rpc_service,
             rpc_method,
         };
         self.active.get_or_create(&labels).inc();
+        labels
     }
 
-    /// A call to `path` ended with `code` after `elapsed`.
-    pub fn call_ended(&self, path: &str, code: &'static str, elapsed: Duration) {
-        let (rpc_service, rpc_method) = rpc_names(path);
-        let labels = RpcLabels {
-            rpc_service,
-            rpc_method,
-        };
-        self.active.get_or_create(&labels).dec();
+    /// The call `rpc` ended with `code` after `elapsed`.
+    pub fn call_ended(&self, rpc: RpcLabels, code: &'static str, elapsed: Duration) {
+        self.active.get_or_create(&rpc).dec();
         let labels = CallLabels {
-            rpc_service,
-            rpc_method,
+            rpc_service: rpc.rpc_service,
+            rpc_method: rpc.rpc_method,
             rpc_grpc_status_code: code,
         };
         self.calls
@@ -421,22 +417,16 @@ impl Metrics {
     /// Replaces the queue gauges with `queues` (qualified name, stats, oldest
     /// waiting age), of `total` registered queues.
     fn set_queues(&self, queues: &[(String, crate::queue::Stats, f64)], total: usize) {
-        let events = queues.iter().map(|(qualified, stats, _)| {
-            let labels = QueueLabels {
-                tenant: tenant_of(qualified).to_owned(),
-                queue: keys::user_name(qualified).to_owned(),
-            };
-            (labels, stats.counters)
-        });
-        self.queue_events.set(events.collect());
         self.queue_jobs.clear();
         self.queue_oldest_age.clear();
         self.queue_paused.clear();
         self.queue_rate_limited.clear();
+        let mut events = Vec::with_capacity(queues.len());
         for (qualified, stats, oldest_age) in queues {
+            let (tenant, name) = labels_of(qualified);
             let queue = QueueLabels {
-                tenant: tenant_of(qualified).to_owned(),
-                queue: keys::user_name(qualified).to_owned(),
+                tenant,
+                queue: name,
             };
             for (state, count) in [
                 ("waiting", stats.waiting),
@@ -459,7 +449,9 @@ impl Metrics {
             self.queue_rate_limited
                 .get_or_create(&queue)
                 .set(i64::from(stats.rate_max > 0));
+            events.push((queue, stats.counters));
         }
+        self.queue_events.set(events);
         self.queues_exported
             .set(i64::try_from(queues.len()).unwrap_or(i64::MAX));
         self.queues_omitted
@@ -474,9 +466,10 @@ impl Metrics {
         self.group_lag.clear();
         self.group_pending.clear();
         for (qualified, state) in streams {
+            let (tenant, name) = labels_of(qualified);
             let stream = StreamLabels {
-                tenant: tenant_of(qualified).to_owned(),
-                stream: keys::user_name(qualified).to_owned(),
+                tenant,
+                stream: name,
             };
             self.stream_length.get_or_create(&stream).set(state.length);
             self.stream_dead_letters
@@ -535,11 +528,11 @@ impl Drop for GaugeGuard {
     }
 }
 
-/// The tenant label of a qualified name: empty for the default tenant.
-fn tenant_of(qualified: &str) -> &str {
-    qualified
-        .split_once(keys::TENANT_SEPARATOR)
-        .map_or("", |(tenant, _)| tenant)
+/// The tenant label (empty for the default tenant) and the name label of a
+/// qualified name.
+fn labels_of(qualified: &str) -> (String, String) {
+    let (tenant, name) = keys::split(qualified);
+    (tenant.unwrap_or("").to_owned(), name.to_owned())
 }
 
 /// Every rpc path Redwire serves, with its labels.
@@ -692,8 +685,8 @@ mod tests {
     #[test]
     fn a_finished_call_is_counted_with_its_code() {
         let metrics = Metrics::new();
-        metrics.call_started("/redwire.v1.Cache/Get");
-        metrics.call_ended("/redwire.v1.Cache/Get", "OK", Duration::from_micros(120));
+        let rpc = metrics.call_started("/redwire.v1.Cache/Get");
+        metrics.call_ended(rpc, "OK", Duration::from_micros(120));
         let text = metrics.encode();
         let count = "rpc_server_call_duration_seconds_count{rpc_service=\"redwire.v1.Cache\",rpc_method=\"Get\",rpc_grpc_status_code=\"OK\"} 1";
         assert!(text.contains(count), "{text}");

@@ -24,7 +24,7 @@ use tonic::Code;
 use tonic::codegen::{Service, http};
 use tonic_types::StatusExt;
 
-use super::metrics::Metrics;
+use super::metrics::{Metrics, RpcLabels};
 use crate::connection::ClientInfo;
 use crate::error::code_name;
 
@@ -74,9 +74,10 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        self.metrics.call_started(request.uri().path());
+        let rpc = self.metrics.call_started(request.uri().path());
         let mut call = Call {
             metrics: self.metrics.clone(),
+            rpc,
             // Shares the request's bytes: no allocation per call.
             path: request.uri().path_and_query().cloned(),
             peer: request
@@ -131,6 +132,7 @@ macro_rules! write_line {
 #[derive(Debug)]
 struct Call {
     metrics: Arc<Metrics>,
+    rpc: RpcLabels,
     path: Option<http::uri::PathAndQuery>,
     peer: Option<std::net::SocketAddr>,
     started: Instant,
@@ -164,7 +166,7 @@ impl Call {
         }
         let elapsed = self.started.elapsed();
         let method = self.path.as_ref().map_or("", |path| path.path());
-        self.metrics.call_ended(method, code_name(code), elapsed);
+        self.metrics.call_ended(self.rpc, code_name(code), elapsed);
         let line = Line {
             method,
             peer: self.peer,
