@@ -80,7 +80,13 @@ fn probe(admin: std::net::SocketAddr, path: &str) -> std::io::Result<String> {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    redwire::telemetry::init(&config);
+    let telemetry = match redwire::telemetry::init(&config) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("redwire: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -102,7 +108,10 @@ async fn serve(config: Config) -> ExitCode {
         grpc: listener,
         admin,
     };
-    match redwire::run(config, listeners, shutdown_signal()).await {
+    let result = redwire::run(config, listeners, shutdown_signal()).await;
+    // Exporting the last spans blocks until the collector answers or times out.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("redwire: {e}");

@@ -281,7 +281,6 @@ async fn serve(
         .map_or_else(|e| format!("unknown ({e})"), |addr| addr.to_string());
     let connections = config.connections;
     let server = Server::builder()
-        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .max_concurrent_streams(Some(connections.max_concurrent_streams))
         // Pings close connections whose peer is gone, streams in flight or not.
         .http2_keepalive_interval(Some(connections.keepalive_interval))

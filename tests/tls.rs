@@ -46,7 +46,7 @@ impl TlsServer {
         all.extend_from_slice(&["--shutdown-grace", "5s", "--log", "warn"]);
         all.extend_from_slice(args);
         let config = redwire::Config::from_args(all).expect("config parses");
-        redwire::telemetry::init(&config);
+        let _ = redwire::telemetry::init(&config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

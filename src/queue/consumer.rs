@@ -37,6 +37,7 @@ use crate::proto::{
 };
 use crate::redis::REDIS_RETRY;
 use crate::streaming;
+use crate::telemetry::traces;
 use crate::time::{millis, proto_timestamp_ms as timestamp};
 use crate::validate::{self, Limits};
 use crate::waker::Signal;
@@ -66,6 +67,7 @@ pub(super) struct Consumer {
     queue: String,
     max_in_flight: usize,
     lease: Duration,
+    trace: traces::Consumer,
     /// Jobs leased to this stream, by id.
     held: HashMap<String, Held>,
     /// No held lease lapses before this (it may be earlier than the first one).
@@ -92,6 +94,8 @@ pub(super) struct Subscription {
     pub(super) queue: String,
     pub(super) max_in_flight: usize,
     pub(super) lease: Duration,
+    /// The Consume call's side of each delivery's trace.
+    pub(super) trace: traces::Consumer,
 }
 
 /// What became of one ack, nack or extend sent on the stream.
@@ -142,6 +146,7 @@ impl Consumer {
             queue: subscription.queue,
             max_in_flight: subscription.max_in_flight,
             lease: subscription.lease,
+            trace: subscription.trace,
             held: HashMap::new(),
             next_lapse: Instant::now() + subscription.lease,
             tx,
@@ -358,7 +363,8 @@ impl Consumer {
         for job in found.jobs {
             let token = job.record.token.clone();
             self.held.insert(job.id.clone(), Held { token, lapses });
-            let message = consume_response::Message::Delivery(delivery(&self.queue, job));
+            let message =
+                consume_response::Message::Delivery(delivery(&self.queue, job, &self.trace));
             self.send(message).await?;
         }
         ControlFlow::Continue(())

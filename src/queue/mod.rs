@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use batcher::{EnqueueBatcher, Enqueuer};
 use handoff::IdleConsumers;
@@ -53,6 +54,7 @@ use crate::producer::{self, Replies};
 use crate::proto::queue_server::Queue;
 use crate::proto::*;
 use crate::redis::keys::{self, QUEUE_WAKE_CHANNEL};
+use crate::telemetry::traces::{self, Producer};
 use crate::time::{millis, proto_duration, proto_timestamp_ms as timestamp};
 use crate::validate::{self, Limits};
 use crate::waker::Waker;
@@ -220,11 +222,19 @@ impl QueueService {
         Ok(())
     }
 
-    /// Validates and enqueues one job (group-committed with concurrent ones).
-    async fn enqueue_one(&self, scope: &Scope, req: EnqueueRequest) -> Result<Enqueued> {
+    /// Validates and enqueues one job (group-committed with concurrent ones)
+    /// in a `send` span of `producer`, storing its trace context with the job.
+    async fn enqueue_one(
+        &self,
+        scope: &Scope,
+        producer: &Producer,
+        req: EnqueueRequest,
+    ) -> Result<Enqueued> {
         let queue = scope.name("queue", &req.queue)?;
-        let job = self.new_job("job", req.job.unwrap_or_default())?;
-        self.batcher.submit(&queue, job).await
+        let mut job = self.new_job("job", req.job.unwrap_or_default())?;
+        let send = producer.send(&req.queue, 1, Some(&job.id));
+        job.record.set_trace_context(send.context);
+        self.batcher.submit(&queue, job).instrument(send.span).await
     }
 
     /// Leases up to `max` jobs, waiting until `until` for the first one.
@@ -288,10 +298,15 @@ fn enqueue_stream_reply(outcome: Result<Enqueued>) -> EnqueueStreamResponse {
     }
 }
 
-/// A job leased from the queue with qualified name `queue`, as its tenant sees it.
-fn delivery(queue: &str, job: Leased) -> Delivery {
+/// A job leased from the queue with qualified name `queue`, as its tenant sees
+/// it; `trace` records the hand-over.
+fn delivery(queue: &str, job: Leased, trace: &traces::Consumer) -> Delivery {
+    let queue = keys::user_name(queue);
+    let trace_context = job.record.trace_context();
+    trace.received(queue, &job.id, trace_context.as_ref());
     Delivery {
-        queue: keys::user_name(queue).to_owned(),
+        trace_context,
+        queue: queue.to_owned(),
         job_id: job.id,
         payload: job.payload,
         attributes: job.record.attributes,
@@ -304,8 +319,14 @@ fn delivery(queue: &str, job: Leased) -> Delivery {
 }
 
 fn job_info(job: StoredJob) -> JobInfo {
+    let trace_context = job.record.trace_context();
     let r = job.record;
     JobInfo {
+        trace_id: trace_context
+            .as_ref()
+            .map(traces::trace_id)
+            .unwrap_or_default(),
+        trace_context,
         job_id: job.id,
         state: state(r.state) as i32,
         payload: job.payload,
@@ -395,7 +416,10 @@ impl Queue for QueueService {
         request: Request<EnqueueRequest>,
     ) -> Result<Response<EnqueueResponse>, Status> {
         let scope = Scope::of(&request);
-        let outcome = self.enqueue_one(&scope, request.into_inner()).await?;
+        let producer = Producer::of(&request);
+        let outcome = self
+            .enqueue_one(&scope, &producer, request.into_inner())
+            .await?;
         Ok(Response::new(enqueued(outcome)))
     }
 
@@ -407,17 +431,18 @@ impl Queue for QueueService {
     ) -> Result<Response<Self::EnqueueStreamStream>, Status> {
         let service = self.clone();
         let scope = Scope::of(&request);
+        let trace = Producer::of(&request);
         let replies = producer::serve(
             request.into_inner(),
             self.limits.max_batch,
             self.shutdown.clone(),
             move |batch: Vec<EnqueueStreamRequest>| {
-                let (service, scope) = (service.clone(), scope.clone());
+                let (service, scope, trace) = (service.clone(), scope.clone(), trace.clone());
                 async move {
                     // Polled in order, so jobs for one queue join its lane in order.
                     let outcomes = join_all(batch.into_iter().map(|message| {
                         let EnqueueStreamRequest { queue, job } = message;
-                        service.enqueue_one(&scope, EnqueueRequest { queue, job })
+                        service.enqueue_one(&scope, &trace, EnqueueRequest { queue, job })
                     }))
                     .await;
                     outcomes.into_iter().map(enqueue_stream_reply).collect()
@@ -432,16 +457,26 @@ impl Queue for QueueService {
         request: Request<EnqueueBatchRequest>,
     ) -> Result<Response<EnqueueBatchResponse>, Status> {
         let scope = Scope::of(&request);
+        let producer = Producer::of(&request);
         let req = request.into_inner();
         let queue = scope.name("queue", &req.queue)?.into_owned();
         self.limits.batch("jobs", &req.jobs)?;
+        let send = producer.send(&req.queue, req.jobs.len(), None);
         let jobs = req
             .jobs
             .into_iter()
             .enumerate()
-            .map(|(i, spec)| self.new_job(&format!("jobs[{i}]"), spec))
+            .map(|(i, spec)| {
+                let mut job = self.new_job(&format!("jobs[{i}]"), spec)?;
+                job.record.set_trace_context(send.context.clone());
+                Ok(job)
+            })
             .collect::<Result<Vec<_>>>()?;
-        let result = self.batcher.commit_detached(queue, jobs).await?;
+        let result = self
+            .batcher
+            .commit_detached(queue, jobs)
+            .instrument(send.span)
+            .await?;
         Ok(Response::new(EnqueueBatchResponse {
             jobs: result.into_iter().map(enqueued).collect(),
         }))
@@ -487,6 +522,7 @@ impl Queue for QueueService {
                 queue,
                 max_in_flight,
                 lease,
+                trace: traces::Consumer::current(),
             },
             tx,
             self.shutdown.clone(),
@@ -517,10 +553,11 @@ impl Queue for QueueService {
         let wait = validate::duration("wait", req.wait.as_ref())?.unwrap_or_default();
         let until = Instant::now() + deadline::own_wait(wait, deadline);
         let jobs = self.take(&queue, max, lease, until).await?;
+        let trace = traces::Consumer::current();
         Ok(Response::new(DequeueResponse {
             jobs: jobs
                 .into_iter()
-                .map(|job| delivery(&req.queue, job))
+                .map(|job| delivery(&req.queue, job, &trace))
                 .collect(),
         }))
     }

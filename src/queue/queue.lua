@@ -23,7 +23,8 @@
 -- max attempts, pr priority, seq enqueue sequence, g group, bx exponential (0/1), bd
 -- backoff ms, bc backoff cap ms, bj jitter per mille, kc keep-completed ms, et
 -- enqueued ms, due (ms: ready time when delayed, lease deadline when active, removal
--- when completed), tok lease token, errs last errors, at attributes.
+-- when completed), tok lease token, errs last errors, at attributes, tp and ts
+-- the producer's W3C traceparent and tracestate (absent when it had none).
 local PRIORITY_SPAN = 1099511627776 -- 2^40 sequence numbers per priority level
 
 -- Redis server time: milliseconds, and the microsecond part (a little entropy).

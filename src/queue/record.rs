@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
+use crate::proto::TraceContext;
 
 /// Highest job priority (0 is the lowest and the default).
 pub(super) const MAX_PRIORITY: u32 = 1000;
@@ -106,9 +107,30 @@ pub struct JobRecord {
     /// User attributes.
     #[serde(rename = "at", default, deserialize_with = "map_or_empty_seq")]
     pub attributes: HashMap<String, String>,
+    /// The producer's W3C `traceparent`; absent from the record when empty.
+    #[serde(rename = "tp", default, skip_serializing_if = "String::is_empty")]
+    pub traceparent: String,
+    /// The producer's W3C `tracestate`; absent from the record when empty.
+    #[serde(rename = "ts", default, skip_serializing_if = "String::is_empty")]
+    pub tracestate: String,
 }
 
 impl JobRecord {
+    /// The producer's trace context, if the job has one.
+    pub fn trace_context(&self) -> Option<TraceContext> {
+        (!self.traceparent.is_empty()).then(|| TraceContext {
+            traceparent: self.traceparent.clone(),
+            tracestate: self.tracestate.clone(),
+        })
+    }
+
+    /// Stores the producer's trace context with the job.
+    pub fn set_trace_context(&mut self, context: Option<TraceContext>) {
+        let context = context.unwrap_or_default();
+        self.traceparent = context.traceparent;
+        self.tracestate = context.tracestate;
+    }
+
     /// Encodes the record as the msgpack map the scripts expect.
     pub fn encode(&self) -> Result<Vec<u8>> {
         rmp_serde::to_vec_named(self)
@@ -246,6 +268,7 @@ mod tests {
             backoff_ms: 1000,
             errors: vec!["boom".into()],
             attributes: [("k".to_owned(), "v".to_owned())].into(),
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
             ..Default::default()
         };
         let bytes = record.encode().expect("encode");

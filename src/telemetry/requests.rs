@@ -4,6 +4,9 @@
 //! the call's metrics ([`super::metrics`]): it is the one place that sees
 //! every call start and end with the code the client sees.
 //!
+//! Each call also gets its span ([`traces::server_span`]): the context of the
+//! lines logged while it runs, and the exported server span when traces are on.
+//!
 //! The code is read where it leaves the server, from the response headers (an
 //! error answered at once) or the trailers (every other call), so it is the
 //! code the client sees, whichever layer produced it. A reply the client
@@ -24,7 +27,10 @@ use tonic::Code;
 use tonic::codegen::{Service, http};
 use tonic_types::StatusExt;
 
+use tracing::Instrument;
+
 use super::metrics::{Metrics, RpcLabels};
+use super::traces;
 use crate::connection::ClientInfo;
 use crate::error::code_name;
 
@@ -75,9 +81,11 @@ where
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let rpc = self.metrics.call_started(request.uri().path());
+        let span = traces::server_span(request.uri().path(), request.headers());
         let mut call = Call {
             metrics: self.metrics.clone(),
             rpc,
+            span: span.clone(),
             // Shares the request's bytes: no allocation per call.
             path: request.uri().path_and_query().cloned(),
             peer: request
@@ -87,15 +95,18 @@ where
             started: Instant::now(),
             logged: false,
         };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            // An error answered at once carries its status in the headers.
-            if response.headers().contains_key("grpc-status") {
-                call.finish(response.headers());
+        let response = span.in_scope(|| self.inner.call(request));
+        Box::pin(
+            async move {
+                let response = response.await?;
+                // An error answered at once carries its status in the headers.
+                if response.headers().contains_key("grpc-status") {
+                    call.finish(response.headers());
+                }
+                Ok(response.map(|inner| LoggedBody { inner, call }))
             }
-            Ok(response.map(|inner| LoggedBody { inner, call }))
-        })
+            .instrument(span),
+        )
     }
 }
 
@@ -133,6 +144,9 @@ macro_rules! write_line {
 struct Call {
     metrics: Arc<Metrics>,
     rpc: RpcLabels,
+    /// The call's span; it ends when the call's line is written and the
+    /// reply body is gone.
+    span: tracing::Span,
     path: Option<http::uri::PathAndQuery>,
     peer: Option<std::net::SocketAddr>,
     started: Instant,
@@ -167,6 +181,7 @@ impl Call {
         let elapsed = self.started.elapsed();
         let method = self.path.as_ref().map_or("", |path| path.path());
         self.metrics.call_ended(self.rpc, code_name(code), elapsed);
+        traces::finish_server_span(&self.span, code, error);
         let line = Line {
             method,
             peer: self.peer,

@@ -165,7 +165,7 @@ pub fn eventually_blocking(timeout: Duration, what: &str, mut check: impl FnMut(
 
 /// A port on loopback that was free a moment ago (and so was `port + 10000`, the
 /// cluster bus port).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     loop {
         let listener = StdListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
         let port = listener.local_addr().expect("local addr").port();
@@ -694,7 +694,7 @@ impl TestContext {
         args.extend_from_slice(redis_args);
         args.extend_from_slice(extra);
         let config = redwire::Config::from_args(args).expect("test config parses");
-        redwire::telemetry::init(&config);
+        let _ = redwire::telemetry::init(&config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
