@@ -418,6 +418,7 @@ async fn a_job_s_trace_goes_from_a_python_producer_to_a_rust_consumer() {
         links(&streamed_receive),
         [(produced.trace_id.clone(), streamed_send_span.to_owned())]
     );
+    assert_stream_entries_carry_their_producer(&redwire, &receiver).await;
     assert!(
         receiver
             .services
@@ -428,6 +429,52 @@ async fn a_job_s_trace_goes_from_a_python_producer_to_a_rust_consumer() {
         "service.name defaults to redwire"
     );
     assert!(redwire.stop(), "redwire exits cleanly on SIGTERM");
+}
+
+/// An Append under one trace and a Tail under the consumer's: the entry
+/// carries the `send` span's context and the tail's `receive` links to it.
+async fn assert_stream_entries_carry_their_producer(redwire: &Redwire, receiver: &Receiver) {
+    const PRODUCER_TRACE: &str = "5ce0e9a56015fec5aadfa328ae398115";
+    let mut stream = redwire::proto::stream_client::StreamClient::new(redwire.channel());
+    let mut append = Request::new(AppendRequest {
+        stream: "traced-log".into(),
+        fields: [("k".to_owned(), b"v".to_vec())].into(),
+        ..Default::default()
+    });
+    let traceparent = format!("00-{PRODUCER_TRACE}-ab42124a3c573678-01");
+    append
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().expect("ascii"));
+    stream.append(append).await.expect("append");
+    let mut tail = stream
+        .tail(as_consumer(TailRequest {
+            streams: vec![TailPosition {
+                stream: "traced-log".into(),
+                after: "0".into(),
+            }],
+            ..Default::default()
+        }))
+        .await
+        .expect("tail")
+        .into_inner();
+    let entry = loop {
+        let reply = tail.message().await.expect("a message").expect("open");
+        if let Some(tail_response::Event::Entry(entry)) = reply.event {
+            break entry;
+        }
+    };
+    drop(tail);
+    assert_eq!(entry.fields.len(), 1, "only the appended field: {entry:?}");
+    let carried = entry.trace_context.expect("a trace context");
+    let (trace_id, send_span_id) = ids(&carried.traceparent);
+    assert_eq!(trace_id, PRODUCER_TRACE);
+    let send = receiver.span("send traced-log", PRODUCER_TRACE).await;
+    assert_eq!(hex(&send.span_id), send_span_id);
+    let receive = receiver.span("receive traced-log", CONSUMER_TRACE).await;
+    assert_eq!(
+        links(&receive),
+        [(PRODUCER_TRACE.to_owned(), send_span_id.to_owned())]
+    );
 }
 
 /// Enqueue `queue` with `traceparent` (and a tracestate) as call metadata.
@@ -497,4 +544,55 @@ async fn without_an_exporter_the_producer_s_own_context_is_delivered() {
             assert_eq!(carried.map(|c| c.tracestate.as_str()), Some("vendor=7"));
         }
     }
+}
+
+#[tokio::test]
+async fn stream_entries_keep_the_producer_s_context_out_of_their_fields() {
+    let ctx = TestContext::standalone().await;
+    let mut stream = ctx.stream();
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let mut append = Request::new(AppendRequest {
+        stream: "log".into(),
+        fields: [("k".to_owned(), b"v".to_vec())].into(),
+        ..Default::default()
+    });
+    append
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().expect("ascii"));
+    stream.append(append).await.expect("append");
+    let entries = stream
+        .range(RangeRequest {
+            stream: "log".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner()
+        .entries;
+    let [entry] = entries.as_slice() else {
+        panic!("one entry expected, got {entries:?}");
+    };
+    assert_eq!(entry.fields, [("k".to_owned(), b"v".to_vec())].into());
+    let carried = entry.trace_context.as_ref().expect("a trace context");
+    assert_eq!(carried.traceparent, traceparent);
+
+    // Redwire's field names are refused, and nothing is written.
+    let refused = stream
+        .append(AppendRequest {
+            stream: "log".into(),
+            fields: [("redwire.traceparent".to_owned(), b"forged".to_vec())].into(),
+            ..Default::default()
+        })
+        .await;
+    support::assert_invalid("fields[\"redwire.traceparent\"]", refused);
+    let after = stream
+        .range(RangeRequest {
+            stream: "log".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("range")
+        .into_inner()
+        .entries;
+    assert_eq!(after.len(), 1, "nothing appended");
 }

@@ -24,6 +24,7 @@ use crate::error::Error;
 use crate::proto::{ReadGroupRequest, ReadGroupResponse, read_group_request, read_group_response};
 use crate::redis::REDIS_RETRY;
 use crate::streaming;
+use crate::telemetry::traces;
 
 type Outbound = mpsc::Sender<Result<ReadGroupResponse, Status>>;
 
@@ -43,6 +44,8 @@ pub(super) struct GroupConsumer {
     pub(super) max_unacked: usize,
     pub(super) claim_idle: Option<Duration>,
     pub(super) tx: Outbound,
+    /// The ReadGroup call's side of each entry's trace.
+    pub(super) trace: traces::Consumer,
     pub(super) shutdown: tokio_util::sync::CancellationToken,
 }
 
@@ -163,11 +166,10 @@ impl GroupConsumer {
         let delivered = !entries.is_empty();
         for entry in entries {
             progress.held.insert(entry.id.clone());
-            self.send(read_group_response::Event::Entry(to_entry(
-                &self.stream,
-                entry,
-            )))
-            .await?;
+            let entry = to_entry(&self.stream, entry);
+            self.trace
+                .received(&entry.stream, &entry.id, entry.trace_context.as_ref());
+            self.send(read_group_response::Event::Entry(entry)).await?;
         }
         ControlFlow::Continue(delivered)
     }

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 pub use store::{
     ClaimWhat, Claimed, Fields, GroupState, NewEntries, StoredEntry, StreamState, StreamStore, Trim,
@@ -40,8 +41,17 @@ use crate::proto::stream_server::Stream;
 use crate::proto::*;
 use crate::redis::keys::{self, DEAD_LETTER_SUFFIX};
 use crate::streaming;
+use crate::telemetry::traces::{self, Producer};
 use crate::time::proto_duration;
 use crate::validate::{self, Limits};
+
+/// The entry fields that hold the producer's trace context (W3C `traceparent`
+/// and `tracestate`): stored with the entry, handed out as `Entry.trace_context`
+/// and never among `Entry.fields`. Field names starting with
+/// [`RESERVED_FIELD_PREFIX`] are Redwire's.
+const TRACEPARENT_FIELD: &str = "redwire.traceparent";
+const TRACESTATE_FIELD: &str = "redwire.tracestate";
+const RESERVED_FIELD_PREFIX: &str = "redwire.";
 
 /// Entries per Range page when the request says 0.
 const DEFAULT_RANGE: u32 = 100;
@@ -84,6 +94,12 @@ impl StreamService {
         self.limits.entries(field, fields.len())?;
         for (name, value) in fields {
             self.limits.key(format_args!("{field}[{name:?}]"), name)?;
+            if name.starts_with(RESERVED_FIELD_PREFIX) {
+                return Err(Error::invalid(
+                    format!("{field}[{name:?}]"),
+                    format!("field names starting with {RESERVED_FIELD_PREFIX:?} are reserved"),
+                ));
+            }
             self.limits
                 .value(format_args!("{field}[{name:?}]"), value)?;
         }
@@ -129,11 +145,12 @@ impl StreamService {
     async fn append_in_order(
         &self,
         scope: &Scope,
+        producer: &Producer,
         batch: Vec<AppendRequest>,
     ) -> Vec<AppendStreamResponse> {
         let mut replies = Vec::with_capacity(batch.len());
         let mut run: Option<AppendRun> = None;
-        for req in batch {
+        for mut req in batch {
             let checked = self.check_append(scope, &req);
             // Replies keep request order: what is before this entry goes first.
             let joins =
@@ -148,6 +165,9 @@ impl StreamService {
                     continue;
                 }
             };
+            // Entries of one stream call share its pipelines: each send span
+            // marks its entry, the write is the run's.
+            put_trace_context(&mut req.fields, &producer.send(&req.stream, 1, None));
             run.get_or_insert_with(|| AppendRun {
                 stream,
                 trimming: req.trim,
@@ -255,13 +275,41 @@ fn trim(field: &str, trimming: Option<&Trimming>) -> Result<Option<Trim>> {
 
 /// A stored entry of the stream with qualified name `stream` as the proto's
 /// Entry (which names the stream as its tenant does).
-fn to_entry(stream: &str, e: StoredEntry) -> Entry {
+fn to_entry(stream: &str, mut e: StoredEntry) -> Entry {
+    let trace_context = take_trace_context(&mut e.fields);
     Entry {
         stream: keys::user_name(stream).to_owned(),
         id: e.id,
         fields: e.fields,
         deliveries: e.deliveries,
+        trace_context,
     }
+}
+
+/// Stores the producer's trace context `sending` in an entry's `fields`.
+fn put_trace_context(fields: &mut Fields, sending: &traces::Sending) {
+    if let Some(context) = &sending.context {
+        fields.insert(
+            TRACEPARENT_FIELD.to_owned(),
+            context.traceparent.clone().into(),
+        );
+        if !context.tracestate.is_empty() {
+            fields.insert(
+                TRACESTATE_FIELD.to_owned(),
+                context.tracestate.clone().into(),
+            );
+        }
+    }
+}
+
+/// Takes the producer's trace context out of a stored entry's fields.
+fn take_trace_context(fields: &mut Fields) -> Option<TraceContext> {
+    let traceparent = fields.remove(TRACEPARENT_FIELD)?;
+    let tracestate = fields.remove(TRACESTATE_FIELD).unwrap_or_default();
+    Some(TraceContext {
+        traceparent: String::from_utf8_lossy(&traceparent).into_owned(),
+        tracestate: String::from_utf8_lossy(&tracestate).into_owned(),
+    })
 }
 
 /// The stream type of Tail: the tail task's channel, with heartbeats.
@@ -294,10 +342,14 @@ impl Stream for StreamService {
         request: Request<AppendRequest>,
     ) -> Result<Response<AppendResponse>, Status> {
         let scope = Scope::of(&request);
-        let req = request.into_inner();
+        let producer = Producer::of(&request);
+        let mut req = request.into_inner();
         let (stream, trim) = self.check_append(&scope, &req)?;
+        let send = producer.send(&req.stream, 1, None);
+        put_trace_context(&mut req.fields, &send);
         let mut ids = self
             .append(&stream, trim, vec![(req.id, req.fields)])
+            .instrument(send.span)
             .await?;
         Ok(Response::new(AppendResponse {
             id: ids.pop().unwrap_or_default(),
@@ -312,14 +364,15 @@ impl Stream for StreamService {
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let service = self.clone();
         let scope = Scope::of(&request);
+        let trace = Producer::of(&request);
         let replies = producer::serve(
             request.into_inner(),
             self.limits.max_batch,
             self.shutdown.clone(),
             move |batch: Vec<AppendStreamRequest>| {
-                let (service, scope) = (service.clone(), scope.clone());
+                let (service, scope, trace) = (service.clone(), scope.clone(), trace.clone());
                 let batch = batch.into_iter().map(append_request).collect();
-                async move { service.append_in_order(&scope, batch).await }
+                async move { service.append_in_order(&scope, &trace, batch).await }
             },
         );
         Ok(Response::new(replies))
@@ -330,6 +383,7 @@ impl Stream for StreamService {
         request: Request<AppendBatchRequest>,
     ) -> Result<Response<AppendBatchResponse>, Status> {
         let scope = Scope::of(&request);
+        let producer = Producer::of(&request);
         let req = request.into_inner();
         let stream = scope.name("stream", &req.stream)?;
         self.limits.batch("entries", &req.entries)?;
@@ -340,8 +394,19 @@ impl Stream for StreamService {
             }
         }
         let trim = trim("trim", req.trim.as_ref())?;
-        let entries = req.entries.into_iter().map(|e| (e.id, e.fields)).collect();
-        let ids = self.append(&stream, trim, entries).await?;
+        let send = producer.send(&req.stream, req.entries.len(), None);
+        let entries = req
+            .entries
+            .into_iter()
+            .map(|mut e| {
+                put_trace_context(&mut e.fields, &send);
+                (e.id, e.fields)
+            })
+            .collect();
+        let ids = self
+            .append(&stream, trim, entries)
+            .instrument(send.span)
+            .await?;
         Ok(Response::new(AppendBatchResponse { ids }))
     }
 
@@ -416,8 +481,9 @@ impl Stream for StreamService {
         }));
         let store = self.store.clone();
         let shutdown = self.shutdown.clone();
+        let trace = traces::Consumer::current();
         tokio::spawn(async move {
-            let ending = tail_loop(store, positions, signals, &tx, shutdown).await;
+            let ending = tail_loop(store, positions, signals, &tx, &trace, shutdown).await;
             streaming::finish(&tx, ending).await;
         });
         Ok(Response::new(heartbeat::every(
@@ -523,6 +589,7 @@ impl Stream for StreamService {
             max_unacked,
             claim_idle,
             tx,
+            trace: traces::Consumer::current(),
             shutdown: self.shutdown.clone(),
         };
         tokio::spawn(consumer.run(inbound));
@@ -723,6 +790,7 @@ async fn tail_loop(
     mut positions: Vec<(String, String)>,
     signals: Vec<Arc<readers::StreamSignal>>,
     tx: &mpsc::Sender<std::result::Result<TailResponse, Status>>,
+    trace: &traces::Consumer,
     shutdown: CancellationToken,
 ) -> Option<Status> {
     loop {
@@ -740,8 +808,10 @@ async fn tail_loop(
             };
             for entry in entries {
                 *after = entry.id.clone();
+                let entry = to_entry(stream, entry);
+                trace.received(&entry.stream, &entry.id, entry.trace_context.as_ref());
                 let event = TailResponse {
-                    event: Some(tail_response::Event::Entry(to_entry(stream, entry))),
+                    event: Some(tail_response::Event::Entry(entry)),
                 };
                 if tx.send(Ok(event)).await.is_err() {
                     return None;

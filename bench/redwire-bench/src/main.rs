@@ -15,6 +15,7 @@
 
 mod driver;
 mod metrics;
+mod otlp_sink;
 mod workloads;
 
 use clap::{Parser, ValueEnum};
@@ -73,6 +74,9 @@ enum Workload {
     /// Redwire's cache store directly on Redis: MGET of `--batch` keys (ops count
     /// keys).
     DirectGetMany,
+    /// Not a load: an OTLP trace receiver on `--listen` that counts spans and
+    /// drops them, until killed (the collector for the cost of tracing).
+    OtlpSink,
     /// Redwire's queue store directly on Redis: enqueue, then lease and ack.
     DirectQueue,
     /// Redwire's stream store directly on Redis: XADD of one entry.
@@ -91,6 +95,9 @@ struct Args {
     /// Redwire's address.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     target: String,
+    /// Where `otlp-sink` listens.
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    listen: std::net::SocketAddr,
     /// Redis URL (for direct-* workloads and idle's connection count).
     #[arg(long, default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
@@ -165,6 +172,7 @@ async fn run(args: &Args, channel: driver::Conn) -> Report {
         | Workload::DirectQueue
         | Workload::DirectXadd
         | Workload::DirectStreamGroup => direct::direct(args, payload).await,
+        Workload::OtlpSink => unreachable!("otlp-sink serves instead of measuring"),
     }
 }
 
@@ -178,7 +186,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime")
-        .block_on(measure(args));
+        .block_on(async {
+            if args.workload == Workload::OtlpSink {
+                otlp_sink::serve(args.listen).await;
+            } else {
+                measure(args).await;
+            }
+        });
 }
 
 /// Runs the workload and prints its JSON line.
