@@ -220,9 +220,9 @@ async fn serve(
         grpc: listener,
         admin: admin_listener,
     } = listeners;
-    let redis = Arc::new(connect_redis(config, embedded_url)?);
-    let token = CancellationToken::new();
     let metrics = Arc::new(Metrics::new());
+    let redis = Arc::new(connect_redis(config, embedded_url)?.with_metrics(metrics.redis.clone()));
+    let token = CancellationToken::new();
     let readiness = Arc::new(health::Readiness::new(token.clone()));
     let Redwire {
         services,
@@ -343,7 +343,8 @@ fn lock_store(config: &Config, redis: &Arc<Redis>) -> crate::Result<LockStore> {
                 durable_replicas: 0,
                 ..config.redis.clone()
             };
-            Redis::standalone(url, settings).map(Arc::new)
+            Redis::standalone(url, settings)
+                .map(|node| Arc::new(node.with_metrics(redis.metrics().clone())))
         })
         .collect::<crate::Result<Vec<_>>>()?;
     Ok(LockStore::redlock(redis.clone(), nodes))

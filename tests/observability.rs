@@ -501,3 +501,113 @@ async fn queue_event_counters_are_redis_totals() {
         "{metrics}"
     );
 }
+
+/// The value of the sample `name` (a full series, labels included) in `body`.
+fn sample(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_client_metrics_count_commands_errors_the_blocking_pool_and_reconnects() {
+    let mut ctx = TestContext::standalone_with(&[
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--blocking-pool-size",
+        "1",
+    ])
+    .await;
+    let mut cache = ctx.cache();
+    cache.set(support::set("plain", "v")).await.expect("set");
+    cache.get(get("plain")).await.expect("get");
+    // A list command on a string: Redis answers with an error reply.
+    let wrong = cache
+        .list_push(ListPushRequest {
+            key: "plain".into(),
+            values: vec![b"x".to_vec()],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        wrong.expect_err("WRONGTYPE").code(),
+        tonic::Code::FailedPrecondition
+    );
+
+    // One blocking pop holds the only blocking connection; a second is refused.
+    let pop = |wait_ms| ListPopRequest {
+        keys: vec!["jobs".into()],
+        wait: support::ms(wait_ms),
+        ..Default::default()
+    };
+    let mut waiting = ctx.cache();
+    let first = tokio::spawn(async move { waiting.list_pop(pop(20_000)).await });
+    eventually(
+        Duration::from_secs(10),
+        "one blocking connection in use",
+        || async {
+            let body = admin_get(&ctx, "/metrics", None).await.body;
+            has_line(&body, "redwire_redis_blocking_connections_in_use 1").then_some(())
+        },
+    )
+    .await;
+    let refused = cache.list_pop(pop(1_000)).await;
+    assert_eq!(
+        refused.expect_err("refused").code(),
+        tonic::Code::ResourceExhausted
+    );
+    cache
+        .list_push(ListPushRequest {
+            key: "jobs".into(),
+            values: vec![b"job".to_vec()],
+            ..Default::default()
+        })
+        .await
+        .expect("push");
+    let popped = first.await.expect("task").expect("pop").into_inner();
+    assert_eq!(popped.values, [b"job".to_vec()]);
+
+    let body = eventually(
+        Duration::from_secs(10),
+        "the blocking connection back",
+        || async {
+            let body = admin_get(&ctx, "/metrics", None).await.body;
+            has_line(&body, "redwire_redis_blocking_connections_in_use 0").then_some(body)
+        },
+    )
+    .await;
+    assert!(
+        has_line(&body, "redwire_redis_blocking_refused_total 1"),
+        "{body}"
+    );
+    assert!(
+        has_line(&body, r#"redwire_redis_errors_total{kind="reply"} 1"#),
+        "{body}"
+    );
+    let commands = sample(&body, "redwire_redis_command_duration_seconds_count")
+        .expect("the command histogram");
+    assert!(commands >= 4.0, "set, get, push, push and more: {commands}");
+
+    // Redis goes away: commands fail as connection errors, pub/sub reconnects.
+    ctx.redis().kill();
+    let _ = cache.get(get("plain")).await;
+    ctx.redis().restart();
+    let body = eventually(
+        Duration::from_secs(20),
+        "connection errors and a reconnect",
+        || async {
+            let body = admin_get(&ctx, "/metrics", None).await.body;
+            let lost = sample(&body, r#"redwire_redis_errors_total{kind="connection"}"#);
+            let reconnects = sample(
+                &body,
+                r#"redwire_redis_reconnects_total{connection="pubsub"}"#,
+            );
+            (lost.is_some_and(|n| n >= 1.0) && reconnects.is_some_and(|n| n >= 1.0)).then_some(body)
+        },
+    )
+    .await;
+    assert!(
+        body.contains("# HELP redwire_redis_errors "),
+        "documented: {body}"
+    );
+}

@@ -248,6 +248,7 @@ impl HubTask {
                     Some(message) => self.dispatch_classic(&message),
                     None => {
                         tracing::warn!("pub/sub connection lost; re-subscribing");
+                        self.redis.metrics().reconnected("pubsub");
                         self.drop_classic();
                         self.retry_at = Instant::now();
                     }
@@ -259,6 +260,7 @@ impl HubTask {
                     Some(push) => self.on_push(push),
                     None => {
                         tracing::warn!("sharded pub/sub connection lost; re-subscribing");
+                        self.redis.metrics().reconnected("sharded_pubsub");
                         self.sharded = None;
                         self.resubscribe_all_sharded();
                     }
@@ -483,6 +485,7 @@ impl HubTask {
             }
             PushKind::Disconnection => {
                 tracing::warn!("sharded pub/sub connection to a node lost; re-subscribing");
+                self.redis.metrics().reconnected("sharded_pubsub");
                 self.resubscribe_all_sharded();
             }
             // Redis ends sharded subscriptions itself when their shard's master

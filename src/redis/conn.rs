@@ -6,11 +6,15 @@
 //! to reconnect, and reconnecting to a Redis that accepts but never answers took
 //! 19 s of retries (measured) where the timeout said 300 ms.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use tokio::time::Instant;
+
+use crate::telemetry::metrics::RedisMetrics;
 
 /// A Redis connection of any topology. Cloning is cheap: clones share the
 /// underlying multiplexed socket(s).
@@ -20,6 +24,8 @@ pub struct Conn {
     /// How long one command may take; None for dedicated connections, whose
     /// blocking commands bound their own wait.
     limit: Option<Duration>,
+    /// Where a shared connection's latencies and errors are counted.
+    metrics: Option<Arc<RedisMetrics>>,
 }
 
 /// The socket(s) under a [`Conn`].
@@ -34,17 +40,24 @@ pub(super) enum Link {
 }
 
 impl Conn {
-    /// A shared connection: every command ends within `limit`.
-    pub(super) fn shared(link: Link, limit: Duration) -> Self {
+    /// A shared connection: every command ends within `limit`, and is
+    /// counted in `metrics`.
+    pub(super) fn shared(link: Link, limit: Duration, metrics: Arc<RedisMetrics>) -> Self {
         Self {
             link,
             limit: Some(limit),
+            metrics: Some(metrics),
         }
     }
 
-    /// A dedicated connection for blocking commands (no limit of its own).
+    /// A dedicated connection for blocking commands (no limit of its own;
+    /// its guard, `BlockingConn`, counts its errors).
     pub(super) fn dedicated(link: Link) -> Self {
-        Self { link, limit: None }
+        Self {
+            link,
+            limit: None,
+            metrics: None,
+        }
     }
 }
 
@@ -55,7 +68,7 @@ impl ConnectionLike for Conn {
             Link::Dedicated(c) => c.req_packed_command(cmd),
             Link::Cluster(c) => c.req_packed_command(cmd),
         };
-        bounded(self.limit, call)
+        bounded(self.limit, self.metrics.as_deref(), call)
     }
 
     fn req_packed_commands<'a>(
@@ -69,7 +82,7 @@ impl ConnectionLike for Conn {
             Link::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
             Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         };
-        bounded(self.limit, call)
+        bounded(self.limit, self.metrics.as_deref(), call)
     }
 
     fn get_db(&self) -> i64 {
@@ -81,20 +94,59 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// `call`, failing with a timeout error (`is_timeout()`) after `limit`.
-fn bounded<'a, T: Send + 'a>(
+/// A reply that may hold error replies: the driver hands those back as
+/// values, and they become errors only when the caller converts them.
+trait Reply {
+    /// The error reply in it, if any.
+    fn error_reply(&self) -> Option<RedisError>;
+}
+
+impl Reply for Value {
+    fn error_reply(&self) -> Option<RedisError> {
+        match self {
+            Value::ServerError(e) => Some(e.clone().into()),
+            // A transaction's EXEC answers with its commands' replies.
+            Value::Array(replies) => replies.iter().find_map(Reply::error_reply),
+            _ => None,
+        }
+    }
+}
+
+impl Reply for Vec<Value> {
+    fn error_reply(&self) -> Option<RedisError> {
+        self.iter().find_map(Reply::error_reply)
+    }
+}
+
+/// `call`, failing with a timeout error (`is_timeout()`) after `limit`,
+/// its round trip and any error counted in `metrics`.
+fn bounded<'a, T: Reply + Send + 'a>(
     limit: Option<Duration>,
+    metrics: Option<&'a RedisMetrics>,
     call: RedisFuture<'a, T>,
 ) -> RedisFuture<'a, T> {
     let Some(limit) = limit else {
         return call;
     };
     Box::pin(async move {
-        tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        let started = Instant::now();
+        let reply = tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
             Err(RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "--redis-timeout passed",
             )))
-        })
+        });
+        if let Some(metrics) = metrics {
+            metrics.command_took(started.elapsed());
+            match &reply {
+                Err(e) => metrics.command_failed(e),
+                Ok(value) => {
+                    if let Some(e) = value.error_reply() {
+                        metrics.command_failed(&e);
+                    }
+                }
+            }
+        }
+        reply
     })
 }

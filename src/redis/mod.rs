@@ -19,6 +19,7 @@ pub mod keys;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ pub use conn::Conn;
 use conn::Link;
 
 use crate::error::{Error, Reason, Result};
+use crate::telemetry::metrics::{GaugeGuard, RedisMetrics};
 
 /// How many shared multiplexed connections a standalone Redis gets. Two keep one
 /// large reply from stalling every other call; more buy nothing on one Redis thread.
@@ -188,6 +190,8 @@ pub struct Redis {
     settings: RedisSettings,
     /// The certificates read from `settings.tls` when this handle was built.
     tls: Option<TlsCertificates>,
+    /// Latencies, errors, blocking-pool use and reconnects.
+    metrics: Arc<RedisMetrics>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -233,6 +237,7 @@ impl Redis {
             blocking: build_blocking_pool(blocking, &settings)?,
             settings,
             tls,
+            metrics: Arc::default(),
         })
     }
 
@@ -266,7 +271,20 @@ impl Redis {
             blocking: build_blocking_pool(blocking, &settings)?,
             settings,
             tls,
+            metrics: Arc::default(),
         })
+    }
+
+    /// This handle, counting its commands in `metrics` (registered ones, so
+    /// `/metrics` shows them).
+    pub fn with_metrics(mut self, metrics: Arc<RedisMetrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Where this handle counts its commands, reconnects and blocking calls.
+    pub fn metrics(&self) -> &Arc<RedisMetrics> {
+        &self.metrics
     }
 
     /// True when talking to a Redis Cluster (multi-key calls must respect slots).
@@ -282,6 +300,7 @@ impl Redis {
                 Ok(Conn::shared(
                     Link::Managed(conns[i].clone()),
                     self.settings.command_timeout,
+                    self.metrics.clone(),
                 ))
             }
             Shared::Cluster { client, conn, .. } => {
@@ -289,6 +308,7 @@ impl Redis {
                 Ok(Conn::shared(
                     Link::Cluster(conn.clone()),
                     self.settings.command_timeout,
+                    self.metrics.clone(),
                 ))
             }
         }
@@ -318,15 +338,20 @@ impl Redis {
                 object: Some(object),
                 settled: true,
                 command_timeout: self.settings.command_timeout,
+                _in_use: self.metrics.blocking_checked_out(),
+                metrics: self.metrics.clone(),
             }),
-            Err(PoolError::Timeout(managed::TimeoutType::Wait)) => Err(Error::refused(
-                Reason::BlockingPoolExhausted,
-                format!(
-                    "all {} connections for blocking calls are busy",
-                    self.settings.blocking_pool_size
-                ),
-            )
-            .with("limit", self.settings.blocking_pool_size)),
+            Err(PoolError::Timeout(managed::TimeoutType::Wait)) => Err({
+                self.metrics.blocking_refused();
+                Error::refused(
+                    Reason::BlockingPoolExhausted,
+                    format!(
+                        "all {} connections for blocking calls are busy",
+                        self.settings.blocking_pool_size
+                    ),
+                )
+                .with("limit", self.settings.blocking_pool_size)
+            }),
             Err(PoolError::Backend(e)) => Err(e.into()),
             Err(e) => Err(Error::Unavailable(e.to_string())),
         }
@@ -575,6 +600,9 @@ pub struct BlockingConn {
     object: Option<Object<BlockingManager>>,
     settled: bool,
     command_timeout: Duration,
+    /// Counts the connection as in use until it drops.
+    _in_use: GaugeGuard,
+    metrics: Arc<RedisMetrics>,
 }
 
 impl BlockingConn {
@@ -595,6 +623,9 @@ impl BlockingConn {
             .map_err(|_| {
                 Error::OutcomeUnknown("redis did not end a blocking command within its wait".into())
             })?;
+        if let Err(e) = &reply {
+            self.metrics.command_failed(e);
+        }
         match reply {
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
                 Err(e.into())

@@ -144,10 +144,122 @@ struct QueueStateLabels {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// The kind of one Redis error, for `redwire_redis_errors_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RedisErrorLabels {
+    kind: &'static str,
+}
+
+/// Which connection was opened again, for `redwire_redis_reconnects_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconnectLabels {
+    connection: &'static str,
+}
+
+/// The Redis client's metrics, kept by `crate::redis` where every command
+/// passes ([`crate::redis::Conn`]) and where the blocking pool and the
+/// pub/sub connections are managed.
+#[derive(Debug)]
+pub struct RedisMetrics {
+    command_duration: Histogram,
+    errors: Family<RedisErrorLabels, Counter>,
+    blocking_in_use: Gauge,
+    blocking_refused: Counter,
+    reconnects: Family<ReconnectLabels, Counter>,
+}
+
+impl Default for RedisMetrics {
+    /// Unregistered metrics (a Redis handle made without a registry).
+    fn default() -> Self {
+        Self {
+            command_duration: call_buckets(),
+            errors: Family::default(),
+            blocking_in_use: Gauge::default(),
+            blocking_refused: Counter::default(),
+            reconnects: Family::default(),
+        }
+    }
+}
+
+impl RedisMetrics {
+    /// A command or pipeline on a shared connection took `elapsed`.
+    pub fn command_took(&self, elapsed: Duration) {
+        self.command_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// A command failed with `error`.
+    pub fn command_failed(&self, error: &redis::RedisError) {
+        let kind = if error.is_timeout() {
+            "timeout"
+        } else if error.is_connection_dropped() || error.is_io_error() {
+            "connection"
+        } else if error.is_cluster_error() {
+            "cluster"
+        } else if matches!(
+            error.kind(),
+            redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+        ) {
+            "reply"
+        } else {
+            "other"
+        };
+        self.errors.get_or_create(&RedisErrorLabels { kind }).inc();
+    }
+
+    /// A blocking-pool connection was checked out; it counts as in use until
+    /// the guard drops.
+    pub fn blocking_checked_out(&self) -> GaugeGuard {
+        GaugeGuard::new(&self.blocking_in_use)
+    }
+
+    /// A blocking call was refused: every blocking-pool connection was busy.
+    pub fn blocking_refused(&self) {
+        self.blocking_refused.inc();
+    }
+
+    /// The `connection` (`pubsub`, `sharded_pubsub`) was lost; it is opened
+    /// again.
+    pub fn reconnected(&self, connection: &'static str) {
+        self.reconnects
+            .get_or_create(&ReconnectLabels { connection })
+            .inc();
+    }
+
+    fn register(self: &Arc<Self>, r: &mut Registrar) {
+        r.add(
+            "redwire_redis_command_duration_seconds",
+            "Round trip of commands and pipelines on the shared Redis connections (blocking commands, which wait on purpose, excluded)",
+            self.command_duration.clone(),
+        );
+        r.add(
+            "redwire_redis_errors",
+            "Redis commands that failed, by kind: timeout (--redis-timeout), connection (lost or refused; the connection is opened again on the next command), cluster (MOVED/ASK/CLUSTERDOWN past the driver's retries), reply (an error reply), other",
+            self.errors.clone(),
+        );
+        r.add(
+            "redwire_redis_blocking_connections_in_use",
+            "Connections of the blocking pool (--blocking-pool-size) held by blocking calls now",
+            self.blocking_in_use.clone(),
+        );
+        r.add(
+            "redwire_redis_blocking_refused",
+            "Blocking calls refused because every blocking-pool connection was busy (RESOURCE_EXHAUSTED)",
+            self.blocking_refused.clone(),
+        );
+        r.add(
+            "redwire_redis_reconnects",
+            "Pub/sub connections lost (each is opened again and its subscriptions renewed); the shared command connections reconnect on their next command and count as errors of kind connection",
+            self.reconnects.clone(),
+        );
+    }
+}
+
 /// Every metric Redwire exports, registered once.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The Redis client's metrics, handed to the Redis handle.
+    pub redis: Arc<RedisMetrics>,
     calls: Histograms<CallLabels>,
     active: Family<RpcLabels, Gauge>,
     queue_jobs: Family<QueueStateLabels, Gauge>,
@@ -208,7 +320,10 @@ impl Metrics {
     /// A registry with every metric at zero.
     pub fn new() -> Self {
         let mut r = Registrar(Registry::default());
+        let redis = Arc::new(RedisMetrics::default());
+        redis.register(&mut r);
         Self {
+            redis,
             calls: r.add(
                 "rpc_server_call_duration_seconds",
                 "Duration of gRPC calls, from the request's arrival to the end of the reply (streams: until they end)",
