@@ -476,21 +476,55 @@ async fn queue_event_counters_are_redis_totals() {
         })
         .await
         .expect("nack");
+    // One more job, with one attempt: failing it again dead-letters it.
+    let mut last_chance = enqueue("work");
+    if let Some(job) = &mut last_chance.job {
+        job.max_attempts = Some(1);
+    }
+    queue.enqueue(last_chance).await.expect("enqueue");
+    let jobs = queue
+        .dequeue(DequeueRequest {
+            queue: "work".into(),
+            max_jobs: 2,
+            ..Default::default()
+        })
+        .await
+        .expect("dequeue")
+        .into_inner()
+        .jobs;
+    assert_eq!(jobs.len(), 2);
+    for job in &jobs {
+        queue
+            .nack(NackRequest {
+                queue: "work".into(),
+                item: Some(NackItem {
+                    job_id: job.job_id.clone(),
+                    lease_token: job.lease_token.clone(),
+                    error: "flaky".into(),
+                    permanent: false,
+                    retry_after: None,
+                }),
+            })
+            .await
+            .expect("nack");
+    }
     let labels = r#"{tenant="",queue="work"}"#;
+    let dead = |reason| {
+        format!(
+            r#"redwire_queue_jobs_dead_lettered_total{{tenant="",queue="work",reason="{reason}"}} 1"#
+        )
+    };
     let metrics = eventually(Duration::from_secs(10), "the counters", || async {
         let body = admin_get(&ctx, "/metrics", None).await.body;
-        has_line(
-            &body,
-            &format!("redwire_queue_jobs_dead_lettered_total{labels} 1"),
-        )
-        .then_some(body)
+        (has_line(&body, &dead("rejected")) && has_line(&body, &dead("max_attempts")))
+            .then_some(body)
     })
     .await;
     for (name, value) in [
-        ("redwire_queue_jobs_enqueued_total", 3),
-        ("redwire_queue_jobs_started_total", 2),
+        ("redwire_queue_jobs_enqueued_total", 4),
+        ("redwire_queue_jobs_started_total", 4),
         ("redwire_queue_jobs_completed_total", 1),
-        ("redwire_queue_jobs_retried_total", 0),
+        ("redwire_queue_jobs_retried_total", 1),
         ("redwire_queue_leases_expired_total", 0),
     ] {
         let line = format!("{name}{labels} {value}");

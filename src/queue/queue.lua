@@ -160,6 +160,9 @@ local function fail(id, rec, err, permanent, retry_after, now, usec)
   rec.tok = ''
   if permanent or rec.att >= rec.max then
     count(META.dead_lettered, 1)
+    if permanent then
+      count(META.dead_rejected, 1)
+    end
     rec.st = 'dead'
     rec.due = 0
     redis.call('ZADD', K.dead, now, id)

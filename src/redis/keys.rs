@@ -325,16 +325,20 @@ impl QueueMeta {
     pub const RETRIED: &'static str = "retried";
     /// Counter: jobs that went to the dead letters.
     pub const DEAD_LETTERED: &'static str = "dead_lettered";
+    /// Counter: of those, jobs a consumer failed for good (a permanent Nack);
+    /// the others ran out of attempts.
+    pub const DEAD_REJECTED: &'static str = "dead_rejected";
     /// Counter: leases that expired (the job was retried or dead-lettered).
     pub const EXPIRED: &'static str = "expired";
 
     /// The event counters, in the order [`QueueCounters`] holds them.
-    pub const COUNTERS: [&'static str; 6] = [
+    pub const COUNTERS: [&'static str; 7] = [
         Self::ENQUEUED,
         Self::STARTED,
         Self::COMPLETED,
         Self::RETRIED,
         Self::DEAD_LETTERED,
+        Self::DEAD_REJECTED,
         Self::EXPIRED,
     ];
 
@@ -363,7 +367,7 @@ impl QueueMeta {
 
 /// A queue's event counters since it was created, in the order of
 /// [`QueueMeta::COUNTERS`].
-pub type QueueCounters = [u64; 6];
+pub type QueueCounters = [u64; 7];
 
 /// The Redis key for the user key `name` of `tenant` in `space`:
 /// `rw:c:<escaped name>` (`rw:acme/c:...`). The whole key is hashed for the

@@ -59,9 +59,10 @@ struct QueueLabels {
     queue: String,
 }
 
-/// The queue event counters, in the order of [`QueueMeta::COUNTERS`]: the
-/// meta field each comes from, its metric's name and help.
-const QUEUE_EVENTS: [(&str, &str, &str); 6] = [
+/// The queue event counters exported one to one: the meta field each comes
+/// from, its metric's name and help. The dead-letter counters are exported by
+/// reason ([`DEAD_LETTERED`]).
+const QUEUE_EVENTS: [(&str, &str, &str); 5] = [
     (
         QueueMeta::ENQUEUED,
         "redwire_queue_jobs_enqueued",
@@ -83,16 +84,35 @@ const QUEUE_EVENTS: [(&str, &str, &str); 6] = [
         "Failed deliveries to be retried (Nack, an expired lease, a consumer that left with the job)",
     ),
     (
-        QueueMeta::DEAD_LETTERED,
-        "redwire_queue_jobs_dead_lettered",
-        "Jobs moved to the dead letters",
-    ),
-    (
         QueueMeta::EXPIRED,
         "redwire_queue_leases_expired",
         "Leases that ran out before the job was settled (the job was retried or dead-lettered)",
     ),
 ];
+
+/// The name and help of the dead-letter counter, whose `reason` is `rejected`
+/// (a permanent Nack, [`QueueMeta::DEAD_REJECTED`]) or `max_attempts` (the
+/// rest of [`QueueMeta::DEAD_LETTERED`]).
+const DEAD_LETTERED: (&str, &str) = (
+    "redwire_queue_jobs_dead_lettered",
+    "Jobs moved to the dead letters, by reason: rejected (a permanent Nack) or max_attempts (out of attempts)",
+);
+
+/// The value of the counter `field` (one of [`QueueMeta::COUNTERS`]).
+fn counter(counters: &QueueCounters, field: &str) -> u64 {
+    QueueMeta::COUNTERS
+        .iter()
+        .position(|known| *known == field)
+        .map_or(0, |i| counters[i])
+}
+
+/// The labels of one queue's dead letters of one reason.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeadLetterLabels {
+    tenant: String,
+    queue: String,
+    reason: &'static str,
+}
 
 /// The queues' event counters as last sampled from Redis, written as counters
 /// at each scrape: they are Redis's totals, the same on every instance, not
@@ -109,10 +129,28 @@ impl QueueEvents {
 impl Collector for QueueEvents {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let snapshot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        for (i, (_, name, help)) in QUEUE_EVENTS.iter().enumerate() {
+        for (field, name, help) in QUEUE_EVENTS {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (labels, counters) in snapshot.iter() {
-                ConstCounter::new(counters[i]).encode(family.encode_family(labels)?)?;
+                let value = counter(counters, field);
+                ConstCounter::new(value).encode(family.encode_family(labels)?)?;
+            }
+        }
+        let (name, help) = DEAD_LETTERED;
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, counters) in snapshot.iter() {
+            let dead = counter(counters, QueueMeta::DEAD_LETTERED);
+            let rejected = counter(counters, QueueMeta::DEAD_REJECTED);
+            for (reason, value) in [
+                ("rejected", rejected),
+                ("max_attempts", dead.saturating_sub(rejected)),
+            ] {
+                let labels = DeadLetterLabels {
+                    tenant: labels.tenant.clone(),
+                    queue: labels.queue.clone(),
+                    reason,
+                };
+                ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
             }
         }
         Ok(())
@@ -810,9 +848,13 @@ mod tests {
     }
 
     #[test]
-    fn the_queue_event_metrics_follow_the_counters_of_the_key_schema() {
-        let fields: Vec<&str> = QUEUE_EVENTS.iter().map(|(field, _, _)| *field).collect();
-        assert_eq!(fields, QueueMeta::COUNTERS);
+    fn every_queue_counter_of_the_key_schema_is_exported() {
+        let mut fields: Vec<&str> = QUEUE_EVENTS.iter().map(|(field, _, _)| *field).collect();
+        fields.extend([QueueMeta::DEAD_LETTERED, QueueMeta::DEAD_REJECTED]);
+        fields.sort_unstable();
+        let mut counters = QueueMeta::COUNTERS;
+        counters.sort_unstable();
+        assert_eq!(fields, counters);
     }
 
     #[test]
