@@ -42,6 +42,8 @@
 //! - [`telemetry`]: logging setup, the per-call log line and metrics (one tower
 //!   layer), the Prometheus registry and its samplers.
 //! - [`admin`]: the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+//! - [`framing`]: finds the gRPC messages in a body's frames (payload limits,
+//!   stream message counts).
 //! - [`token`]: unguessable tokens (leases, locks, auth) from a CSPRNG.
 //! - [`time`]: durations, timestamps and milliseconds on the wire.
 //! - [`proto`]: generated protobuf/gRPC code and the reflection descriptors.
@@ -54,6 +56,7 @@ pub mod config;
 pub mod connection;
 pub mod deadline;
 pub mod error;
+pub mod framing;
 pub mod group_commit;
 pub mod health;
 pub mod heartbeat;

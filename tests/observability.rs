@@ -645,3 +645,41 @@ async fn redis_client_metrics_count_commands_errors_the_blocking_pool_and_reconn
         "documented: {body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_messages_are_counted_per_rpc_each_way() {
+    let ctx = TestContext::standalone_with(&["--admin-listen", "127.0.0.1:0"]).await;
+    let requests: Vec<EnqueueStreamRequest> = (0..5)
+        .map(|_| EnqueueStreamRequest {
+            queue: "produced".into(),
+            job: enqueue("produced").job,
+        })
+        .collect();
+    use tokio_stream::StreamExt;
+    let replies: Vec<_> = ctx
+        .queue()
+        .enqueue_stream(tokio_stream::iter(requests))
+        .await
+        .expect("enqueue stream")
+        .into_inner()
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(replies.len(), 5);
+    let series = |side| {
+        format!(
+            r#"redwire_rpc_server_stream_messages_{side}_total{{rpc_service="redwire.v1.Queue",rpc_method="EnqueueStream"}} 5"#
+        )
+    };
+    let body = eventually(Duration::from_secs(10), "five each way", || async {
+        let body = admin_get(&ctx, "/metrics", None).await.body;
+        (has_line(&body, &series("received")) && has_line(&body, &series("sent"))).then_some(body)
+    })
+    .await;
+    // Unary rpcs have no stream message series.
+    assert!(
+        !body.contains(
+            r#"redwire_rpc_server_stream_messages_sent_total{rpc_service="redwire.v1.Cache""#
+        ),
+        "{body}"
+    );
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::{Error, Reason};
+use crate::framing::MessageFramer;
 
 /// What a tenant may use; None for no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,10 +117,6 @@ impl Tenant {
     }
 }
 
-/// Length of the prefix of every gRPC message on the wire: a compression flag
-/// and the message's length (big-endian u32).
-const GRPC_PREFIX_BYTES: usize = 5;
-
 pin_project_lite::pin_project! {
     /// A request body that fails with `PAYLOAD_TOO_LARGE` at the prefix of the
     /// first message longer than its tenant allows, before the message is read:
@@ -129,11 +126,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         tenant: Arc<Tenant>,
-        // The prefix of the next message, as far as it has arrived.
-        prefix: [u8; GRPC_PREFIX_BYTES],
-        prefix_len: usize,
-        // Bytes of the current message still to come.
-        remaining: usize,
+        framer: MessageFramer,
     }
 }
 
@@ -143,9 +136,7 @@ impl<B> PayloadLimit<B> {
         Self {
             inner,
             tenant,
-            prefix: [0; GRPC_PREFIX_BYTES],
-            prefix_len: 0,
-            remaining: 0,
+            framer: MessageFramer::default(),
         }
     }
 }
@@ -164,35 +155,11 @@ where
         let this = self.project();
         let frame = std::task::ready!(this.inner.poll_frame(cx));
         if let Some(Ok(frame)) = &frame
-            && let Some(mut data) = frame.data_ref().map(|d| &d[..])
+            && let Some(data) = frame.data_ref()
         {
-            while !data.is_empty() {
-                if *this.remaining > 0 {
-                    let skipped = (*this.remaining).min(data.len());
-                    *this.remaining -= skipped;
-                    data = &data[skipped..];
-                    continue;
-                }
-                let take = (GRPC_PREFIX_BYTES - *this.prefix_len).min(data.len());
-                this.prefix[*this.prefix_len..*this.prefix_len + take]
-                    .copy_from_slice(&data[..take]);
-                *this.prefix_len += take;
-                data = &data[take..];
-                if *this.prefix_len == GRPC_PREFIX_BYTES {
-                    *this.prefix_len = 0;
-                    let len = u32::from_be_bytes([
-                        this.prefix[1],
-                        this.prefix[2],
-                        this.prefix[3],
-                        this.prefix[4],
-                    ]);
-                    let len = usize::try_from(len).unwrap_or(usize::MAX);
-                    if let Err(refusal) = this.tenant.check_payload(len) {
-                        let status = tonic::Status::from(refusal);
-                        return std::task::Poll::Ready(Some(Err(status)));
-                    }
-                    *this.remaining = len;
-                }
+            let tenant = &*this.tenant;
+            if let Err(refusal) = this.framer.feed(data, |len| tenant.check_payload(len)) {
+                return std::task::Poll::Ready(Some(Err(tonic::Status::from(refusal))));
             }
         }
         std::task::Poll::Ready(frame)

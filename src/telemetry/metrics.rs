@@ -44,6 +44,18 @@ pub struct RpcLabels {
     rpc_method: &'static str,
 }
 
+/// What [`Metrics::call_started`] hands the call: its labels, and the
+/// counters of the messages it receives and sends on each streaming side.
+#[derive(Debug)]
+pub struct StartedCall {
+    /// The call's labels.
+    pub rpc: RpcLabels,
+    /// The request messages counter, when the client streams.
+    pub received: Option<Counter>,
+    /// The reply messages counter, when the server streams.
+    pub sent: Option<Counter>,
+}
+
 /// The labels of one finished call.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -300,6 +312,8 @@ pub struct Metrics {
     pub redis: Arc<RedisMetrics>,
     calls: Histograms<CallLabels>,
     active: Family<RpcLabels, Gauge>,
+    messages_received: Family<RpcLabels, Counter>,
+    messages_sent: Family<RpcLabels, Counter>,
     queue_jobs: Family<QueueStateLabels, Gauge>,
     queue_oldest_age: Family<QueueLabels, Gauge<f64, AtomicU64>>,
     queue_paused: Family<QueueLabels, Gauge>,
@@ -370,6 +384,16 @@ impl Metrics {
             active: r.add(
                 "redwire_rpc_server_active_calls",
                 "Calls in flight; for streaming rpcs the open streams",
+                Family::default(),
+            ),
+            messages_received: r.add(
+                "redwire_rpc_server_stream_messages_received",
+                "Messages received on client-streaming rpcs (Consume, ReadGroup, EnqueueStream, AppendStream, Hold)",
+                Family::default(),
+            ),
+            messages_sent: r.add(
+                "redwire_rpc_server_stream_messages_sent",
+                "Messages sent on server-streaming rpcs (Subscribe, Tail, Consume, ReadGroup, Hold, ...; heartbeats included)",
                 Family::default(),
             ),
             queue_jobs: r.add(
@@ -498,15 +522,20 @@ impl Metrics {
         }
     }
 
-    /// A call to `path` started; its labels, for [`Metrics::call_ended`].
-    pub fn call_started(&self, path: &str) -> RpcLabels {
-        let (rpc_service, rpc_method) = rpc_names(path);
-        let labels = RpcLabels {
-            rpc_service,
-            rpc_method,
-        };
+    /// A call to `path` started: its labels (for [`Metrics::call_ended`]),
+    /// and the counters of its stream messages, for each side that streams.
+    pub fn call_started(&self, path: &str) -> StartedCall {
+        let shape = rpc_shape(path);
+        let labels = shape.labels;
         self.active.get_or_create(&labels).inc();
-        labels
+        let counter = |family: &Family<RpcLabels, Counter>, streams: bool| {
+            streams.then(|| family.get_or_create(&labels).clone())
+        };
+        StartedCall {
+            rpc: labels,
+            received: counter(&self.messages_received, shape.client_streaming),
+            sent: counter(&self.messages_sent, shape.server_streaming),
+        }
     }
 
     /// The call `rpc` ended with `code` after `elapsed`.
@@ -688,25 +717,59 @@ fn labels_of(qualified: &str) -> (String, String) {
     (tenant.unwrap_or("").to_owned(), name.to_owned())
 }
 
-/// Every rpc path Redwire serves, with its labels.
-static RPCS: LazyLock<HashMap<String, (&'static str, &'static str)>> = LazyLock::new(|| {
+/// One rpc of the descriptor sets: its labels, and which sides stream.
+#[derive(Debug, Clone, Copy)]
+struct RpcShape {
+    labels: RpcLabels,
+    client_streaming: bool,
+    server_streaming: bool,
+}
+
+/// Every rpc path Redwire serves (its own and health's), from the descriptor
+/// sets the server is built from.
+static RPCS: LazyLock<HashMap<String, RpcShape>> = LazyLock::new(|| {
+    use prost::Message as _;
     let mut rpcs = HashMap::new();
-    for (service, method) in crate::auth::permissions::rpcs() {
-        rpcs.insert(format!("/{service}/{method}"), (service, method));
-    }
-    for method in ["Check", "Watch"] {
-        rpcs.insert(
-            format!("/grpc.health.v1.Health/{method}"),
-            ("grpc.health.v1.Health", method),
-        );
+    for encoded in [
+        crate::proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+    ] {
+        // The sets are compiled in; one that does not decode is a build bug
+        // that the unit tests catch.
+        let set = prost_types::FileDescriptorSet::decode(encoded).unwrap_or_default();
+        for file in &set.file {
+            for service in &file.service {
+                // Leaked once: label values live as long as the process.
+                let full: &'static str = format!("{}.{}", file.package(), service.name()).leak();
+                for method in &service.method {
+                    let name: &'static str = method.name().to_owned().leak();
+                    let shape = RpcShape {
+                        labels: RpcLabels {
+                            rpc_service: full,
+                            rpc_method: name,
+                        },
+                        client_streaming: method.client_streaming(),
+                        server_streaming: method.server_streaming(),
+                    };
+                    rpcs.insert(format!("/{full}/{name}"), shape);
+                }
+            }
+        }
     }
     rpcs
 });
 
-/// The service and method labels of a call to `path`; `other` for a path that
-/// is no rpc of Redwire's or health's (reflection, or made up).
-fn rpc_names(path: &str) -> (&'static str, &'static str) {
-    RPCS.get(path).copied().unwrap_or(("other", "other"))
+/// The shape of a call to `path`; labels `other` for a path that is no rpc of
+/// Redwire's or health's (reflection, or made up).
+fn rpc_shape(path: &str) -> RpcShape {
+    RPCS.get(path).copied().unwrap_or(RpcShape {
+        labels: RpcLabels {
+            rpc_service: "other",
+            rpc_method: "other",
+        },
+        client_streaming: false,
+        server_streaming: false,
+    })
 }
 
 /// Where the sampled gauges come from, and how many of each are exported.
@@ -824,22 +887,39 @@ mod tests {
 
     #[test]
     fn rpc_labels_come_only_from_the_descriptor_set() {
+        let names = |path| {
+            let labels = rpc_shape(path).labels;
+            (labels.rpc_service, labels.rpc_method)
+        };
         assert_eq!(
-            rpc_names("/redwire.v1.Queue/Enqueue"),
+            names("/redwire.v1.Queue/Enqueue"),
             ("redwire.v1.Queue", "Enqueue")
         );
         assert_eq!(
-            rpc_names("/grpc.health.v1.Health/Check"),
+            names("/grpc.health.v1.Health/Check"),
             ("grpc.health.v1.Health", "Check")
         );
-        assert_eq!(rpc_names("/made.up/Path"), ("other", "other"));
+        assert_eq!(names("/made.up/Path"), ("other", "other"));
+        let served: Vec<_> = crate::auth::permissions::rpcs().collect();
+        assert_eq!(RPCS.len(), served.len() + 2, "every rpc and health's two");
+    }
+
+    #[test]
+    fn streaming_sides_come_from_the_descriptor_set() {
+        let consume = rpc_shape("/redwire.v1.Queue/Consume");
+        assert!(consume.client_streaming && consume.server_streaming);
+        let tail = rpc_shape("/redwire.v1.Stream/Tail");
+        assert!(!tail.client_streaming && tail.server_streaming);
+        let get = rpc_shape("/redwire.v1.Cache/Get");
+        assert!(!get.client_streaming && !get.server_streaming);
     }
 
     #[test]
     fn a_finished_call_is_counted_with_its_code() {
         let metrics = Metrics::new();
-        let rpc = metrics.call_started("/redwire.v1.Cache/Get");
-        metrics.call_ended(rpc, "OK", Duration::from_micros(120));
+        let call = metrics.call_started("/redwire.v1.Cache/Get");
+        assert!(call.received.is_none() && call.sent.is_none(), "unary");
+        metrics.call_ended(call.rpc, "OK", Duration::from_micros(120));
         let text = metrics.encode();
         let count = "rpc_server_call_duration_seconds_count{rpc_service=\"redwire.v1.Cache\",rpc_method=\"Get\",rpc_grpc_status_code=\"OK\"} 1";
         assert!(text.contains(count), "{text}");

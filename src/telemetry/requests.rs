@@ -29,10 +29,13 @@ use tonic_types::StatusExt;
 
 use tracing::Instrument;
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::metrics::{Metrics, RpcLabels};
 use super::traces;
 use crate::connection::ClientInfo;
 use crate::error::code_name;
+use crate::framing::MessageFramer;
 
 /// Logs and measures every call that passes through it; see the module
 /// documentation.
@@ -66,9 +69,9 @@ pub struct RequestLogService<S> {
     metrics: Arc<Metrics>,
 }
 
-impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RequestLogService<S>
+impl<S, ResBody> Service<http::Request<tonic::body::Body>> for RequestLogService<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
 {
     type Response = http::Response<LoggedBody<ResBody>>;
@@ -79,12 +82,23 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let rpc = self.metrics.call_started(request.uri().path());
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let started = self.metrics.call_started(request.uri().path());
         let span = traces::server_span(request.uri().path(), request.headers());
+        // Only the streaming sides are counted: a unary call has one message.
+        let request = match started.received {
+            Some(received) => request.map(|body| {
+                tonic::body::Body::new(CountedRequest {
+                    inner: body,
+                    messages: Messages::new(received),
+                })
+            }),
+            None => request,
+        };
         let mut call = Call {
             metrics: self.metrics.clone(),
-            rpc,
+            rpc: started.rpc,
+            sent: started.sent.map(Messages::new),
             span: span.clone(),
             // Shares the request's bytes: no allocation per call.
             path: request.uri().path_and_query().cloned(),
@@ -144,6 +158,8 @@ macro_rules! write_line {
 struct Call {
     metrics: Arc<Metrics>,
     rpc: RpcLabels,
+    /// Counts the reply's messages, when the server streams.
+    sent: Option<Messages>,
     /// The call's span; it ends when the call's line is written and the
     /// reply body is gone.
     span: tracing::Span,
@@ -228,7 +244,7 @@ impl Drop for Call {
 
 impl<B> Body for LoggedBody<B>
 where
-    B: Body + Unpin,
+    B: Body<Data = bytes::Bytes> + Unpin,
 {
     type Data = B::Data;
     type Error = B::Error;
@@ -239,10 +255,71 @@ where
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let this = &mut *self;
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let Some(Ok(frame)) = &frame {
+            if let Some(trailers) = frame.trailers_ref() {
+                this.call.finish(trailers);
+            } else if let (Some(data), Some(sent)) = (frame.data_ref(), &mut this.call.sent) {
+                sent.count(data);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Counts the gRPC messages in a body's data frames.
+#[derive(Debug)]
+struct Messages {
+    framer: MessageFramer,
+    counter: Counter,
+}
+
+impl Messages {
+    fn new(counter: Counter) -> Self {
+        Self {
+            framer: MessageFramer::default(),
+            counter,
+        }
+    }
+
+    fn count(&mut self, data: &[u8]) {
+        let started = self.framer.count(data);
+        if started > 0 {
+            self.counter.inc_by(started);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client-streaming call's request body, counting its messages.
+    struct CountedRequest {
+        #[pin]
+        inner: tonic::body::Body,
+        messages: Messages,
+    }
+}
+
+impl Body for CountedRequest {
+    type Data = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, tonic::Status>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
         if let Some(Ok(frame)) = &frame
-            && let Some(trailers) = frame.trailers_ref()
+            && let Some(data) = frame.data_ref()
         {
-            this.call.finish(trailers);
+            this.messages.count(data);
         }
         Poll::Ready(frame)
     }
