@@ -92,6 +92,8 @@ pub enum Reason {
     LockNotHeld,
     /// No such job in the queue.
     JobNotFound,
+    /// The job is leased to a consumer, so it cannot be deleted now.
+    JobActive,
     /// No such stream.
     StreamNotFound,
     /// No such consumer group on the stream.
@@ -135,7 +137,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for the docs test.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::InvalidArgument,
         Reason::MalformedMessage,
         Reason::WrongType,
@@ -143,6 +145,7 @@ impl Reason {
         Reason::LeaseStale,
         Reason::LockNotHeld,
         Reason::JobNotFound,
+        Reason::JobActive,
         Reason::StreamNotFound,
         Reason::GroupNotFound,
         Reason::Conflict,
@@ -172,6 +175,7 @@ impl Reason {
             Reason::LeaseStale => "LEASE_STALE",
             Reason::LockNotHeld => "LOCK_NOT_HELD",
             Reason::JobNotFound => "JOB_NOT_FOUND",
+            Reason::JobActive => "JOB_ACTIVE",
             Reason::StreamNotFound => "STREAM_NOT_FOUND",
             Reason::GroupNotFound => "GROUP_NOT_FOUND",
             Reason::Conflict => "CONFLICT",
@@ -196,9 +200,11 @@ impl Reason {
     pub fn code(self) -> Code {
         match self {
             Reason::InvalidArgument | Reason::MalformedMessage => Code::InvalidArgument,
-            Reason::WrongType | Reason::NotANumber | Reason::LeaseStale | Reason::LockNotHeld => {
-                Code::FailedPrecondition
-            }
+            Reason::WrongType
+            | Reason::NotANumber
+            | Reason::LeaseStale
+            | Reason::LockNotHeld
+            | Reason::JobActive => Code::FailedPrecondition,
             Reason::JobNotFound | Reason::StreamNotFound | Reason::GroupNotFound => Code::NotFound,
             Reason::Conflict => Code::Aborted,
             Reason::RedisOutOfMemory
@@ -235,6 +241,7 @@ impl Reason {
             | Reason::LeaseStale
             | Reason::LockNotHeld
             | Reason::JobNotFound
+            | Reason::JobActive
             | Reason::StreamNotFound
             | Reason::GroupNotFound
             | Reason::ReplyTooLarge

@@ -8,6 +8,15 @@ pub fn token(position: &str) -> String {
     position.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The `next_page_token` of a page of names: after its last name, when `more`
+/// follow.
+pub fn next_after(names: &[String], more: bool) -> String {
+    match names.last() {
+        Some(last) if more => token(last),
+        _ => String::new(),
+    }
+}
+
 /// The position a `page_token` from [`token`] resumes after; `None` for the
 /// first page (an empty token).
 pub fn position(field: &str, token: &str) -> Result<Option<String>> {

@@ -1022,3 +1022,38 @@ async fn bad_input_gets_clear_codes_and_changes_nothing() {
         .expect_err("no stream");
     assert_eq!(status.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn list_streams_pages_through_the_registry() {
+    let ctx = TestContext::standalone().await;
+    let mut stream = ctx.stream();
+    for name in ["b-log", "a-log", "c-log"] {
+        stream
+            .append(AppendRequest {
+                stream: name.into(),
+                fields: [("k".to_owned(), b"v".to_vec())].into(),
+                ..Default::default()
+            })
+            .await
+            .expect("append");
+    }
+    let mut names = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = stream
+            .list_streams(ListStreamsRequest {
+                page_size: 2,
+                page_token,
+            })
+            .await
+            .expect("list streams")
+            .into_inner();
+        assert!(page.streams.len() <= 2);
+        names.extend(page.streams);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(names, ["a-log", "b-log", "c-log"]);
+}

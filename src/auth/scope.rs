@@ -81,6 +81,13 @@ impl Scope {
         keys::unqualify(self.tenant(), qualified)
     }
 
+    /// How a listing shows the registered `qualified` name to this caller: its
+    /// own tenant's names, as it names them, when its grants cover them.
+    pub fn listed(&self, qualified: &str) -> Option<String> {
+        let name = self.user_name(qualified)?;
+        self.covers(name).then(|| name.to_owned())
+    }
+
     /// True when the grants cover `name` (for filtering lists; no audit line).
     pub fn covers(&self, name: &str) -> bool {
         self.names

@@ -638,14 +638,7 @@ impl Queue for QueueService {
             .store
             .get_job(&queue, &req.job_id)
             .await?
-            .ok_or_else(|| {
-                Error::refused(
-                    Reason::JobNotFound,
-                    format!("queue {:?} has no job {:?}", req.queue, req.job_id),
-                )
-                .with("queue", &req.queue)
-                .with("job_id", &req.job_id)
-            })?;
+            .ok_or_else(|| job_refusal(Reason::JobNotFound, &req.queue, &req.job_id))?;
         Ok(Response::new(GetJobResponse {
             job: Some(job_info(job)),
         }))
@@ -683,7 +676,10 @@ impl Queue for QueueService {
             .limits
             .count("page_size", req.page_size, DEFAULT_PAGE)?;
         let after = page::position("page_token", &req.page_token)?;
-        let (jobs, total, next) = self.store.list_dead(&queue, after.as_deref(), size).await?;
+        let (jobs, total, next) = self
+            .store
+            .list_jobs(&queue, State::Dead, after.as_deref(), size)
+            .await?;
         Ok(Response::new(ListDeadResponse {
             jobs: jobs.into_iter().map(job_info).collect(),
             total,
@@ -782,22 +778,107 @@ impl Queue for QueueService {
             .limits
             .count("page_size", req.page_size, DEFAULT_PAGE)?;
         let after = page::position("page_token", &req.page_token)?;
-        // Each tenant sees its own queues, and only those its grants cover.
-        let visible = |qualified: &str| {
-            let name = scope.user_name(qualified)?;
-            scope.covers(name).then(|| name.to_owned())
-        };
         let (queues, more) = self
             .store
-            .queue_page(visible, after.as_deref(), size)
+            .queue_page(|qualified| scope.listed(qualified), after.as_deref(), size)
             .await?;
-        let next_page_token = match queues.last() {
-            Some(last) if more => page::token(last),
-            _ => String::new(),
-        };
         Ok(Response::new(ListQueuesResponse {
+            next_page_token: page::next_after(&queues, more),
             queues,
-            next_page_token,
         }))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        let scope = Scope::of(&request);
+        let req = request.into_inner();
+        let queue = scope.name("queue", &req.queue)?;
+        let listed = job_state("state", req.state)?;
+        let size = self
+            .limits
+            .count("page_size", req.page_size, DEFAULT_PAGE)?;
+        let after = page::position("page_token", &req.page_token)?;
+        let (jobs, total, next) = self
+            .store
+            .list_jobs(&queue, listed, after.as_deref(), size)
+            .await?;
+        Ok(Response::new(ListJobsResponse {
+            jobs: jobs.into_iter().map(job_info).collect(),
+            total,
+            next_page_token: next.as_deref().map(page::token).unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_job(
+        &self,
+        request: Request<DeleteJobRequest>,
+    ) -> Result<Response<DeleteJobResponse>, Status> {
+        let scope = Scope::of(&request);
+        let req = request.into_inner();
+        let queue = scope.name("queue", &req.queue)?;
+        validate::name("job_id", &req.job_id)?;
+        match self.store.delete_job(&queue, &req.job_id).await? {
+            None => Err(job_refusal(Reason::JobNotFound, &req.queue, &req.job_id).into()),
+            Some(State::Active) => {
+                Err(job_refusal(Reason::JobActive, &req.queue, &req.job_id).into())
+            }
+            Some(deleted) => Ok(Response::new(DeleteJobResponse {
+                state: state(deleted) as i32,
+            })),
+        }
+    }
+
+    async fn get_history(
+        &self,
+        request: Request<GetHistoryRequest>,
+    ) -> Result<Response<GetHistoryResponse>, Status> {
+        let scope = Scope::of(&request);
+        let req = request.into_inner();
+        let queue = scope.name("queue", &req.queue)?;
+        let minutes = self.store.history(&queue).await?;
+        Ok(Response::new(GetHistoryResponse {
+            minutes: minutes
+                .into_iter()
+                .map(|(minute, counts)| {
+                    let [enqueued, started, completed, retried, dead_lettered] = counts;
+                    MinuteCounts {
+                        start_time: Some(timestamp(minute * 60_000)),
+                        enqueued,
+                        started,
+                        completed,
+                        retried,
+                        dead_lettered,
+                    }
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// A refusal about job `id` of `queue` (as the caller named it).
+fn job_refusal(reason: Reason, queue: &str, id: &str) -> Error {
+    let message = match reason {
+        Reason::JobActive => format!(
+            "job {id:?} of queue {queue:?} is leased to a consumer: nack it, or let its lease run out"
+        ),
+        _ => format!("queue {queue:?} has no job {id:?}"),
+    };
+    Error::refused(reason, message)
+        .with("queue", queue)
+        .with("job_id", id)
+}
+
+/// The job state named in `field`, which must be set.
+fn job_state(field: &str, value: i32) -> Result<State> {
+    match JobState::try_from(value) {
+        Ok(JobState::Waiting) => Ok(State::Waiting),
+        Ok(JobState::Delayed) => Ok(State::Delayed),
+        Ok(JobState::Active) => Ok(State::Active),
+        Ok(JobState::Completed) => Ok(State::Completed),
+        Ok(JobState::Dead) => Ok(State::Dead),
+        Ok(JobState::Unspecified) => Err(Error::invalid(field, "is required")),
+        Err(_) => Err(Error::invalid(field, format!("{value} is not a job state"))),
     }
 }

@@ -18,6 +18,11 @@
 --   KEYS[11] meta       HASH META.seq, META.lease (counters), META.paused,
 --                        META.rate_max, META.rate_window
 --   KEYS[12] rate       ZSET lease token -> start time (ms): the rate limit's log
+--   KEYS[13] history    HASH the last hour of the HISTORY counters, per minute: for
+--                        counter f and slot s = minute % 60, `f:s` is its count and
+--                        `f:s@` the minute it counts; a slot of an older minute is
+--                        reset when its minute comes round, so at most 60 minutes
+--                        per counter are kept
 -- Job record fields (JobRecord's serde names in record.rs; a unit test checks that
 -- every record field a script uses is one): st state, att attempts (deliveries), max
 -- max attempts, pr priority, seq enqueue sequence, g group, bx exponential (0/1), bd
@@ -76,10 +81,26 @@ local function load(id)
   return cmsgpack.unpack(blob)
 end
 
--- Adds `n` to the queue's event counter `field` (one of META's counters).
+-- The minute this script counts its events in (read once per call).
+local history_minute = nil
+
+-- Adds `n` to the queue's event counter `field` (one of META's counters), and
+-- to its count of this minute when it is one of HISTORY.
 local function count(field, n)
-  if n > 0 then
-    redis.call('HINCRBY', K.meta, field, n)
+  if n <= 0 then
+    return
+  end
+  redis.call('HINCRBY', K.meta, field, n)
+  if not HISTORY[field] then
+    return
+  end
+  history_minute = history_minute or math.floor(now_ms() / 60000)
+  local slot = field .. ':' .. (history_minute % 60)
+  local minute = string.format('%d', history_minute)
+  if redis.call('HGET', K.history, slot .. '@') == minute then
+    redis.call('HINCRBY', K.history, slot, n)
+  else
+    redis.call('HSET', K.history, slot, n, slot .. '@', minute)
   end
 end
 

@@ -179,7 +179,7 @@ mod tests {
     use crate::redis::keys::QueueMeta;
 
     /// Every queue script's source.
-    const SCRIPTS: [&str; 9] = [
+    const SCRIPTS: [&str; 10] = [
         include_str!("queue.lua"),
         include_str!("enqueue.lua"),
         include_str!("dequeue.lua"),
@@ -189,6 +189,7 @@ mod tests {
         include_str!("reap.lua"),
         include_str!("redrive.lua"),
         include_str!("purge.lua"),
+        include_str!("delete.lua"),
     ];
 
     /// The identifiers that follow each `marker` in the scripts (`rec.` → `st`).

@@ -1,6 +1,7 @@
 //! Redis-facing Queue operations: each is one script call (or a short pipeline of
 //! reads) on the keys of one queue, all in one cluster slot.
 
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use redis::{Script, Value};
@@ -48,6 +49,7 @@ static REAP: LazyLock<Script> = queue_script!("reap.lua");
 static REDRIVE: LazyLock<Script> = queue_script!("redrive.lua");
 static PURGE: LazyLock<Script> = queue_script!("purge.lua");
 static OLDEST: LazyLock<Script> = queue_script!("oldest.lua");
+static DELETE: LazyLock<Script> = queue_script!("delete.lua");
 
 /// Priority levels `oldest.lua` reads at most: a queue whose waiting jobs span
 /// more levels reports the oldest of its highest ones.
@@ -412,6 +414,45 @@ impl QueueStore {
         self.invoke(&REDRIVE, queue, &args).await
     }
 
+    /// Deletes the job `id` unless a consumer holds it; returns the state it
+    /// had, `Some(Active)` when it was left alone, None when there is no job.
+    pub async fn delete_job(&self, queue: &str, id: &str) -> Result<Option<State>> {
+        let args: [&[u8]; 3] = [
+            QUEUE_WAKE_CHANNEL.as_bytes(),
+            queue.as_bytes(),
+            id.as_bytes(),
+        ];
+        let state: Option<String> = self.invoke(&DELETE, queue, &args).await?;
+        state.as_deref().map(State::parse).transpose()
+    }
+
+    /// The queue's [`QueueMeta::HISTORY`] counts per minute, for the 60 minutes
+    /// ending with the current one (Redis server time), oldest first: the
+    /// minute (since the epoch) and one count per counter.
+    pub async fn history(&self, queue: &str) -> Result<Vec<(u64, [u64; 5])>> {
+        let history = &QueueKeys::new(queue).history;
+        let mut conn = self.conn().await?;
+        let ((seconds, _), fields): ((u64, u64), HashMap<String, u64>) = redis::pipe()
+            .cmd("TIME")
+            .hgetall(history)
+            .query_async(&mut conn)
+            .await?;
+        let now = seconds / 60;
+        let minutes = (now.saturating_sub(59)..=now)
+            .map(|minute| {
+                let mut counts = [0; 5];
+                for (count, field) in counts.iter_mut().zip(QueueMeta::HISTORY) {
+                    let slot = format!("{field}:{}", minute % 60);
+                    if fields.get(&format!("{slot}@")) == Some(&minute) {
+                        *count = fields.get(&slot).copied().unwrap_or(0);
+                    }
+                }
+                (minute, counts)
+            })
+            .collect();
+        Ok(minutes)
+    }
+
     /// Deletes every pending (waiting, delayed) or dead job, in chunks.
     pub async fn purge(&self, queue: &str, dead: bool) -> Result<i64> {
         let chunk = PURGE_CHUNK.to_string();
@@ -516,19 +557,27 @@ impl QueueStore {
         })
     }
 
-    /// A page of at most `size` dead jobs, oldest death first, after `after` (a
-    /// position this returned for an earlier page); the total; and the position
-    /// the next page starts after (`None` on the last page).
-    pub async fn list_dead(
+    /// A page of at most `size` jobs in `state`, in the order of the state's
+    /// index (see `queue.lua`), after `after` (a position this returned for an
+    /// earlier page); the index's total; and the position the next page starts
+    /// after (`None` on the last page).
+    pub async fn list_jobs(
         &self,
         queue: &str,
+        state: State,
         after: Option<&str>,
         size: usize,
     ) -> Result<(Vec<StoredJob>, i64, Option<String>)> {
         let keys = QueueKeys::new(queue);
-        let dead = &keys.dead;
+        let index = match state {
+            State::Waiting => &keys.waiting,
+            State::Delayed => &keys.delayed,
+            State::Active => &keys.active,
+            State::Completed => &keys.completed,
+            State::Dead => &keys.dead,
+        };
         let mut conn = self.conn().await?;
-        let start = match after.map(dead_position) {
+        let start = match after.map(index_position) {
             None => 0,
             Some(None) => {
                 return Err(Error::invalid(
@@ -536,17 +585,24 @@ impl QueueStore {
                     "is not a page token this server gave out",
                 ));
             }
-            Some(Some((died, id))) => {
+            Some(Some((score, id))) => {
                 // Where the last job listed is now, or where it would be if it
-                // was redriven or purged meanwhile.
-                let (rank, earlier, same_time): (Option<usize>, usize, Vec<String>) = redis::pipe()
-                    .zrank(dead, id)
-                    .zcount(dead, "-inf", format!("({died}"))
-                    .zrangebyscore(dead, died, died)
-                    .query_async(&mut conn)
-                    .await?;
+                // left the index meanwhile (redriven, purged, delivered).
+                let (rank, earlier, same_score): (Option<usize>, usize, Vec<String>) =
+                    redis::pipe()
+                        .zrank(index, id)
+                        .zcount(index, "-inf", format!("({score}"))
+                        .zrangebyscore(index, score, score)
+                        .query_async(&mut conn)
+                        .await?;
                 rank.map_or_else(
-                    || earlier + same_time.iter().filter(|other| other.as_str() < id).count(),
+                    || {
+                        earlier
+                            + same_score
+                                .iter()
+                                .filter(|other| other.as_str() < id)
+                                .count()
+                    },
                     |rank| rank + 1,
                 )
             }
@@ -554,18 +610,18 @@ impl QueueStore {
         let last = start + size.max(1) - 1;
         let (page, total): (Vec<(String, f64)>, i64) = redis::pipe()
             .zrange_withscores(
-                dead,
+                index,
                 isize::try_from(start).unwrap_or(isize::MAX),
                 isize::try_from(last).unwrap_or(isize::MAX),
             )
-            .zcard(dead)
+            .zcard(index)
             .query_async(&mut conn)
             .await?;
         let more = usize::try_from(total).is_ok_and(|total| total > last + 1);
         let next = page
             .last()
             .filter(|_| more)
-            .map(|(id, died)| format!("{died}/{id}"));
+            .map(|(id, score)| format!("{score}/{id}"));
         let ids: Vec<String> = page.into_iter().map(|(id, _)| id).collect();
         if ids.is_empty() {
             return Ok((Vec::new(), total, None));
@@ -660,22 +716,13 @@ impl QueueStore {
         after: Option<&str>,
         size: usize,
     ) -> Result<(Vec<String>, bool)> {
-        let registered = self.list_queues().await?;
-        let mut queues: Vec<String> = registered.iter().filter_map(|q| visible(q)).collect();
-        queues.sort();
-        let first = after.map_or(0, |after| {
-            queues.partition_point(|name| name.as_str() <= after)
-        });
-        let mut page = queues.split_off(first.min(queues.len()));
-        let more = page.len() > size;
-        page.truncate(size);
-        Ok((page, more))
+        self.registry.page(&self.redis, visible, after, size).await
     }
 }
 
-/// A dead job's place in its queue's dead set, as `list_dead` writes it into a
-/// page token: its time of death (ms) and its id.
-fn dead_position(position: &str) -> Option<(f64, &str)> {
+/// A job's place in a state's index, as `list_jobs` writes it into a page
+/// token: its score there and its id.
+fn index_position(position: &str) -> Option<(f64, &str)> {
     let (died, id) = position.split_once('/')?;
     Some((died.parse().ok()?, id))
 }

@@ -230,11 +230,13 @@ pub struct QueueKeys {
     pub meta: String,
     /// ZSET lease token -> start time (ms): the rate limit's log.
     pub rate: String,
+    /// HASH of the per-minute event counts of the last hour.
+    pub history: String,
 }
 
 impl QueueKeys {
     /// The keys' names, in the order of the scripts' `KEYS`.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "jobs",
         "payloads",
         "results",
@@ -247,6 +249,7 @@ impl QueueKeys {
         "groups",
         "meta",
         "rate",
+        "history",
     ];
 
     /// The keys of the queue with qualified name `queue`.
@@ -266,11 +269,12 @@ impl QueueKeys {
             groups: key("groups"),
             meta: key("meta"),
             rate: key("rate"),
+            history: key("history"),
         }
     }
 
     /// The keys in the order of [`QueueKeys::NAMES`], for a script's `KEYS`.
-    pub fn in_script_order(&self) -> [&str; 12] {
+    pub fn in_script_order(&self) -> [&str; 13] {
         [
             &self.jobs,
             &self.payloads,
@@ -284,6 +288,7 @@ impl QueueKeys {
             &self.groups,
             &self.meta,
             &self.rate,
+            &self.history,
         ]
     }
 
@@ -342,6 +347,16 @@ impl QueueMeta {
         Self::EXPIRED,
     ];
 
+    /// The counters also kept per minute for the last hour (the queue's
+    /// `history` hash), in the order `GetHistory` reports them.
+    pub const HISTORY: [&'static str; 5] = [
+        Self::ENQUEUED,
+        Self::STARTED,
+        Self::COMPLETED,
+        Self::RETRIED,
+        Self::DEAD_LETTERED,
+    ];
+
     /// The settings and sequence fields (the counters are [`Self::COUNTERS`]).
     pub const SETTINGS: [&'static str; 5] = [
         Self::SEQ,
@@ -356,12 +371,22 @@ impl QueueMeta {
         Self::SETTINGS.into_iter().chain(Self::COUNTERS)
     }
 
-    /// The Lua that names the fields for the scripts: `local META = { seq = 'seq', ... }`.
+    /// The Lua that names the fields for the scripts: `local META = { seq =
+    /// 'seq', ... }`, and the set of counters kept per minute: `local HISTORY
+    /// = { enqueued = true, ... }`.
     pub fn lua_table() -> String {
         let fields: Vec<String> = Self::all()
             .map(|name| format!("{name} = '{name}'"))
             .collect();
-        format!("local META = {{ {} }}\n", fields.join(", "))
+        let history: Vec<String> = Self::HISTORY
+            .iter()
+            .map(|name| format!("{name} = true"))
+            .collect();
+        format!(
+            "local META = {{ {} }}\nlocal HISTORY = {{ {} }}\n",
+            fields.join(", "),
+            history.join(", ")
+        )
     }
 }
 
@@ -480,7 +505,7 @@ mod tests {
         }
         let table = QueueKeys::lua_table();
         assert!(table.starts_with("local K = { jobs = KEYS[1], payloads = KEYS[2],"));
-        assert!(table.ends_with("rate = KEYS[12] }\n"), "{table}");
+        assert!(table.ends_with("history = KEYS[13] }\n"), "{table}");
     }
 
     #[test]

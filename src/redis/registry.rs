@@ -49,6 +49,28 @@ impl NameRegistry {
         Ok(names)
     }
 
+    /// A page of at most `size` names after `after`, sorted, and whether more
+    /// follow: the names `visible` returns for the registered qualified names
+    /// (a caller sees its own tenant's, as it names them).
+    pub async fn page(
+        &self,
+        redis: &Redis,
+        visible: impl Fn(&str) -> Option<String>,
+        after: Option<&str>,
+        size: usize,
+    ) -> Result<(Vec<String>, bool)> {
+        let registered = self.all(redis).await?;
+        let mut names: Vec<String> = registered.iter().filter_map(|q| visible(q)).collect();
+        names.sort();
+        let first = after.map_or(0, |after| {
+            names.partition_point(|name| name.as_str() <= after)
+        });
+        let mut page = names.split_off(first.min(names.len()));
+        let more = page.len() > size;
+        page.truncate(size);
+        Ok((page, more))
+    }
+
     fn added(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.added.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -36,6 +36,7 @@ use crate::auth::Scope;
 use crate::error::{Error, Result};
 use crate::group_commit::GroupCommit;
 use crate::heartbeat;
+use crate::page;
 use crate::producer::{self, Replies};
 use crate::proto::stream_server::Stream;
 use crate::proto::*;
@@ -730,6 +731,26 @@ impl Stream for StreamService {
                 .collect(),
             dead_lettered: claimed.dead_lettered,
             next_start: claimed.next_start,
+        }))
+    }
+
+    async fn list_streams(
+        &self,
+        request: Request<ListStreamsRequest>,
+    ) -> Result<Response<ListStreamsResponse>, Status> {
+        let scope = Scope::of(&request);
+        let req = request.into_inner();
+        let size = self
+            .limits
+            .count("page_size", req.page_size, DEFAULT_RANGE)?;
+        let after = page::position("page_token", &req.page_token)?;
+        let (streams, more) = self
+            .store
+            .stream_page(|qualified| scope.listed(qualified), after.as_deref(), size)
+            .await?;
+        Ok(Response::new(ListStreamsResponse {
+            next_page_token: page::next_after(&streams, more),
+            streams,
         }))
     }
 

@@ -228,6 +228,16 @@ impl StreamStore {
         self.registry.all(&self.redis).await
     }
 
+    /// A page of stream names; see [`NameRegistry::page`].
+    pub async fn stream_page(
+        &self,
+        visible: impl Fn(&str) -> Option<String>,
+        after: Option<&str>,
+        size: usize,
+    ) -> Result<(Vec<String>, bool)> {
+        self.registry.page(&self.redis, visible, after, size).await
+    }
+
     async fn conn(&self) -> Result<Conn> {
         self.redis.conn().await
     }

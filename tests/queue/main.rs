@@ -1,5 +1,6 @@
 //! `redwire.v1.Queue` against a real redis-server, over real gRPC: delivery,
-//! leases, retries, dead letters, groups, rate limits, faults, idle consumers.
+//! leases, retries, dead letters, groups, rate limits, faults, idle consumers,
+//! and the operator rpcs (listing by state, deleting a job, the history).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -9,6 +10,7 @@ mod faults;
 mod handoff;
 mod input;
 mod lifecycle;
+mod operator;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -193,6 +195,7 @@ fn to_ms_duration(d: &Option<PbDuration>) -> i64 {
 use enqueue::*;
 use handoff::*;
 use lifecycle::*;
+use operator::*;
 
 crate::core_checks!(
     enqueue_consume_ack,
@@ -212,6 +215,9 @@ crate::core_checks!(
     a_cancelled_enqueue_batch_still_hands_off,
     ordering_groups,
     pause_resume_and_rate_limit,
+    list_jobs_pages_through_each_state,
+    delete_job_takes_out_one_job_no_consumer_holds,
+    history_counts_each_minute_in_redis,
 );
 
 /// Every core check of this file passes on a real 3-master cluster.
