@@ -160,6 +160,10 @@ pub enum Command {
         #[arg(long, default_value = "/readyz")]
         path: String,
     },
+    /// The operator CLI: queue, stream, pubsub, lock and cache commands sent
+    /// to a running Redwire over gRPC.
+    #[command(flatten)]
+    Client(crate::cli::ClientCommand),
 }
 
 /// How log lines are written.

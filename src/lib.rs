@@ -44,6 +44,7 @@
 //! - [`admin`]: the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
 //! - [`framing`]: finds the gRPC messages in a body's frames (payload limits,
 //!   stream message counts).
+//! - [`cli`]: the operator CLI (`redwire queue ls`, ...), a gRPC client.
 //! - [`token`]: unguessable tokens (leases, locks, auth) from a CSPRNG.
 //! - [`time`]: durations, timestamps and milliseconds on the wire.
 //! - [`proto`]: generated protobuf/gRPC code and the reflection descriptors.
@@ -51,6 +52,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cache;
+pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod connection;

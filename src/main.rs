@@ -47,6 +47,7 @@ fn run_command(command: &Command) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Client(command) => redwire::cli::run(command),
         Command::Probe { admin, path } => match probe(*admin, path) {
             Ok(status_line) if status_line.split_whitespace().nth(1) == Some("200") => {
                 ExitCode::SUCCESS
