@@ -72,7 +72,7 @@ pub struct Client<C: clap::Subcommand> {
 pub enum QueueCommand {
     /// Every queue with its counts per state.
     Ls,
-    /// One queue's counts, oldest age, pause and rate limit.
+    /// One queue's counts per state, pause and rate limit.
     Stats {
         /// The queue.
         queue: String,
