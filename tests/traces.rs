@@ -4,8 +4,9 @@
 //! gets Redwire's spans: the Enqueue server span under the producer's span, a
 //! `send <queue>` producer span whose context every Delivery carries, and in
 //! the consumer's trace the Dequeue/Consume and Ack server spans and a
-//! `receive <queue>` span linked to the producer's. Without an exporter the
-//! producer's own context is stored and delivered as sent.
+//! `receive <queue>` span linked to the producer's. Stream entries and
+//! published messages carry their producer's context the same way. Without an
+//! exporter the producer's own context is stored and delivered as sent.
 
 mod support;
 
@@ -419,6 +420,7 @@ async fn a_job_s_trace_goes_from_a_python_producer_to_a_rust_consumer() {
         [(produced.trace_id.clone(), streamed_send_span.to_owned())]
     );
     assert_stream_entries_carry_their_producer(&redwire, &receiver).await;
+    assert_messages_carry_their_publisher(&redwire, &receiver).await;
     assert!(
         receiver
             .services
@@ -475,6 +477,44 @@ async fn assert_stream_entries_carry_their_producer(redwire: &Redwire, receiver:
         links(&receive),
         [(PRODUCER_TRACE.to_owned(), send_span_id.to_owned())]
     );
+}
+
+/// A subscriber's message carries the context of the publisher's `send` span.
+async fn assert_messages_carry_their_publisher(redwire: &Redwire, receiver: &Receiver) {
+    const PUBLISHER_TRACE: &str = "6e0c63257de34c92bf9efcd03927272e";
+    let mut pubsub = redwire::proto::pub_sub_client::PubSubClient::new(redwire.channel());
+    let mut messages = pubsub
+        .subscribe(SubscribeRequest {
+            channels: vec!["traced-alerts".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    // `subscribed` first: a publish after it reaches this subscriber.
+    messages.message().await.expect("subscribed").expect("open");
+    let mut publish = Request::new(PublishRequest {
+        channel: "traced-alerts".into(),
+        payload: b"disk full".to_vec(),
+        sharded: false,
+    });
+    let traceparent = format!("00-{PUBLISHER_TRACE}-4d1e00c0db9010db-01");
+    publish
+        .metadata_mut()
+        .insert("traceparent", traceparent.parse().expect("ascii"));
+    pubsub.publish(publish).await.expect("publish");
+    let message = loop {
+        let reply = messages.message().await.expect("a message").expect("open");
+        if let Some(subscribe_response::Event::Message(message)) = reply.event {
+            break message;
+        }
+    };
+    assert_eq!(message.payload, b"disk full");
+    let carried = message.trace_context.expect("a trace context");
+    let (trace_id, send_span_id) = ids(&carried.traceparent);
+    assert_eq!(trace_id, PUBLISHER_TRACE);
+    let send = receiver.span("send traced-alerts", PUBLISHER_TRACE).await;
+    assert_eq!(hex(&send.span_id), send_span_id);
 }
 
 /// Enqueue `queue` with `traceparent` (and a tracestate) as call metadata.
@@ -595,4 +635,50 @@ async fn stream_entries_keep_the_producer_s_context_out_of_their_fields() {
         .into_inner()
         .entries;
     assert_eq!(after.len(), 1, "nothing appended");
+}
+
+#[tokio::test]
+async fn published_messages_carry_the_publisher_s_context_and_bare_payloads_stay_bare() {
+    let ctx = TestContext::standalone().await;
+    let mut messages = ctx
+        .pubsub()
+        .subscribe(SubscribeRequest {
+            channels: vec!["alerts".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    messages.message().await.expect("subscribed").expect("open");
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    // A payload that starts like an envelope must come back as it was sent.
+    let tricky = vec![0, 1, 0, 2, b'h', b'i'];
+    for (payload, context) in [
+        (b"plain".to_vec(), None),
+        (b"traced".to_vec(), Some(traceparent)),
+        (tricky.clone(), None),
+    ] {
+        let mut publish = Request::new(PublishRequest {
+            channel: "alerts".into(),
+            payload: payload.clone(),
+            sharded: false,
+        });
+        if let Some(traceparent) = context {
+            publish
+                .metadata_mut()
+                .insert("traceparent", traceparent.parse().expect("ascii"));
+        }
+        ctx.pubsub().publish(publish).await.expect("publish");
+        let message = loop {
+            let reply = messages.message().await.expect("a message").expect("open");
+            if let Some(subscribe_response::Event::Message(message)) = reply.event {
+                break message;
+            }
+        };
+        assert_eq!(message.payload, payload);
+        assert_eq!(
+            message.trace_context.map(|c| c.traceparent),
+            context.map(str::to_owned)
+        );
+    }
 }

@@ -13,6 +13,7 @@
 //! that separate namespace (sharding only matters on a cluster).
 
 pub mod buffer;
+pub mod envelope;
 pub mod hub;
 mod topic;
 
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use self::buffer::{Buffer, Next, SlowPolicy};
 use self::hub::{Hub, Interest, Label, Target};
@@ -36,6 +38,7 @@ use crate::proto::*;
 use crate::redis::Redis;
 use crate::redis::keys::pubsub_channel;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::Producer;
 use crate::validate::Limits;
 
 /// Longest channel, pattern or topic name.
@@ -285,21 +288,28 @@ impl PubSub for PubSubService {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         let scope = Scope::of(&request);
+        let producer = Producer::of(&request);
         let req = request.into_inner();
         channel_name("channel", &req.channel)?;
         scope.allow("channel", &req.channel)?;
         self.limits.value("payload", &req.payload)?;
+        let send = producer.send(&req.channel, 1, None);
+        let message = envelope::seal(req.payload, send.context.as_ref());
         let command = if req.sharded && self.redis.is_cluster() {
             "SPUBLISH"
         } else {
             "PUBLISH"
         };
-        let receivers: i64 = redis::cmd(command)
-            .arg(pubsub_channel(scope.tenant(), &req.channel, req.sharded))
-            .arg(&req.payload)
-            .query_async(&mut self.redis.conn().await?)
-            .await
-            .map_err(Error::from)?;
+        let receivers: i64 = async {
+            redis::cmd(command)
+                .arg(pubsub_channel(scope.tenant(), &req.channel, req.sharded))
+                .arg(&message)
+                .query_async(&mut self.redis.conn().await?)
+                .await
+                .map_err(Error::from)
+        }
+        .instrument(send.span)
+        .await?;
         Ok(Response::new(PublishResponse { receivers }))
     }
 
@@ -359,12 +369,14 @@ async fn forward(
             next = buffer.next() => match next {
                 Next::Message(m) => {
                     metrics.pubsub_delivered();
+                    let (payload, trace_context) = envelope::open(m.payload);
                     subscribe_response::Event::Message(Message {
                     channel: m.channel,
                     pattern: m.pattern,
                     topic: m.topic,
-                    payload: m.payload,
+                    payload,
                     sharded: m.sharded,
+                    trace_context,
                 })
                 }
                 Next::Gap { dropped, reason } => {
