@@ -432,12 +432,22 @@ fn time(t: Option<&prost_types::Timestamp>) -> String {
 }
 
 fn duration(d: Option<&prost_types::Duration>) -> String {
-    d.and_then(|d| {
-        let secs = u64::try_from(d.seconds).ok()?;
-        let nanos = u32::try_from(d.nanos).ok()?;
-        Some(humantime::format_duration(Duration::new(secs, nanos - nanos % 1_000_000)).to_string())
-    })
-    .unwrap_or_default()
+    crate::validate::duration("duration", d)
+        .ok()
+        .flatten()
+        .map(|d| {
+            let millis = Duration::from_millis(crate::time::millis(d));
+            humantime::format_duration(millis).to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// A queue's stats as `queue ls` and `queue stats` print them in JSON.
+fn stats_json(queue: &str, s: &StatsResponse) -> Value {
+    json!({"queue": queue, "waiting": s.waiting, "delayed": s.delayed,
+        "active": s.active, "completed": s.completed, "dead": s.dead,
+        "paused": s.paused, "rate_limit_max": s.rate_limit_max,
+        "rate_limit_window": duration(s.rate_limit_window.as_ref())})
 }
 
 /// Bytes as text when they are UTF-8, else as hex, with which it is.
@@ -498,15 +508,7 @@ async fn queue(args: &ClientArgs, command: &QueueCommand) -> Result<(), Failure>
                 }
                 page_token = page.next_page_token;
             }
-            let value = Value::Array(
-                rows.iter()
-                    .map(|(queue, s)| {
-                        json!({"queue": queue, "waiting": s.waiting, "delayed": s.delayed,
-                               "active": s.active, "completed": s.completed, "dead": s.dead,
-                               "paused": s.paused})
-                    })
-                    .collect(),
-            );
+            let value = Value::Array(rows.iter().map(|(queue, s)| stats_json(queue, s)).collect());
             print(args, &value, || {
                 let cells: Vec<Vec<String>> = rows
                     .iter()
@@ -544,11 +546,7 @@ async fn queue(args: &ClientArgs, command: &QueueCommand) -> Result<(), Failure>
                 .await?
                 .into_inner();
             let window = duration(s.rate_limit_window.as_ref());
-            let value = json!({"queue": queue, "waiting": s.waiting, "delayed": s.delayed,
-                "active": s.active, "completed": s.completed, "dead": s.dead,
-                "paused": s.paused, "rate_limit_max": s.rate_limit_max,
-                "rate_limit_window": window});
-            print(args, &value, || {
+            print(args, &stats_json(queue, &s), || {
                 let rate = if s.rate_limit_max > 0 {
                     format!("{} per {window}", s.rate_limit_max)
                 } else {
@@ -977,10 +975,7 @@ async fn cache(args: &ClientArgs, command: &CacheCommand) -> Result<(), Failure>
                 .set(SetRequest {
                     key: key.clone(),
                     value: value.clone().into_bytes(),
-                    ttl: ttl.map(|ttl| prost_types::Duration {
-                        seconds: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
-                        nanos: i32::try_from(ttl.subsec_nanos()).unwrap_or(0),
-                    }),
+                    ttl: ttl.map(crate::time::proto_duration),
                     ..Default::default()
                 })
                 .await?;

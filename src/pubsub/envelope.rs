@@ -42,7 +42,7 @@ pub fn seal(payload: Vec<u8>, context: Option<&TraceContext>) -> Vec<u8> {
 }
 
 /// The payload and trace context of a message as it came from Redis.
-pub fn open(message: Vec<u8>) -> (Vec<u8>, Option<TraceContext>) {
+pub fn open(mut message: Vec<u8>) -> (Vec<u8>, Option<TraceContext>) {
     let [MARKER, VERSION, a, b, ..] = message[..] else {
         return (message, None);
     };
@@ -60,7 +60,9 @@ pub fn open(message: Vec<u8>) -> (Vec<u8>, Option<TraceContext>) {
             tracestate: tracestate.to_owned(),
         }
     });
-    (message[HEADER + len..].to_vec(), context)
+    // The payload moves to the front of the buffer: no second allocation.
+    message.drain(..HEADER + len);
+    (message, context)
 }
 
 #[cfg(test)]

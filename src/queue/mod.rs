@@ -237,6 +237,29 @@ impl QueueService {
         self.batcher.submit(&queue, job).instrument(send.span).await
     }
 
+    /// A page of the jobs of `queue` in `listed` (ListJobs, and ListDead).
+    async fn job_page(
+        &self,
+        scope: &Scope,
+        queue: &str,
+        listed: State,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<ListJobsResponse> {
+        let queue = scope.name("queue", queue)?;
+        let size = self.limits.count("page_size", page_size, DEFAULT_PAGE)?;
+        let after = page::position("page_token", page_token)?;
+        let (jobs, total, next) = self
+            .store
+            .list_jobs(&queue, listed, after.as_deref(), size)
+            .await?;
+        Ok(ListJobsResponse {
+            jobs: jobs.into_iter().map(job_info).collect(),
+            total,
+            next_page_token: next.as_deref().map(page::token).unwrap_or_default(),
+        })
+    }
+
     /// Leases up to `max` jobs, waiting until `until` for the first one.
     async fn take(
         &self,
@@ -671,19 +694,19 @@ impl Queue for QueueService {
     ) -> Result<Response<ListDeadResponse>, Status> {
         let scope = Scope::of(&request);
         let req = request.into_inner();
-        let queue = scope.name("queue", &req.queue)?;
-        let size = self
-            .limits
-            .count("page_size", req.page_size, DEFAULT_PAGE)?;
-        let after = page::position("page_token", &req.page_token)?;
-        let (jobs, total, next) = self
-            .store
-            .list_jobs(&queue, State::Dead, after.as_deref(), size)
+        let page = self
+            .job_page(
+                &scope,
+                &req.queue,
+                State::Dead,
+                req.page_size,
+                &req.page_token,
+            )
             .await?;
         Ok(Response::new(ListDeadResponse {
-            jobs: jobs.into_iter().map(job_info).collect(),
-            total,
-            next_page_token: next.as_deref().map(page::token).unwrap_or_default(),
+            jobs: page.jobs,
+            total: page.total,
+            next_page_token: page.next_page_token,
         }))
     }
 
@@ -794,21 +817,11 @@ impl Queue for QueueService {
     ) -> Result<Response<ListJobsResponse>, Status> {
         let scope = Scope::of(&request);
         let req = request.into_inner();
-        let queue = scope.name("queue", &req.queue)?;
         let listed = job_state("state", req.state)?;
-        let size = self
-            .limits
-            .count("page_size", req.page_size, DEFAULT_PAGE)?;
-        let after = page::position("page_token", &req.page_token)?;
-        let (jobs, total, next) = self
-            .store
-            .list_jobs(&queue, listed, after.as_deref(), size)
+        let page = self
+            .job_page(&scope, &req.queue, listed, req.page_size, &req.page_token)
             .await?;
-        Ok(Response::new(ListJobsResponse {
-            jobs: jobs.into_iter().map(job_info).collect(),
-            total,
-            next_page_token: next.as_deref().map(page::token).unwrap_or_default(),
-        }))
+        Ok(Response::new(page))
     }
 
     async fn delete_job(
@@ -842,6 +855,7 @@ impl Queue for QueueService {
             minutes: minutes
                 .into_iter()
                 .map(|(minute, counts)| {
+                    // In the order of QueueMeta::HISTORY.
                     let [enqueued, started, completed, retried, dead_lettered] = counts;
                     MinuteCounts {
                         start_time: Some(timestamp(minute * 60_000)),

@@ -429,7 +429,10 @@ impl QueueStore {
     /// The queue's [`QueueMeta::HISTORY`] counts per minute, for the 60 minutes
     /// ending with the current one (Redis server time), oldest first: the
     /// minute (since the epoch) and one count per counter.
-    pub async fn history(&self, queue: &str) -> Result<Vec<(u64, [u64; 5])>> {
+    pub async fn history(
+        &self,
+        queue: &str,
+    ) -> Result<Vec<(u64, [u64; QueueMeta::HISTORY.len()])>> {
         let history = &QueueKeys::new(queue).history;
         let mut conn = self.conn().await?;
         let ((seconds, _), fields): ((u64, u64), HashMap<String, u64>) = redis::pipe()
@@ -440,7 +443,7 @@ impl QueueStore {
         let now = seconds / 60;
         let minutes = (now.saturating_sub(59)..=now)
             .map(|minute| {
-                let mut counts = [0; 5];
+                let mut counts = [0; QueueMeta::HISTORY.len()];
                 for (count, field) in counts.iter_mut().zip(QueueMeta::HISTORY) {
                     let slot = format!("{field}:{}", minute % 60);
                     if fields.get(&format!("{slot}@")) == Some(&minute) {

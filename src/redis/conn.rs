@@ -97,24 +97,24 @@ impl ConnectionLike for Conn {
 /// A reply that may hold error replies: the driver hands those back as
 /// values, and they become errors only when the caller converts them.
 trait Reply {
-    /// The error reply in it, if any.
-    fn error_reply(&self) -> Option<RedisError>;
+    /// True when it holds an error reply. Looks no deeper than a
+    /// transaction's replies, so a large reply is not walked.
+    fn holds_error_reply(&self) -> bool;
 }
 
 impl Reply for Value {
-    fn error_reply(&self) -> Option<RedisError> {
-        match self {
-            Value::ServerError(e) => Some(e.clone().into()),
-            // A transaction's EXEC answers with its commands' replies.
-            Value::Array(replies) => replies.iter().find_map(Reply::error_reply),
-            _ => None,
-        }
+    fn holds_error_reply(&self) -> bool {
+        matches!(self, Value::ServerError(_))
     }
 }
 
 impl Reply for Vec<Value> {
-    fn error_reply(&self) -> Option<RedisError> {
-        self.iter().find_map(Reply::error_reply)
+    fn holds_error_reply(&self) -> bool {
+        self.iter().any(|reply| match reply {
+            // A transaction's EXEC answers with its commands' replies.
+            Value::Array(replies) => replies.iter().any(Reply::holds_error_reply),
+            reply => reply.holds_error_reply(),
+        })
     }
 }
 
@@ -140,11 +140,8 @@ fn bounded<'a, T: Reply + Send + 'a>(
             metrics.command_took(started.elapsed());
             match &reply {
                 Err(e) => metrics.command_failed(e),
-                Ok(value) => {
-                    if let Some(e) = value.error_reply() {
-                        metrics.command_failed(&e);
-                    }
-                }
+                Ok(value) if value.holds_error_reply() => metrics.error_replied(),
+                Ok(_) => {}
             }
         }
         reply

@@ -194,6 +194,9 @@ struct QueueStateLabels {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// The error kind of an error reply from Redis.
+const REPLY_ERROR: &str = "reply";
+
 /// The kind of one Redis error, for `redwire_redis_errors_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RedisErrorLabels {
@@ -249,11 +252,19 @@ impl RedisMetrics {
             error.kind(),
             redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
         ) {
-            "reply"
+            REPLY_ERROR
         } else {
             "other"
         };
         self.errors.get_or_create(&RedisErrorLabels { kind }).inc();
+    }
+
+    /// A command's reply held an error reply (the caller sees it as an error
+    /// when it converts the reply).
+    pub fn error_replied(&self) {
+        self.errors
+            .get_or_create(&RedisErrorLabels { kind: REPLY_ERROR })
+            .inc();
     }
 
     /// A blocking-pool connection was checked out; it counts as in use until

@@ -230,10 +230,15 @@ impl Carrier {
         })
     }
 
+    /// The context of `span`; the propagator writes nothing for an invalid one.
     fn of_span(span: &tracing::Span) -> Option<TraceContext> {
         let mut carrier = Carrier::default();
         TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
-        carrier.into_trace_context()
+        let traceparent = carrier.traceparent?;
+        Some(TraceContext {
+            traceparent,
+            tracestate: carrier.tracestate.unwrap_or_default(),
+        })
     }
 }
 
@@ -318,18 +323,7 @@ impl Producer {
         if exporting() {
             return Self::Exporting(tracing::Span::current());
         }
-        let value = |name| {
-            request
-                .metadata()
-                .get(name)
-                .and_then(|value| value.to_str().ok())
-                .map(str::to_owned)
-        };
-        let carrier = Carrier {
-            traceparent: value(TRACEPARENT),
-            tracestate: value(TRACESTATE),
-        };
-        Self::Caller(carrier.into_trace_context())
+        Self::Caller(Carrier::from_headers(request.metadata().as_ref()).into_trace_context())
     }
 
     /// A `send <destination>` of `count` messages (`message_id` when one).
