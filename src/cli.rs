@@ -25,6 +25,7 @@ use crate::proto::pub_sub_client::PubSubClient;
 use crate::proto::queue_client::QueueClient;
 use crate::proto::stream_client::StreamClient;
 use crate::proto::*;
+use crate::view::{self, bytes, duration, state_name, time};
 
 /// How the CLI reaches Redwire, from flags or the environment.
 #[derive(Debug, Clone, clap::Args)]
@@ -409,77 +410,6 @@ fn fields(pairs: &[(&str, String)]) -> String {
         .collect()
 }
 
-fn state_name(state: i32) -> &'static str {
-    match JobState::try_from(state) {
-        Ok(JobState::Waiting) => "waiting",
-        Ok(JobState::Delayed) => "delayed",
-        Ok(JobState::Active) => "active",
-        Ok(JobState::Completed) => "completed",
-        Ok(JobState::Dead) => "dead",
-        _ => "unknown",
-    }
-}
-
-/// RFC 3339 for a protobuf timestamp ("" when unset).
-fn time(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| {
-        let secs = u64::try_from(t.seconds).ok()?;
-        let nanos = u32::try_from(t.nanos).ok()?;
-        let at = std::time::UNIX_EPOCH + Duration::new(secs, nanos);
-        Some(humantime::format_rfc3339_millis(at).to_string())
-    })
-    .unwrap_or_default()
-}
-
-fn duration(d: Option<&prost_types::Duration>) -> String {
-    crate::validate::duration("duration", d)
-        .ok()
-        .flatten()
-        .map(|d| {
-            let millis = Duration::from_millis(crate::time::millis(d));
-            humantime::format_duration(millis).to_string()
-        })
-        .unwrap_or_default()
-}
-
-/// A queue's stats as `queue ls` and `queue stats` print them in JSON.
-fn stats_json(queue: &str, s: &StatsResponse) -> Value {
-    json!({"queue": queue, "waiting": s.waiting, "delayed": s.delayed,
-        "active": s.active, "completed": s.completed, "dead": s.dead,
-        "paused": s.paused, "rate_limit_max": s.rate_limit_max,
-        "rate_limit_window": duration(s.rate_limit_window.as_ref())})
-}
-
-/// Bytes as text when they are UTF-8, else as hex, with which it is.
-fn bytes(data: &[u8]) -> (&'static str, String) {
-    match std::str::from_utf8(data) {
-        Ok(text) => ("text", text.to_owned()),
-        Err(_) => ("hex", data.iter().map(|b| format!("{b:02x}")).collect()),
-    }
-}
-
-fn job_json(job: &JobInfo) -> Value {
-    let (payload_kind, payload) = bytes(&job.payload);
-    let (result_kind, result) = bytes(&job.result);
-    json!({
-        "job_id": job.job_id,
-        "state": state_name(job.state),
-        "attempts": job.attempts,
-        "max_attempts": job.max_attempts,
-        "priority": job.priority,
-        "group": job.group,
-        "enqueue_time": time(job.enqueue_time.as_ref()),
-        "due_time": time(job.due_time.as_ref()),
-        "attributes": job.attributes,
-        "errors": job.errors,
-        "payload": payload,
-        "payload_encoding": payload_kind,
-        "result": result,
-        "result_encoding": result_kind,
-        "trace_id": job.trace_id,
-    })
-}
-
 async fn queue(args: &ClientArgs, command: &QueueCommand) -> Result<(), Failure> {
     let mut client = QueueClient::new(connect(args).await?);
     match command {
@@ -508,7 +438,11 @@ async fn queue(args: &ClientArgs, command: &QueueCommand) -> Result<(), Failure>
                 }
                 page_token = page.next_page_token;
             }
-            let value = Value::Array(rows.iter().map(|(queue, s)| stats_json(queue, s)).collect());
+            let value = Value::Array(
+                rows.iter()
+                    .map(|(queue, s)| view::stats(queue, s))
+                    .collect(),
+            );
             print(args, &value, || {
                 let cells: Vec<Vec<String>> = rows
                     .iter()
@@ -546,7 +480,7 @@ async fn queue(args: &ClientArgs, command: &QueueCommand) -> Result<(), Failure>
                 .await?
                 .into_inner();
             let window = duration(s.rate_limit_window.as_ref());
-            print(args, &stats_json(queue, &s), || {
+            print(args, &view::stats(queue, &s), || {
                 let rate = if s.rate_limit_max > 0 {
                     format!("{} per {window}", s.rate_limit_max)
                 } else {
@@ -580,7 +514,7 @@ async fn queue(args: &ClientArgs, command: &QueueCommand) -> Result<(), Failure>
                 .await?
                 .into_inner();
             let value = json!({
-                "jobs": page.jobs.iter().map(job_json).collect::<Vec<_>>(),
+                "jobs": page.jobs.iter().map(view::job).collect::<Vec<_>>(),
                 "total": page.total,
                 "next_page_token": page.next_page_token,
             });
@@ -619,7 +553,7 @@ async fn queue(args: &ClientArgs, command: &QueueCommand) -> Result<(), Failure>
                 .into_inner()
                 .job
                 .ok_or_else(|| Failure::NotFound(format!("no job {job_id:?}")))?;
-            print(args, &job_json(&job), || {
+            print(args, &view::job(&job), || {
                 let (kind, payload) = bytes(&job.payload);
                 let mut out = fields(&[
                     ("job", job.job_id.clone()),
@@ -706,16 +640,7 @@ async fn queue(args: &ClientArgs, command: &QueueCommand) -> Result<(), Failure>
                 .await?
                 .into_inner()
                 .minutes;
-            let value = Value::Array(
-                minutes
-                    .iter()
-                    .map(|m| {
-                        json!({"start_time": time(m.start_time.as_ref()), "enqueued": m.enqueued,
-                               "started": m.started, "completed": m.completed,
-                               "retried": m.retried, "dead_lettered": m.dead_lettered})
-                    })
-                    .collect(),
-            );
+            let value = Value::Array(minutes.iter().map(view::minute).collect());
             print(args, &value, || {
                 let rows: Vec<Vec<String>> = minutes
                     .iter()
@@ -747,15 +672,6 @@ async fn queue(args: &ClientArgs, command: &QueueCommand) -> Result<(), Failure>
     Ok(())
 }
 
-fn entry_json(entry: &Entry) -> Value {
-    let fields: serde_json::Map<String, Value> = entry
-        .fields
-        .iter()
-        .map(|(name, value)| (name.clone(), Value::String(bytes(value).1)))
-        .collect();
-    json!({"stream": entry.stream, "id": entry.id, "fields": fields})
-}
-
 async fn stream(args: &ClientArgs, command: &StreamCommand) -> Result<(), Failure> {
     let mut client = StreamClient::new(connect(args).await?);
     match command {
@@ -785,20 +701,7 @@ async fn stream(args: &ClientArgs, command: &StreamCommand) -> Result<(), Failur
                 })
                 .await?
                 .into_inner();
-            let groups: Vec<Value> = info
-                .groups
-                .iter()
-                .map(|g| {
-                    json!({"name": g.name, "pending": g.pending, "lag": g.lag,
-                        "last_delivered_id": g.last_delivered_id,
-                        "consumers": g.consumers.iter().map(|c| json!({
-                            "name": c.name, "pending": c.pending,
-                            "idle": duration(c.idle.as_ref())})).collect::<Vec<_>>()})
-                })
-                .collect();
-            let value = json!({"stream": stream, "length": info.length,
-                "first_id": info.first_id, "last_id": info.last_id,
-                "dead_letters": info.dead_letters, "groups": groups});
+            let value = view::stream_info(stream, &info);
             print(args, &value, || {
                 let mut out = fields(&[
                     ("stream", stream.clone()),
@@ -865,7 +768,7 @@ async fn stream(args: &ClientArgs, command: &StreamCommand) -> Result<(), Failur
                 };
                 if let Some(tail_response::Event::Entry(entry)) = reply.event {
                     seen += 1;
-                    print(args, &entry_json(&entry), || {
+                    print(args, &view::entry(&entry), || {
                         let fields: Vec<String> = entry
                             .fields
                             .iter()
@@ -938,8 +841,7 @@ async fn lock(args: &ClientArgs, command: &LockCommand) -> Result<(), Failure> {
         .await?
         .into_inner();
     let ttl = duration(lock.ttl.as_ref());
-    let value = json!({"resource": resource, "held": lock.held, "ttl": ttl,
-        "fencing_token": lock.fencing_token, "waiters": lock.waiters});
+    let value = view::lock(resource, &lock);
     print(args, &value, || {
         fields(&[
             ("resource", resource.clone()),
@@ -1010,11 +912,5 @@ mod tests {
         assert_eq!(exit_code(&status(Code::Unauthenticated)), 4);
         assert_eq!(exit_code(&status(Code::Unavailable)), 5);
         assert_eq!(exit_code(&status(Code::InvalidArgument)), 1);
-    }
-
-    #[test]
-    fn bytes_show_as_text_or_hex() {
-        assert_eq!(bytes(b"hello"), ("text", "hello".to_owned()));
-        assert_eq!(bytes(&[0xff, 0x00]), ("hex", "ff00".to_owned()));
     }
 }

@@ -79,6 +79,7 @@ pub mod time;
 pub mod tls;
 pub mod token;
 pub mod validate;
+pub mod view;
 pub mod waker;
 
 pub use config::Config;
