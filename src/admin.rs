@@ -7,6 +7,8 @@
 //! - `GET /metrics`: Prometheus metrics ([`crate::telemetry::metrics`]). With
 //!   `--auth-file` it needs `authorization: Bearer <token>` of a token of the
 //!   default tenant, since it shows every tenant's queue names.
+//! - `/console/`: the operator console ([`crate::console`]), whose api calls
+//!   the gRPC services with the person's token.
 //!
 //! It keeps answering while the gRPC server drains, so `/readyz` says 503 then,
 //! and stops after it.
@@ -19,12 +21,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Auth;
+use crate::console::Console;
 use crate::health::Readiness;
 use crate::telemetry::metrics::Metrics;
 
@@ -98,11 +102,17 @@ pub struct Admin {
     pub readiness: Arc<Readiness>,
     /// The tokens `/metrics` takes, when auth is configured.
     pub auth: Option<Arc<Auth>>,
+    /// The operator console.
+    pub console: Console,
 }
 
 impl Admin {
     /// The response to one request.
-    fn respond<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
+    async fn respond(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
+        if path == "/console" || path.starts_with("/console/") {
+            return self.console.respond(request).await;
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
         }
@@ -136,7 +146,7 @@ impl Admin {
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: /metrics, /healthz and /readyz are served\n",
+                "not found: /metrics, /healthz, /readyz and /console/ are served\n",
             ),
         }
     }
@@ -155,7 +165,7 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// Serves `admin` on `listener` until `stop`.
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "admin listening (/metrics, /healthz, /readyz)");
+        tracing::info!(%addr, "admin listening (/metrics, /healthz, /readyz, /console/)");
     }
     loop {
         let (stream, _) = tokio::select! {
@@ -172,8 +182,8 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
         let stop = stop.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = admin.respond(&request);
-                async move { Ok::<_, Infallible>(response) }
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.respond(request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -56,6 +56,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod console;
 pub mod deadline;
 pub mod error;
 pub mod framing;

@@ -20,12 +20,14 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
+use tower::util::BoxCloneSyncService;
 
 use crate::admin::{self, Admin};
 use crate::auth::{Auth, AuthLayer, KeyringError};
 use crate::cache::{CacheService, CacheStore};
 use crate::config::{Config, RedisTarget};
 use crate::connection::{self, ReplyLayer};
+use crate::console::{Console, InProcess};
 use crate::health::{self, Health};
 use crate::lock::{LockService, LockStore};
 use crate::proto;
@@ -233,6 +235,26 @@ async fn serve(
     if !reloadable.is_empty() {
         background.push(tokio::spawn(reload::watch(reloadable, token.clone())));
     }
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let mut health = Health::new(reporter, &services.names);
+    health.set_all(ServingStatus::NotServing).await;
+    let mut routes = services.routes;
+    routes.add_service(health_service);
+    add_reflection(&mut routes)?;
+
+    // Outermost first: the log line sees the status the client sees, a
+    // reply-budget refusal included. The console calls through the same stack.
+    let layers = tower::ServiceBuilder::new()
+        .layer(RequestLogLayer::new(metrics.clone()))
+        .layer(ReplyLayer::new(config.reply_buffer_bytes))
+        .layer(AuthLayer::new(security.auth.clone()));
+    let routes = routes.routes();
+    let in_process: InProcess = BoxCloneSyncService::new(
+        tower::ServiceBuilder::new()
+            .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
+            .layer(layers.clone())
+            .service(routes.clone()),
+    );
     // The admin listener outlives the drain (so /readyz says why), and stops last.
     let admin_stop = CancellationToken::new();
     let admin_task = admin_listener.map(|admin_listener| {
@@ -252,13 +274,11 @@ async fn serve(
             metrics: metrics.clone(),
             readiness: readiness.clone(),
             auth: security.auth.clone(),
+            console: Console::new(in_process, security.auth.is_some(), config.limits.max_batch),
         });
         tokio::spawn(admin::serve(admin_listener, admin, admin_stop.clone()))
     });
 
-    let (reporter, health_service) = tonic_health::server::health_reporter();
-    let mut health = Health::new(reporter, &services.names);
-    health.set_all(ServingStatus::NotServing).await;
     let pubsub_connection = health::OwnConnection {
         service: PubSubServer::<PubSubService>::NAME,
         is_up: Box::new(move || hub.is_live()),
@@ -271,9 +291,6 @@ async fn serve(
         vec![pubsub_connection],
         token.clone(),
     )));
-    let mut routes = services.routes;
-    routes.add_service(health_service);
-    add_reflection(&mut routes)?;
 
     let tls = security.tls.is_some();
     let local_addr = listener
@@ -285,12 +302,8 @@ async fn serve(
         // Pings close connections whose peer is gone, streams in flight or not.
         .http2_keepalive_interval(Some(connections.keepalive_interval))
         .http2_keepalive_timeout(Some(connections.keepalive_timeout))
-        // Outermost first: the log line sees the status the client sees,
-        // a reply-budget refusal included.
-        .layer(RequestLogLayer::new(metrics))
-        .layer(ReplyLayer::new(config.reply_buffer_bytes))
-        .layer(AuthLayer::new(security.auth))
-        .add_routes(routes.routes())
+        .layer(layers)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(
             connection::incoming(listener, connections, security.tls),
             token.clone().cancelled_owned(),
