@@ -48,6 +48,15 @@ ensure_prometheus() {
   fi
 }
 
+# Chromium, for the console's browser test:
+# Playwright drives this system browser; it downloads none of its own.
+ensure_chromium() {
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "==> installing chromium from the OS packages"
+    apt_install chromium
+  fi
+}
+
 ensure_rust_components() {
   for component in rustfmt clippy; do
     if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then

@@ -31,7 +31,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 import smoke_test
-from smoke_test import ROOT, free_port, generate_stubs, launch, wait_until_serving
+from smoke_test import ROOT, free_port, generate_stubs, launch, start_nginx, wait_until_serving
 
 GRPCURL = shutil.which("grpcurl", path=os.path.dirname(sys.executable))
 
@@ -283,37 +283,11 @@ class ContractTest(unittest.TestCase):
         heartbeat_interval 5s every long-lived stream is still open after 25 s idle
         and delivers what comes next; a stream that asks for 60 s heartbeats is cut
         and its client is told (it does not hang)."""
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        port = free_port()
-        conf_dir = tempfile.mkdtemp(prefix="rw-nginx-", dir=self.tmp.name)
-        os.chmod(conf_dir, 0o755)
-        conf = os.path.join(conf_dir, "nginx.conf")
-        upstream = self.server.addr
-        with open(conf, "w") as out:
-            out.write(f"""
-daemon off;
-pid {conf_dir}/nginx.pid;
-error_log {conf_dir}/error.log warn;
-events {{}}
-http {{
-  access_log off;
-  client_body_temp_path {conf_dir}/body;
-  proxy_temp_path {conf_dir}/proxy;
-  fastcgi_temp_path {conf_dir}/fastcgi;
-  uwsgi_temp_path {conf_dir}/uwsgi;
-  scgi_temp_path {conf_dir}/scgi;
-  server {{
-    listen 127.0.0.1:{port} http2;
-    location / {{
-      grpc_pass grpc://{upstream};
+        proxy, port = start_nginx(self.tmp.name, f"""location / {{
+      grpc_pass grpc://{self.server.addr};
       grpc_read_timeout 20s;
       grpc_send_timeout 20s;
-    }}
-  }}
-}}
-""")
-        proxy = subprocess.Popen([nginx, "-c", conf, "-p", conf_dir],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    }}""", listen_options=" http2")
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         try:
             wait_until_serving(channel, proxy, open(os.devnull, "w"))

@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,10 +46,12 @@ def free_port():
 
 
 def launch(tmp_dir, addr, log, *extra):
-    """Starts the redwire binary on addr with its embedded redis in tmp_dir/data."""
+    """Starts the redwire binary on addr with its embedded redis in tmp_dir/data
+    (the admin listener off unless extra names one)."""
+    admin = [] if "--admin-listen" in extra else ["--admin-listen", "off"]
     return subprocess.Popen(
         [BINARY, "--listen", addr, "--data-dir", os.path.join(tmp_dir, "data"),
-         "--health-interval", "100ms", "--admin-listen", "off", *extra],
+         "--health-interval", "100ms", *admin, *extra],
         stdout=log, stderr=subprocess.STDOUT,
     )
 
@@ -236,6 +239,39 @@ class SecureClientTest(unittest.TestCase):
                 finally:
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(timeout=20)
+
+
+def start_nginx(tmp_dir, locations, listen_options=""):
+    """nginx in the foreground with its files under tmp_dir, on a free loopback
+    port, proxying as `locations` (nginx location blocks) say, as an
+    operator's proxy would. Returns the process and its port."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    conf_dir = tempfile.mkdtemp(prefix="rw-nginx-", dir=tmp_dir)
+    os.chmod(conf_dir, 0o755)
+    conf = os.path.join(conf_dir, "nginx.conf")
+    with open(conf, "w") as out:
+        out.write(f"""
+daemon off;
+pid {conf_dir}/nginx.pid;
+error_log {conf_dir}/error.log warn;
+events {{}}
+http {{
+  access_log off;
+  client_body_temp_path {conf_dir}/body;
+  proxy_temp_path {conf_dir}/proxy;
+  fastcgi_temp_path {conf_dir}/fastcgi;
+  uwsgi_temp_path {conf_dir}/uwsgi;
+  scgi_temp_path {conf_dir}/scgi;
+  server {{
+    listen 127.0.0.1:{port}{listen_options};
+    {locations}
+  }}
+}}
+""")
+    proc = subprocess.Popen([nginx, "-c", conf, "-p", conf_dir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return proc, port
 
 
 def unique_keys(pairs):
