@@ -3,6 +3,10 @@
 
 use crate::error::{Error, Result};
 
+/// Items per page of a listing rpc when the request's page_size is 0 (the
+/// proto says so for each); at most --max-batch either way.
+pub const DEFAULT_SIZE: u32 = 100;
+
 /// The token that resumes a listing after `position`.
 pub fn token(position: &str) -> String {
     position.bytes().map(|b| format!("{b:02x}")).collect()
@@ -15,6 +19,21 @@ pub fn next_after(names: &[String], more: bool) -> String {
         Some(last) if more => token(last),
         _ => String::new(),
     }
+}
+
+/// The page of at most `size` items of `sorted` (in the order of `key`) that
+/// come after the position `after`, and whether more follow.
+pub fn slice<T>(
+    mut sorted: Vec<T>,
+    key: impl Fn(&T) -> &str,
+    after: Option<&str>,
+    size: usize,
+) -> (Vec<T>, bool) {
+    let first = after.map_or(0, |after| sorted.partition_point(|item| key(item) <= after));
+    let mut page = sorted.split_off(first.min(sorted.len()));
+    let more = page.len() > size;
+    page.truncate(size);
+    (page, more)
 }
 
 /// The position a `page_token` from [`token`] resumes after; `None` for the
@@ -47,6 +66,25 @@ mod tests {
             let expected = (!position.is_empty()).then(|| position.to_owned());
             assert_eq!(back, expected);
         }
+    }
+
+    #[test]
+    fn a_slice_resumes_after_its_position() {
+        let names: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let key = String::as_str;
+        assert_eq!(
+            slice(names.clone(), key, None, 2),
+            (vec!["a".into(), "b".into()], true)
+        );
+        assert_eq!(
+            slice(names.clone(), key, Some("b"), 2),
+            (vec!["c".into(), "d".into()], false)
+        );
+        assert_eq!(
+            slice(names.clone(), key, Some("bb"), 5),
+            (vec!["c".into(), "d".into()], false)
+        );
+        assert_eq!(slice(names, key, Some("z"), 2), (vec![], false));
     }
 
     #[test]

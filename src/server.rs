@@ -420,6 +420,7 @@ impl Redwire {
         );
         let lock = LockService::new(
             lock_store(config, redis)?,
+            limits,
             heartbeat,
             metrics.clone(),
             token.clone(),

@@ -199,12 +199,86 @@ async fn sharded_channels(ctx: &TestContext) {
     assert_eq!(got, names);
 }
 
+/// Every page of ListChannels, `page_size` at a time.
+async fn list_channels(ctx: &TestContext, page_size: u32) -> Vec<ChannelActivity> {
+    let mut listed = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = ctx
+            .pubsub()
+            .list_channels(ListChannelsRequest {
+                page_size,
+                page_token,
+            })
+            .await
+            .expect("list channels")
+            .into_inner();
+        listed.extend(page.channels);
+        if page.next_page_token.is_empty() {
+            return listed;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// ListChannels shows each name with its open subscriptions, and a name goes
+/// when its last subscription ends.
+async fn list_channels_counts_open_subscriptions(ctx: &TestContext) {
+    let first = subscribe(ctx, channels(&["desk-1"])).await;
+    let second = subscribe(
+        ctx,
+        SubscribeRequest {
+            patterns: vec!["desk-*".into()],
+            topics: vec!["desk.#".into()],
+            sharded_channels: vec!["desk-1".into()],
+            ..channels(&["desk-1"])
+        },
+    )
+    .await;
+    let desks = |listed: Vec<ChannelActivity>| -> Vec<(String, SubscriptionKind, u64)> {
+        listed
+            .into_iter()
+            .filter(|c| c.name.starts_with("desk"))
+            .map(|c| (c.kind(), c.name, c.subscribers))
+            .map(|(kind, name, subscribers)| (name, kind, subscribers))
+            .collect()
+    };
+    // Counted before Subscribe answers; one name a page, to walk the tokens.
+    assert_eq!(
+        desks(list_channels(ctx, 1).await),
+        [
+            ("desk-*".to_owned(), SubscriptionKind::Pattern, 1),
+            ("desk-1".to_owned(), SubscriptionKind::Channel, 2),
+            ("desk-1".to_owned(), SubscriptionKind::ShardedChannel, 1),
+            ("desk.#".to_owned(), SubscriptionKind::Topic, 1),
+        ]
+    );
+    drop(second);
+    eventually(
+        Duration::from_secs(10),
+        "the closed subscription to leave",
+        || async {
+            let listed = desks(list_channels(ctx, 0).await);
+            (listed == [("desk-1".to_owned(), SubscriptionKind::Channel, 1)]).then_some(())
+        },
+    )
+    .await;
+    drop(first);
+    eventually(
+        Duration::from_secs(10),
+        "the last subscription to leave",
+        || async { desks(list_channels(ctx, 0).await).is_empty().then_some(()) },
+    )
+    .await;
+}
+
 crate::core_checks!(
     channels_and_confirmation_before_publish,
     sequence_numbers_count_every_event,
     glob_patterns,
     topic_patterns_match_exactly,
     sharded_channels,
+    list_channels_counts_open_subscriptions,
 );
 
 /// Every core check of this file passes on a real 3-master cluster.
@@ -303,16 +377,13 @@ async fn a_slow_subscriber_gets_a_gap_and_does_not_slow_others() {
             message(&mut fast).await;
             received += 1;
         }
-        received
+        (received, fast)
     });
     for _ in 0..total {
         publish(&ctx, "firehose", &payload, false).await;
     }
-    assert_eq!(
-        reader.await.expect("fast reader"),
-        total,
-        "the fast subscriber got everything"
-    );
+    let (received, _fast) = reader.await.expect("fast reader");
+    assert_eq!(received, total, "the fast subscriber got everything");
 
     // Only now does the slow one read: some messages, a gap with the count, the newest.
     let mut delivered = 0u64;
@@ -334,6 +405,11 @@ async fn a_slow_subscriber_gets_a_gap_and_does_not_slow_others() {
         total as u64,
         "every message is delivered or counted as dropped"
     );
+    // ListChannels counts the drops against the channel (the gap is sent
+    // right after the count, so it is there once the gap arrived).
+    let listed = list_channels(&ctx, 0).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].subscribers, listed[0].dropped), (2, dropped));
 }
 
 /// With slow_policy DISCONNECT, a subscriber whose buffer overflows is ended with RESOURCE_EXHAUSTED.

@@ -106,6 +106,7 @@ const TABLE: [ServiceRpcs; 5] = [
         "lock",
         &[
             ("Describe", Action::Read),
+            ("ListLocks", Action::Read),
             ("Acquire", Action::Write),
             ("Release", Action::Write),
             ("Extend", Action::Write),
@@ -115,7 +116,11 @@ const TABLE: [ServiceRpcs; 5] = [
     (
         "redwire.v1.PubSub",
         "pubsub",
-        &[("Subscribe", Action::Read), ("Publish", Action::Write)],
+        &[
+            ("Subscribe", Action::Read),
+            ("ListChannels", Action::Read),
+            ("Publish", Action::Write),
+        ],
     ),
     (
         "redwire.v1.Queue",

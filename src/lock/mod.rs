@@ -7,6 +7,8 @@
 //! `rw:l:{r}:waiters` (who waits, for Describe). Scripts: `acquire.lua` (grant and
 //! fencing token in one atomic step; idempotent for the same token),
 //! `release.lua`, `extend.lua`, `describe.lua`, `raise_fence.lua` (Redlock).
+//! One index for all resources, `rw:l:held:{index}:*` on the main Redis, lists
+//! the held locks for ListLocks (`held.lua`, kept in the background).
 //!
 //! Waiting: waiters of a resource in one process line up in a fair (FIFO) local
 //! mutex, and only the first of them talks to Redis. It sleeps until the lock is
@@ -20,6 +22,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::future::try_join_all;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,13 +37,14 @@ use crate::deadline;
 use crate::error::{Error, Reason, Result};
 use crate::heartbeat;
 use crate::named::Named;
+use crate::page;
 use crate::proto::lock_server::Lock;
 use crate::proto::*;
 use crate::pubsub::hub::Hub;
 use crate::redis::keys::LOCK_WAKE_CHANNEL;
 use crate::telemetry::metrics::Metrics;
 use crate::time::proto_duration;
-use crate::validate;
+use crate::validate::{self, Limits};
 use crate::waker::Waker;
 
 /// Shortest ttl a Hold may use (it renews at a third of it).
@@ -70,6 +74,7 @@ impl Grant {
 #[derive(Debug, Clone)]
 pub struct LockService {
     store: LockStore,
+    limits: Limits,
     waker: Arc<Waker>,
     /// Per resource, the fair line of local waiters.
     lines: Arc<Named<tokio::sync::Mutex<()>>>,
@@ -85,12 +90,14 @@ impl LockService {
     /// and lost holds in `metrics`; call [`LockService::spawn_background`].
     pub fn new(
         store: LockStore,
+        limits: Limits,
         heartbeat: Duration,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             store,
+            limits,
             waker: Arc::new(Waker::new(LOCK_WAKE_CHANNEL)),
             lines: Arc::default(),
             heartbeat,
@@ -302,6 +309,51 @@ impl Lock for LockService {
             ttl: state.ttl.map(proto_duration),
             fencing_token: state.fence,
             waiters: state.waiters,
+        }))
+    }
+
+    async fn list_locks(
+        &self,
+        request: Request<ListLocksRequest>,
+    ) -> Result<Response<ListLocksResponse>, Status> {
+        let scope = Scope::of(&request);
+        let req = request.into_inner();
+        let size = self
+            .limits
+            .count("page_size", req.page_size, page::DEFAULT_SIZE)?;
+        let after = page::position("page_token", &req.page_token)?;
+        let held = self.store.held().await?;
+        let mut resources: Vec<(String, String)> = held
+            .into_iter()
+            .filter_map(|qualified| Some((scope.listed(&qualified)?, qualified)))
+            .collect();
+        resources.sort();
+        let (resources, more) =
+            page::slice(resources, |(name, _)| name.as_str(), after.as_deref(), size);
+        let states = try_join_all(
+            resources
+                .iter()
+                .map(|(_, qualified)| self.store.describe(qualified)),
+        )
+        .await?;
+        let next_page_token = match resources.last() {
+            Some((name, _)) if more => page::token(name),
+            _ => String::new(),
+        };
+        let locks = resources
+            .into_iter()
+            .zip(states)
+            .filter(|(_, state)| state.held)
+            .map(|((resource, _), state)| HeldLock {
+                resource,
+                ttl: state.ttl.map(proto_duration),
+                fencing_token: state.fence,
+                waiters: state.waiters,
+            })
+            .collect();
+        Ok(Response::new(ListLocksResponse {
+            locks,
+            next_page_token,
         }))
     }
 

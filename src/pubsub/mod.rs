@@ -11,8 +11,12 @@
 //! Redis names: channels and patterns are `rw:ps:<name>`, sharded channels
 //! `rw:pss:<name>`. On a standalone Redis, sharded channels are classic channels in
 //! that separate namespace (sharding only matters on a cluster).
+//!
+//! Each open subscription is counted in this instance's [`directory`], which
+//! `ListChannels` reads.
 
 pub mod buffer;
+pub mod directory;
 pub mod envelope;
 pub mod hub;
 mod topic;
@@ -28,15 +32,17 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use self::buffer::{Buffer, Next, SlowPolicy};
+use self::directory::{Directory, Membership};
 use self::hub::{Hub, Interest, Label, Target};
 use self::topic::TopicPattern;
 use crate::auth::Scope;
 use crate::error::{Error, Reason, Result};
 use crate::heartbeat;
+use crate::page;
 use crate::proto::pub_sub_server::PubSub;
 use crate::proto::*;
 use crate::redis::Redis;
-use crate::redis::keys::pubsub_channel;
+use crate::redis::keys::{self, pubsub_channel};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::traces::Producer;
 use crate::validate::Limits;
@@ -74,6 +80,7 @@ pub struct PubSubService {
     heartbeat: Duration,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    directory: Arc<Directory>,
 }
 
 impl PubSubService {
@@ -96,6 +103,7 @@ impl PubSubService {
             heartbeat,
             metrics,
             shutdown,
+            directory: Arc::default(),
         }
     }
 
@@ -329,6 +337,7 @@ impl PubSub for PubSubService {
         )?;
         let buffer = Arc::new(self.buffer(&req)?);
         let subscription = self.hub.subscribe(buffer.clone(), interests).await?;
+        let membership = self.directory.join(directory_names(&scope, &req));
 
         let (tx, rx) = mpsc::channel(STREAM_CHANNEL);
         let confirmed = SubscribeResponse {
@@ -347,11 +356,54 @@ impl PubSub for PubSubService {
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let _counted = metrics.subscriber();
-            forward(buffer, tx, heartbeat, &metrics, shutdown).await;
+            forward(buffer, tx, heartbeat, &metrics, &membership, shutdown).await;
             drop(subscription);
+            drop(membership);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+
+    async fn list_channels(
+        &self,
+        request: Request<ListChannelsRequest>,
+    ) -> Result<Response<ListChannelsResponse>, Status> {
+        let scope = Scope::of(&request);
+        let req = request.into_inner();
+        let size = self
+            .limits
+            .count("page_size", req.page_size, page::DEFAULT_SIZE)?;
+        let after = page::position("page_token", &req.page_token)?;
+        let (listed, more) =
+            self.directory
+                .page(|qualified| scope.listed(qualified), after.as_deref(), size);
+        let next_page_token = match listed.last() {
+            Some((position, _)) if more => page::token(position),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListChannelsResponse {
+            channels: listed.into_iter().map(|(_, activity)| activity).collect(),
+            next_page_token,
+        }))
+    }
+}
+
+/// The names of a subscription, qualified by the caller's tenant, for the
+/// directory.
+fn directory_names(scope: &Scope, req: &SubscribeRequest) -> Vec<(String, SubscriptionKind)> {
+    let kinds = [
+        (&req.channels, SubscriptionKind::Channel),
+        (&req.patterns, SubscriptionKind::Pattern),
+        (&req.sharded_channels, SubscriptionKind::ShardedChannel),
+        (&req.topics, SubscriptionKind::Topic),
+    ];
+    kinds
+        .into_iter()
+        .flat_map(|(names, kind)| {
+            names
+                .iter()
+                .map(move |name| (keys::qualify(scope.tenant(), name).into_owned(), kind))
+        })
+        .collect()
 }
 
 /// Moves events from the buffer to the gRPC stream until one of the three exits.
@@ -360,6 +412,7 @@ async fn forward(
     tx: mpsc::Sender<std::result::Result<SubscribeResponse, Status>>,
     heartbeat: Duration,
     metrics: &Metrics,
+    membership: &Membership,
     shutdown: CancellationToken,
 ) {
     let mut sequence = 1;
@@ -381,6 +434,7 @@ async fn forward(
                 }
                 Next::Gap { dropped, reason } => {
                     metrics.pubsub_dropped(dropped);
+                    membership.dropped(dropped);
                     subscribe_response::Event::Gap(Gap {
                         dropped,
                         reason: reason.to_owned(),

@@ -67,8 +67,6 @@ const MAX_ATTRIBUTES: usize = 64;
 const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
 /// Default longest retry delay (exponential backoff).
 const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(3600);
-/// Items per ListDead or ListQueues page when the request says 0.
-const DEFAULT_PAGE: u32 = 100;
 
 /// Queue settings from the config.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -247,7 +245,9 @@ impl QueueService {
         page_token: &str,
     ) -> Result<ListJobsResponse> {
         let queue = scope.name("queue", queue)?;
-        let size = self.limits.count("page_size", page_size, DEFAULT_PAGE)?;
+        let size = self
+            .limits
+            .count("page_size", page_size, page::DEFAULT_SIZE)?;
         let after = page::position("page_token", page_token)?;
         let (jobs, total, next) = self
             .store
@@ -799,7 +799,7 @@ impl Queue for QueueService {
         let req = request.into_inner();
         let size = self
             .limits
-            .count("page_size", req.page_size, DEFAULT_PAGE)?;
+            .count("page_size", req.page_size, page::DEFAULT_SIZE)?;
         let after = page::position("page_token", &req.page_token)?;
         let (queues, more) = self
             .store

@@ -147,6 +147,11 @@ pub fn lock_keys(resource: &str) -> [String; 3] {
     ["owner", "fence", "waiters"].map(|suffix| format!("{base}:{suffix}"))
 }
 
+/// The index of held locks, for ListLocks (one hash tag, so one cluster slot):
+/// a sorted set of qualified resource names scored by when their lease ends
+/// (ms since the epoch), and a hash of each one's holder token.
+pub const HELD_LOCKS: [&str; 2] = ["rw:l:held:{index}:leases", "rw:l:held:{index}:tokens"];
+
 /// The pub/sub channel on which released locks are announced (`"1 <resource>"`,
 /// the resource's qualified name).
 pub const LOCK_WAKE_CHANNEL: &str = "rw:l:wake";
@@ -529,6 +534,12 @@ mod tests {
                 "rw:l:{invoice-7}:waiters"
             ]
         );
+    }
+
+    #[test]
+    fn the_held_lock_index_is_in_one_slot() {
+        let [leases, tokens] = HELD_LOCKS;
+        assert_eq!(hash_slot(leases.as_bytes()), hash_slot(tokens.as_bytes()));
     }
 
     #[test]

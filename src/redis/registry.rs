@@ -62,13 +62,7 @@ impl NameRegistry {
         let registered = self.all(redis).await?;
         let mut names: Vec<String> = registered.iter().filter_map(|q| visible(q)).collect();
         names.sort();
-        let first = after.map_or(0, |after| {
-            names.partition_point(|name| name.as_str() <= after)
-        });
-        let mut page = names.split_off(first.min(names.len()));
-        let more = page.len() > size;
-        page.truncate(size);
-        Ok((page, more))
+        Ok(crate::page::slice(names, String::as_str, after, size))
     }
 
     fn added(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {

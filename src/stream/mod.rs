@@ -742,7 +742,7 @@ impl Stream for StreamService {
         let req = request.into_inner();
         let size = self
             .limits
-            .count("page_size", req.page_size, DEFAULT_RANGE)?;
+            .count("page_size", req.page_size, page::DEFAULT_SIZE)?;
         let after = page::position("page_token", &req.page_token)?;
         let (streams, more) = self
             .store
