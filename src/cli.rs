@@ -188,6 +188,9 @@ pub enum StreamCommand {
 /// `redwire pubsub ...`
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum PubSubCommand {
+    /// What this server's subscribers listen to: names, kinds, subscriber
+    /// counts and drops.
+    Ls,
     /// Publishes one message.
     Publish {
         /// The channel.
@@ -209,6 +212,8 @@ pub enum PubSubCommand {
 /// `redwire lock ...`
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum LockCommand {
+    /// Every held lock: resource, ttl, fencing token, waiters.
+    Ls,
     /// Whether a resource is held, its ttl, fencing token and waiters.
     Describe {
         /// The resource.
@@ -378,6 +383,25 @@ fn print(args: &ClientArgs, value: &Value, table: impl FnOnce() -> String) {
 }
 
 /// Rows as columns padded to their widest cell, with a header row.
+/// Every item of a listing rpc: `fetch` gets a page token and answers a
+/// page's items and the next token (empty on the last page).
+async fn every_page<T, Fetch, Page>(mut fetch: Fetch) -> Result<Vec<T>, Failure>
+where
+    Fetch: FnMut(String) -> Page,
+    Page: Future<Output = Result<(Vec<T>, String), Failure>>,
+{
+    let mut items = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let (page, next) = fetch(page_token).await?;
+        items.extend(page);
+        if next.is_empty() {
+            return Ok(items);
+        }
+        page_token = next;
+    }
+}
+
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
@@ -676,22 +700,20 @@ async fn stream(args: &ClientArgs, command: &StreamCommand) -> Result<(), Failur
     let mut client = StreamClient::new(connect(args).await?);
     match command {
         StreamCommand::Ls => {
-            let mut names = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let page = client
-                    .list_streams(ListStreamsRequest {
-                        page_size: 0,
-                        page_token,
-                    })
-                    .await?
-                    .into_inner();
-                names.extend(page.streams);
-                if page.next_page_token.is_empty() {
-                    break;
+            let names = every_page(|page_token| {
+                let mut client = client.clone();
+                async move {
+                    let page = client
+                        .list_streams(ListStreamsRequest {
+                            page_size: 0,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.streams, page.next_page_token))
                 }
-                page_token = page.next_page_token;
-            }
+            })
+            .await?;
             print(args, &json!(names), || names.join("\n"));
         }
         StreamCommand::Info { stream } => {
@@ -786,6 +808,37 @@ async fn stream(args: &ClientArgs, command: &StreamCommand) -> Result<(), Failur
 async fn pubsub(args: &ClientArgs, command: &PubSubCommand) -> Result<(), Failure> {
     let mut client = PubSubClient::new(connect(args).await?);
     match command {
+        PubSubCommand::Ls => {
+            let channels = every_page(|page_token| {
+                let mut client = client.clone();
+                async move {
+                    let page = client
+                        .list_channels(ListChannelsRequest {
+                            page_size: 0,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.channels, page.next_page_token))
+                }
+            })
+            .await?;
+            let value = Value::Array(channels.iter().map(view::channel).collect());
+            print(args, &value, || {
+                let rows: Vec<Vec<String>> = channels
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.name.clone(),
+                            view::subscription_kind(c.kind).to_owned(),
+                            c.subscribers.to_string(),
+                            c.dropped.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["NAME", "KIND", "SUBSCRIBERS", "DROPPED"], &rows)
+            });
+        }
         PubSubCommand::Publish { channel, message } => {
             let receivers = client
                 .publish(PublishRequest {
@@ -833,7 +886,41 @@ async fn pubsub(args: &ClientArgs, command: &PubSubCommand) -> Result<(), Failur
 
 async fn lock(args: &ClientArgs, command: &LockCommand) -> Result<(), Failure> {
     let mut client = LockClient::new(connect(args).await?);
-    let LockCommand::Describe { resource } = command;
+    let resource = match command {
+        LockCommand::Describe { resource } => resource,
+        LockCommand::Ls => {
+            let locks = every_page(|page_token| {
+                let mut client = client.clone();
+                async move {
+                    let page = client
+                        .list_locks(ListLocksRequest {
+                            page_size: 0,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((page.locks, page.next_page_token))
+                }
+            })
+            .await?;
+            let value = Value::Array(locks.iter().map(view::held_lock).collect());
+            print(args, &value, || {
+                let rows: Vec<Vec<String>> = locks
+                    .iter()
+                    .map(|l| {
+                        vec![
+                            l.resource.clone(),
+                            duration(l.ttl.as_ref()),
+                            l.fencing_token.to_string(),
+                            l.waiters.to_string(),
+                        ]
+                    })
+                    .collect();
+                table(&["RESOURCE", "TTL", "FENCING TOKEN", "WAITERS"], &rows)
+            });
+            return Ok(());
+        }
+    };
     let lock = client
         .describe(DescribeRequest {
             resource: resource.clone(),

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::proto::{
-    DescribeResponse, Entry, JobInfo, JobState, MinuteCounts, StatsResponse, StreamInfoResponse,
+    ChannelActivity, DescribeResponse, Entry, HeldLock, JobInfo, JobState, MinuteCounts,
+    StatsResponse, StreamInfoResponse, SubscriptionKind,
 };
 
 /// A job state's name as the CLI takes it (`waiting`, `dead`, ...).
@@ -127,6 +128,29 @@ pub fn stream_info(stream: &str, info: &StreamInfoResponse) -> Value {
 pub fn lock(resource: &str, lock: &DescribeResponse) -> Value {
     json!({"resource": resource, "held": lock.held, "ttl": duration(lock.ttl.as_ref()),
         "fencing_token": lock.fencing_token, "waiters": lock.waiters})
+}
+
+/// A lock from ListLocks.
+pub fn held_lock(lock: &HeldLock) -> Value {
+    json!({"resource": lock.resource, "ttl": duration(lock.ttl.as_ref()),
+        "fencing_token": lock.fencing_token, "waiters": lock.waiters})
+}
+
+/// What a subscription name is, as people say it.
+pub fn subscription_kind(kind: i32) -> &'static str {
+    match SubscriptionKind::try_from(kind) {
+        Ok(SubscriptionKind::Channel) => "channel",
+        Ok(SubscriptionKind::Pattern) => "pattern",
+        Ok(SubscriptionKind::ShardedChannel) => "sharded channel",
+        Ok(SubscriptionKind::Topic) => "topic",
+        Ok(SubscriptionKind::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+/// A subscription name from ListChannels.
+pub fn channel(activity: &ChannelActivity) -> Value {
+    json!({"name": activity.name, "kind": subscription_kind(activity.kind),
+        "subscribers": activity.subscribers, "dropped": activity.dropped})
 }
 
 #[cfg(test)]

@@ -278,10 +278,72 @@ async fn stream_pubsub_lock_and_cache_commands() {
         serde_json::from_str(received.stdout.lines().next().expect("a line")).expect("json");
     assert_eq!(message["payload"], "disk full");
 
+    // `pubsub ls` lists what subscribers listen to, with their count.
+    let _listening = ctx
+        .pubsub()
+        .subscribe(SubscribeRequest {
+            channels: vec!["news".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe");
+    let channels = cli(&s, &["pubsub", "ls"], &["--json"]).await.json();
+    let news: Vec<&Value> = channels
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|c| c["name"] == "news")
+        .collect();
+    assert_eq!(
+        news,
+        [&serde_json::json!({"name": "news", "kind": "channel", "subscribers": 1, "dropped": 0})]
+    );
+    let table = cli(&s, &["pubsub", "ls"], &[]).await;
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("news") && l.contains("channel")),
+        "{}",
+        table.stdout
+    );
+
     let lock = cli(&s, &["lock", "describe", "invoice-7"], &["--json"])
         .await
         .json();
     assert_eq!(lock["held"], false);
+    // `lock ls` lists a held lock with its fencing token.
+    let granted = ctx
+        .lock()
+        .acquire(AcquireRequest {
+            resource: "invoice-7".into(),
+            ttl: Some(prost_types::Duration {
+                seconds: 60,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("acquire")
+        .into_inner();
+    let held = eventually(Duration::from_secs(10), "the lock to be listed", || {
+        let s = s.clone();
+        async move {
+            let locks = cli(&s, &["lock", "ls"], &["--json"]).await.json();
+            let locks = locks.as_array().expect("a list").clone();
+            (!locks.is_empty()).then_some(locks)
+        }
+    })
+    .await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["resource"], "invoice-7");
+    assert_eq!(held[0]["fencing_token"], granted.fencing_token);
+    let table = cli(&s, &["lock", "ls"], &[]).await;
+    assert!(
+        table.stdout.lines().any(|l| l.starts_with("invoice-7")),
+        "{}",
+        table.stdout
+    );
 
     assert_eq!(
         cli(

@@ -31,6 +31,7 @@ use tonic::metadata::MetadataValue;
 use tower::util::BoxCloneSyncService;
 
 use crate::proto::lock_client::LockClient;
+use crate::proto::pub_sub_client::PubSubClient;
 use crate::proto::queue_client::QueueClient;
 use crate::proto::stream_client::StreamClient;
 use crate::proto::*;
@@ -44,8 +45,10 @@ pub type InProcess = BoxCloneSyncService<
     Infallible,
 >;
 
-/// How many queues and streams one overview page shows.
+/// How many queues, streams, channels and locks one overview page shows.
 const OVERVIEW_PAGE: u32 = 20;
+/// Channels or locks per page of their own pages.
+const LIST_PAGE: u32 = 50;
 /// Jobs per page of a queue's job list.
 const JOBS_PAGE: u32 = 25;
 /// How many dead letters the grouping reads at most; the page says when a
@@ -192,7 +195,9 @@ impl Console {
         let arg = |name: &str| query.get(name).cloned().unwrap_or_default();
         match parts.as_slice() {
             ["session"] => Ok(json!({"auth": self.auth})),
-            ["overview"] => overview(calls, arg("queues_after"), arg("streams_after")).await,
+            ["overview"] => overview(calls, &arg).await,
+            ["channels"] => channels(calls, LIST_PAGE, arg("page_token")).await,
+            ["locks"] => locks(calls, LIST_PAGE, arg("page_token")).await,
             ["queues", queue] => queue_page(calls, queue).await,
             ["queues", queue, "jobs"] => {
                 let state = job_state(&arg("state"))?;
@@ -403,6 +408,10 @@ impl Calls<'_> {
         LockClient::new(self.grpc.clone())
     }
 
+    fn pubsub(&self) -> PubSubClient<InProcess> {
+        PubSubClient::new(self.grpc.clone())
+    }
+
     /// `message` as a call carrying the person's token and a deadline.
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
@@ -418,48 +427,61 @@ impl Calls<'_> {
 
 /// Every queue and stream of one page, with headline numbers and the last
 /// hour's throughput per queue.
-async fn overview(
-    calls: &Calls<'_>,
-    queues_after: String,
-    streams_after: String,
-) -> Result<Value, Failure> {
-    let queues = calls
+async fn overview(calls: &Calls<'_>, arg: &impl Fn(&str) -> String) -> Result<Value, Failure> {
+    let (queues, streams, channels, locks) = tokio::try_join!(
+        queue_rows(calls, arg("queues_after")),
+        stream_rows(calls, arg("streams_after")),
+        channels(calls, OVERVIEW_PAGE, arg("channels_after")),
+        locks(calls, OVERVIEW_PAGE, arg("locks_after")),
+    )?;
+    Ok(json!({
+        "queues": queues["queues"], "queues_next": queues["next_page_token"],
+        "streams": streams["streams"], "streams_next": streams["next_page_token"],
+        "channels": channels["channels"], "channels_next": channels["next_page_token"],
+        "locks": locks["locks"], "locks_next": locks["next_page_token"],
+    }))
+}
+
+/// A page of queues with their counts and the last hour's throughput.
+async fn queue_rows(calls: &Calls<'_>, page_token: String) -> Result<Value, Failure> {
+    let page = calls
         .queue()
         .list_queues(calls.request(ListQueuesRequest {
             page_size: OVERVIEW_PAGE,
-            page_token: queues_after,
+            page_token,
         }))
         .await?
         .into_inner();
-    let queue_rows = try_join_all(queues.queues.iter().map(|queue| async move {
-        let request = calls.request(StatsRequest {
+    let rows = try_join_all(page.queues.iter().map(|queue| async move {
+        let (mut stats_client, mut history_client) = (calls.queue(), calls.queue());
+        let stats = stats_client.stats(calls.request(StatsRequest {
             queue: queue.clone(),
-        });
-        let stats = calls.queue().stats(request).await?.into_inner();
-        let request = calls.request(GetHistoryRequest {
+        }));
+        let history = history_client.get_history(calls.request(GetHistoryRequest {
             queue: queue.clone(),
-        });
-        let minutes = calls
-            .queue()
-            .get_history(request)
-            .await?
-            .into_inner()
-            .minutes;
-        let mut row = view::stats(queue, &stats);
+        }));
+        let (stats, history) = tokio::try_join!(stats, history)?;
+        let minutes = history.into_inner().minutes;
+        let mut row = view::stats(queue, &stats.into_inner());
         row["completed_per_minute"] = minutes.iter().map(|m| m.completed).collect();
         row["enqueued_per_minute"] = minutes.iter().map(|m| m.enqueued).collect();
         Ok::<_, Failure>(row)
     }))
     .await?;
-    let streams = calls
+    Ok(json!({"queues": rows, "next_page_token": page.next_page_token}))
+}
+
+/// A page of streams with their headline numbers.
+async fn stream_rows(calls: &Calls<'_>, page_token: String) -> Result<Value, Failure> {
+    let page = calls
         .stream()
         .list_streams(calls.request(ListStreamsRequest {
             page_size: OVERVIEW_PAGE,
-            page_token: streams_after,
+            page_token,
         }))
         .await?
         .into_inner();
-    let stream_rows = try_join_all(streams.streams.iter().map(|stream| async move {
+    let rows = try_join_all(page.streams.iter().map(|stream| async move {
         let request = calls.request(StreamInfoRequest {
             stream: stream.clone(),
         });
@@ -467,9 +489,38 @@ async fn overview(
         Ok::<_, Failure>(view::stream_info(stream, &info))
     }))
     .await?;
+    Ok(json!({"streams": rows, "next_page_token": page.next_page_token}))
+}
+
+/// A page of what this instance's subscribers listen to.
+async fn channels(calls: &Calls<'_>, size: u32, page_token: String) -> Result<Value, Failure> {
+    let page = calls
+        .pubsub()
+        .list_channels(calls.request(ListChannelsRequest {
+            page_size: size,
+            page_token,
+        }))
+        .await?
+        .into_inner();
     Ok(json!({
-        "queues": queue_rows, "queues_next": queues.next_page_token,
-        "streams": stream_rows, "streams_next": streams.next_page_token,
+        "channels": page.channels.iter().map(view::channel).collect::<Vec<_>>(),
+        "next_page_token": page.next_page_token,
+    }))
+}
+
+/// A page of held locks.
+async fn locks(calls: &Calls<'_>, size: u32, page_token: String) -> Result<Value, Failure> {
+    let page = calls
+        .lock()
+        .list_locks(calls.request(ListLocksRequest {
+            page_size: size,
+            page_token,
+        }))
+        .await?
+        .into_inner();
+    Ok(json!({
+        "locks": page.locks.iter().map(view::held_lock).collect::<Vec<_>>(),
+        "next_page_token": page.next_page_token,
     }))
 }
 

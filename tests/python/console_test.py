@@ -119,7 +119,13 @@ def seed(channel):
     lock_pb, lock_grpc = pb("lock")
     held = lock_grpc.LockStub(channel).Acquire(lock_pb.AcquireRequest(
         resource="invoice-7", ttl=duration_pb2.Duration(seconds=300)), metadata=auth)
-    return held
+
+    # A live subscriber of alerts, open until the test ends.
+    pubsub_pb, pubsub_grpc = pb("pubsub")
+    subscription = pubsub_grpc.PubSubStub(channel).Subscribe(
+        pubsub_pb.SubscribeRequest(channels=["alerts"], topics=["order.#"]), metadata=auth)
+    assert next(subscription).WhichOneof("event") == "subscribed"
+    return held, subscription
 
 
 class ConsoleTest(unittest.TestCase):
@@ -148,7 +154,7 @@ grants = [{{ services = ["*"], actions = ["read"] }}]
                             "--admin-listen", admin)
         cls.channel = grpc.insecure_channel(cls.addr)
         wait_until_serving(cls.channel, cls.server, cls.log)
-        cls.lock = seed(cls.channel)
+        cls.lock, cls.subscription = seed(cls.channel)
         cls.nginx, cls.base = start_proxy(cls.tmp.name, admin)
         wait_for_http(f"{cls.base}/healthz", cls.nginx)
         cls.shots = os.environ.get("REDWIRE_SCREENSHOTS") or os.path.join(cls.tmp.name, "shots")
@@ -163,6 +169,7 @@ grants = [{{ services = ["*"], actions = ["read"] }}]
         cls.playwright.stop()
         cls.nginx.terminate()
         cls.nginx.wait(timeout=10)
+        cls.subscription.cancel()
         cls.channel.close()
         cls.server.send_signal(signal.SIGTERM)
         code = cls.server.wait(timeout=20)
@@ -201,6 +208,11 @@ grants = [{{ services = ["*"], actions = ["read"] }}]
             expect(mail.locator("td.num").nth(3)).to_have_text("3")  # dead
             expect(page.locator("svg.spark")).to_have_count(2)
             expect(page.locator("a", has_text="orders")).to_be_visible()
+            alerts = page.locator("tr", has_text="alerts")
+            expect(alerts.locator("td")).to_have_text(["alerts", "channel", "1", "0"])
+            expect(page.locator("tr", has_text="order.#").locator("td").nth(1)).to_have_text("topic")
+            expect(page.locator("tr", has_text="invoice-7").locator("td").nth(2)).to_have_text(
+                str(self.lock.fencing_token))
             self.shot(page, "overview")
 
             # Queue: counts per state, and the last hour's chart with this minute's bars.
@@ -289,8 +301,16 @@ grants = [{{ services = ["*"], actions = ["read"] }}]
             expect(page.locator("#notice")).to_have_text("Claimed 2 entries for billing-2.")
             expect(page.locator("main")).to_contain_text("billing-2")
 
-            # Locks: the held lock's fencing token.
-            page.goto(f"{self.base}/console/#/locks/invoice-7")
+            # Pub/sub: this instance's subscribers.
+            page.click("nav a:text-is('Pub/sub')")
+            expect(page.locator("h1")).to_have_text("Pub/sub")
+            expect(page.locator("tbody tr")).to_have_count(2)
+
+            # Locks: held locks listed; one described with its fencing token.
+            page.click("nav a:text-is('Locks')")
+            expect(page.locator("tbody tr")).to_have_count(1)
+            self.shot(page, "locks")
+            page.click("tbody a:text-is('invoice-7')")
             lock = page.locator("#lock")
             expect(lock.locator('.card[data-label="held"]')).to_contain_text("yes")
             expect(lock.locator('.card[data-label="fencing token"]')).to_contain_text(

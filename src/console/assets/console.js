@@ -140,8 +140,26 @@ function route(pattern, render) {
   pages.push({ pattern, render });
 }
 
+// The table of pub/sub names, for the overview and the pub/sub page.
+function channelTable(channels) {
+  return channels.length ? table(
+    ["Name", "Kind", { label: "Subscribers", num: 1 }, { label: "Dropped", num: 1 }],
+    channels.map((c) => el("tr", {}, el("td", {}, c.name), el("td", {}, c.kind), num(c.subscribers), num(c.dropped))))
+    : el("p", { class: "muted" }, "No subscribers on this instance.");
+}
+
+// The table of held locks, for the overview and the locks page.
+function lockTable(locks) {
+  return locks.length ? table(
+    ["Resource", "TTL", { label: "Fencing token", num: 1 }, { label: "Waiters", num: 1 }],
+    locks.map((l) => el("tr", {}, el("td", {}, el("a", { href: `#/locks/${enc(l.resource)}` }, l.resource)), el("td", {}, l.ttl), num(l.fencing_token), num(l.waiters))))
+    : el("p", { class: "muted" }, "No locks held.");
+}
+
+const OVERVIEW_LISTS = ["queues", "streams", "channels", "locks"];
+
 route(/^\/?$/, async (_, query) => {
-  const data = await api(`overview?queues_after=${enc(query.get("queues_after") || "")}&streams_after=${enc(query.get("streams_after") || "")}`);
+  const data = await api("overview?" + OVERVIEW_LISTS.map((l) => `${l}_after=${enc(query.get(`${l}_after`) || "")}`).join("&"));
   const more = (key, token) => token ? el("p", {}, el("a", { href: `#/?${key}=${enc(token)}` }, "Next page →")) : null;
   return [
     el("h1", {}, "Overview"),
@@ -160,6 +178,22 @@ route(/^\/?$/, async (_, query) => {
         el("td", {}, el("a", { href: `#/stream/${enc(s.stream)}` }, s.stream)), num(s.length), el("td", {}, s.last_id),
         num(s.groups.length), num(s.dead_letters)))) : el("p", { class: "muted" }, "No streams yet."),
     more("streams_after", data.streams_next),
+    el("h2", {}, "Pub/sub ", el("span", { class: "muted" }, "(this instance)")),
+    channelTable(data.channels),
+    more("channels_after", data.channels_next),
+    el("h2", {}, "Held locks"),
+    lockTable(data.locks),
+    more("locks_after", data.locks_next),
+  ];
+});
+
+route(/^\/pubsub$/, async (_, query) => {
+  const page = await api(`channels?page_token=${enc(query.get("page_token") || "")}`);
+  return [
+    el("h1", {}, "Pub/sub"),
+    el("p", { class: "muted" }, "What the subscribers of this Redwire instance listen to now; each instance lists its own. A subscription's dropped messages count toward every name it includes."),
+    channelTable(page.channels),
+    page.next_page_token ? el("p", {}, el("a", { href: `#/pubsub?page_token=${enc(page.next_page_token)}` }, "Next page →")) : null,
   ];
 });
 
@@ -331,11 +365,19 @@ route(/^\/stream\/([^/]+)$/, async ([stream]) => {
   ];
 });
 
-route(/^\/locks(?:\/(.+))?$/, async ([resource]) => {
+route(/^\/locks(?:\/(.+))?$/, async ([resource], query) => {
   const input = el("input", { id: "resource", placeholder: "resource", value: resource || "" });
   const form = el("form", { class: "actions", onsubmit: (e) => { e.preventDefault(); if (input.value) location.hash = `#/locks/${enc(input.value)}`; } },
     el("label", {}, "Resource ", input), el("button", { type: "submit" }, "Describe"));
-  if (!resource) return [el("h1", {}, "Locks"), form];
+  if (!resource) {
+    const page = await api(`locks?page_token=${enc(query.get("page_token") || "")}`);
+    return [
+      el("h1", {}, "Locks"), form,
+      el("h2", {}, "Held now"),
+      lockTable(page.locks),
+      page.next_page_token ? el("p", {}, el("a", { href: `#/locks?page_token=${enc(page.next_page_token)}` }, "Next page →")) : null,
+    ];
+  }
   const lock = await api(`locks/${enc(resource)}`);
   return [
     el("h1", {}, "Locks"), form,
