@@ -8,7 +8,8 @@
 //! fencing token in one atomic step; idempotent for the same token),
 //! `release.lua`, `extend.lua`, `describe.lua`, `raise_fence.lua` (Redlock).
 //! One index for all resources, `rw:l:held:{index}:*` on the main Redis, lists
-//! the held locks for ListLocks (`held.lua`, kept in the background).
+//! the held locks for ListLocks (`held.lua`, kept in batches in the background,
+//! see `index`).
 //!
 //! Waiting: waiters of a resource in one process line up in a fair (FIFO) local
 //! mutex, and only the first of them talks to Redis. It sleeps until the lock is
@@ -16,6 +17,7 @@
 //! out (a timer at the holder's remaining ttl), never in a polling loop, and holds
 //! no Redis connection while it sleeps.
 
+mod index;
 mod store;
 
 use std::convert::Infallible;

@@ -20,9 +20,10 @@ use std::time::{Duration, SystemTime};
 use futures::future::join_all;
 use redis::Script;
 
+use super::index::{Change, HeldIndex};
 use crate::error::{Error, Result};
 use crate::redis::Redis;
-use crate::redis::keys::{HELD_LOCKS, LOCK_WAKE_CHANNEL, lock_keys};
+use crate::redis::keys::{LOCK_WAKE_CHANNEL, lock_keys};
 use crate::time::millis as ms;
 use crate::waker::wake_message;
 
@@ -33,7 +34,6 @@ static DESCRIBE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("d
 static WAIT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("wait.lua")));
 static RAISE_FENCE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("raise_fence.lua")));
-static HELD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("held.lua")));
 
 /// How long a waiter counts as waiting (for Describe) before it must show up again.
 const WAITER_PRESENCE: Duration = Duration::from_secs(10);
@@ -81,6 +81,8 @@ fn drift(ttl: Duration) -> Duration {
 pub struct LockStore {
     /// Where wake-ups are published (the main Redis, which every instance's hub watches).
     main: Arc<Redis>,
+    /// The index of held locks, for ListLocks.
+    index: HeldIndex,
     /// The lock servers: the main Redis alone, or the Redlock nodes.
     nodes: Vec<Arc<Redis>>,
 }
@@ -90,13 +92,18 @@ impl LockStore {
     pub fn single(main: Arc<Redis>) -> Self {
         Self {
             nodes: vec![main.clone()],
+            index: HeldIndex::new(main.clone()),
             main,
         }
     }
 
     /// Locks on a majority of these independent Redis servers.
     pub fn redlock(main: Arc<Redis>, nodes: Vec<Arc<Redis>>) -> Self {
-        Self { main, nodes }
+        Self {
+            index: HeldIndex::new(main.clone()),
+            main,
+            nodes,
+        }
     }
 
     fn quorum(&self) -> usize {
@@ -167,47 +174,15 @@ impl LockStore {
     ) -> Result<Attempt> {
         let attempt = self.attempt(resource, token, ttl, ticket).await?;
         if matches!(attempt, Attempt::Granted { .. }) {
-            self.index(resource, token, "grant", ttl);
+            self.index.record(resource, token, Change::Grant(ttl));
         }
         Ok(attempt)
-    }
-
-    /// Brings the index of held locks up to date with one lease, in the
-    /// background: the lock's own call does not wait for it, and a failed
-    /// update only leaves ListLocks behind until the next renewal (or, for a
-    /// released lock, until its lease would have ended; ListLocks reads each
-    /// lock's state before showing it).
-    fn index(&self, resource: &str, token: &str, what: &'static str, ttl: Duration) {
-        let (main, resource, token) = (self.main.clone(), resource.to_owned(), token.to_owned());
-        tokio::spawn(async move {
-            let mut invocation = HELD.prepare_invoke();
-            invocation
-                .key(HELD_LOCKS[0])
-                .key(HELD_LOCKS[1])
-                .arg(&resource)
-                .arg(&token)
-                .arg(what)
-                .arg(ms(ttl));
-            let updated: Result<i64> =
-                async { Ok(invocation.invoke_async(&mut main.conn().await?).await?) }.await;
-            if let Err(error) = updated {
-                tracing::debug!(%resource, %error, "the held-lock index missed an update");
-            }
-        });
     }
 
     /// The qualified names of the locks whose lease, by the index, has not
     /// ended, in no order.
     pub async fn held(&self) -> Result<Vec<String>> {
-        let now = ms(SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default());
-        Ok(redis::cmd("ZRANGEBYSCORE")
-            .arg(HELD_LOCKS[0])
-            .arg(format!("({now}"))
-            .arg("+inf")
-            .query_async(&mut self.main.conn().await?)
-            .await?)
+        self.index.held().await
     }
 
     async fn attempt(
@@ -344,7 +319,7 @@ impl LockStore {
         }
         let released = replies.iter().any(|r| matches!(r, Ok(1)));
         if released {
-            self.index(resource, token, "release", Duration::ZERO);
+            self.index.record(resource, token, Change::Release);
             let _: Result<i64, _> = redis::cmd("PUBLISH")
                 .arg(LOCK_WAKE_CHANNEL)
                 .arg(wake_message(1, resource))
@@ -381,7 +356,7 @@ impl LockStore {
         if extended < self.quorum() {
             return Ok(None);
         }
-        self.index(resource, token, "renew", ttl);
+        self.index.record(resource, token, Change::Renew(ttl));
         let drift = if self.redlock_mode() {
             drift(ttl)
         } else {
