@@ -187,8 +187,23 @@ def added_latency(runs):
               f"| {base[0]:,.0f} / {base[1]:,.0f} | {ours[0] - base[0]:+,.0f} / {ours[1] - base[1]:+,.0f} |")
 
 
+def operator_reads(rows):
+    """The operator workload's per-call latencies (one run: it seeds first)."""
+    if not rows:
+        return
+    extra = rows[-1]["extra"]
+    print()
+    print(f"Operator reads with {extra['jobs']:,} jobs in one queue and {extra['queues']:,} more queues (sequential calls):")
+    print()
+    print("| call | p50 ms | p99 ms |")
+    print("|---|---|---|")
+    for call, t in extra["calls"].items():
+        print(f"| {call} | {t['p50_ms']:.2f} | {t['p99_ms']:.2f} |")
+
+
 def main():
     runs = load(sys.argv[1])
+    operator = runs.pop("Operator", [])
     if "--half-rate" in sys.argv:
         workload = sys.argv[sys.argv.index("--half-rate") + 1]
         print(max(1, int(median(runs.get(workload, []), "ops_per_sec") or 2) // 2))
@@ -213,6 +228,7 @@ def main():
     pubsub_fanout(runs)
     idle_streams(runs)
     added_latency(runs)
+    operator_reads(operator)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ use clap::{Parser, ValueEnum};
 
 use driver::Report;
 use metrics::cpu_seconds;
-use workloads::{cache, direct, floor, idle, lock, pubsub, queue, stream};
+use workloads::{cache, direct, floor, idle, lock, operator, pubsub, queue, stream};
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,6 +55,10 @@ enum Workload {
     StreamGroup,
     /// Acquire + release of one resource by `--concurrency` clients.
     Lock,
+    /// The operator's reads at scale: seeds `--jobs` jobs in one queue and
+    /// `--queues` queues, then times ListQueues, ListJobs (first and a deep
+    /// page), GetJob, Stats, GetHistory and, with `--admin`, the console's api.
+    Operator,
     /// Open `--subscribers` idle subscriptions and report memory and connections.
     Idle,
     /// Open `--subscribers` idle Consume streams on empty queues and report memory
@@ -134,6 +138,15 @@ struct Args {
     /// Jobs each Consume stream may hold at once.
     #[arg(long, default_value_t = 32)]
     max_in_flight: u32,
+    /// Jobs the operator workload puts in its big queue.
+    #[arg(long, default_value_t = 100_000)]
+    jobs: u64,
+    /// Queues of one job the operator workload creates.
+    #[arg(long, default_value_t = 1_000)]
+    queues: u64,
+    /// Redwire's admin listener, for the operator workload's console calls.
+    #[arg(long)]
+    admin: Option<std::net::SocketAddr>,
     /// A name prefix, so repeated runs do not share keys.
     #[arg(long, default_value = "bench")]
     prefix: String,
@@ -165,6 +178,7 @@ async fn run(args: &Args, channel: driver::Conn) -> Report {
         }
         Workload::StreamGroup => stream::group(args, channel, payload).await,
         Workload::Lock => lock::acquire_release(args, channel, payload).await,
+        Workload::Operator => operator::operator(args, channel, payload).await,
         Workload::Idle | Workload::IdleConsumers => idle::idle(args, channel).await,
         Workload::DirectGet
         | Workload::DirectSet
