@@ -202,6 +202,8 @@ grants = [{{ services = ["*"], actions = ["read"] }}]
     def test_an_operator_sees_every_page_and_fixes_dead_letters(self):
         page = self.open_console(ADMIN_TOKEN)
         try:
+            # Signed in: the token form is gone.
+            expect(page.locator("#signin")).to_be_hidden()
             # Overview: both queues with their counts, the stream, a chart per queue.
             mail = page.locator("tr", has=page.locator("a", has_text="mail"))
             expect(mail).to_contain_text("5")  # waiting
