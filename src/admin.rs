@@ -38,7 +38,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The admin listener's settings.
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct AdminSettings {
-    /// Address of the admin HTTP listener (/metrics, /healthz, /readyz), or
+    /// Address of the admin HTTP listener (/metrics, /healthz, /readyz,
+    /// /console/), or
     /// `off`. Beyond loopback only with --auth-file or --insecure.
     #[arg(
         id = "admin_listen",
