@@ -85,6 +85,12 @@ def seed(channel):
             payload=b"\xff\x00binary")), metadata=auth)
     queues.Enqueue(queue_pb.EnqueueRequest(queue="reports", job=queue_pb.JobSpec(
         payload=b"monthly")), metadata=auth)
+    # One job a consumer holds: its page shows when the lease ends.
+    queues.Enqueue(queue_pb.EnqueueRequest(queue="exports", job=queue_pb.JobSpec(
+        job_id="export-1", payload=b"csv")), metadata=auth)
+    queues.Dequeue(queue_pb.DequeueRequest(queue="exports", max_jobs=1,
+                                           lease=duration_pb2.Duration(seconds=300)),
+                   metadata=auth)
     # The four JSON jobs come out first: three die, one completes.
     taken = queues.Dequeue(queue_pb.DequeueRequest(queue="mail", max_jobs=4),
                            metadata=auth).jobs
@@ -204,11 +210,11 @@ grants = [{{ services = ["*"], actions = ["read"] }}]
         try:
             # Signed in: the token form is gone.
             expect(page.locator("#signin")).to_be_hidden()
-            # Overview: both queues with their counts, the stream, a chart per queue.
+            # Overview: the queues with their counts, the stream, a chart per queue.
             mail = page.locator("tr", has=page.locator("a", has_text="mail"))
             expect(mail).to_contain_text("5")  # waiting
             expect(mail.locator("td.num").nth(3)).to_have_text("3")  # dead
-            expect(page.locator("svg.spark")).to_have_count(2)
+            expect(page.locator("svg.spark")).to_have_count(3)
             expect(page.locator("a", has_text="orders")).to_be_visible()
             alerts = page.locator("tr", has_text="alerts")
             expect(alerts.locator("td")).to_have_text(["alerts", "channel", "1", "0"])
@@ -302,6 +308,13 @@ grants = [{{ services = ["*"], actions = ["read"] }}]
             page.click("text=Claim")
             expect(page.locator("#notice")).to_have_text("Claimed 2 entries for billing-2.")
             expect(page.locator("main")).to_contain_text("billing-2")
+
+            # A leased job: its lease's end instead of a due time.
+            page.goto(f"{self.base}/console/#/queue/exports/job/export-1")
+            fields = page.locator("#job-fields")
+            expect(fields.locator("tr", has_text="state").locator("td")).to_have_text("active")
+            expect(fields.locator("tr", has_text="lease ends").locator("td")).to_contain_text(
+                time.strftime("%Y-", time.gmtime()))
 
             # Pub/sub: this instance's subscribers.
             page.click("nav a:text-is('Pub/sub')")

@@ -281,7 +281,8 @@ route(/^\/queue\/([^/]+)\/job\/(.+)$/, async ([queue, id]) => {
   const fields = [
     ["state", job.state], ["attempts", `${job.attempts} of ${job.max_attempts || "unlimited"}`],
     ["priority", job.priority], ["group", job.group || "—"], ["enqueued", job.enqueue_time],
-    ["due", job.due_time || "—"], ["trace id", job.trace_id || "—"],
+    // due_time is the lease's end while a consumer holds the job.
+    [job.state === "active" ? "lease ends" : "due", job.due_time || "—"], ["trace id", job.trace_id || "—"],
   ];
   return [
     el("h1", {}, `Job ${job.job_id}`),
