@@ -39,8 +39,8 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, clap::Args)]
 pub struct AdminSettings {
     /// Address of the admin HTTP listener (/metrics, /healthz, /readyz,
-    /// /console/), or
-    /// `off`. Beyond loopback only with --auth-file or --insecure.
+    /// /console/), or `off`. Beyond loopback only with --auth-file or
+    /// --insecure.
     #[arg(
         id = "admin_listen",
         long = "admin-listen",

@@ -438,29 +438,29 @@ async fn queue(args: &ClientArgs, command: &QueueCommand) -> Result<(), Failure>
     let mut client = QueueClient::new(connect(args).await?);
     match command {
         QueueCommand::Ls => {
-            let mut rows = Vec::new();
-            let mut page_token = String::new();
-            loop {
-                let page = client
-                    .list_queues(ListQueuesRequest {
-                        page_size: 0,
-                        page_token,
-                    })
-                    .await?
-                    .into_inner();
-                for queue in page.queues {
-                    let stats = client
-                        .stats(StatsRequest {
-                            queue: queue.clone(),
+            let queues = every_page(|page_token| {
+                let mut client = client.clone();
+                async move {
+                    let page = client
+                        .list_queues(ListQueuesRequest {
+                            page_size: 0,
+                            page_token,
                         })
                         .await?
                         .into_inner();
-                    rows.push((queue, stats));
+                    Ok((page.queues, page.next_page_token))
                 }
-                if page.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = page.next_page_token;
+            })
+            .await?;
+            let mut rows = Vec::with_capacity(queues.len());
+            for queue in queues {
+                let stats = client
+                    .stats(StatsRequest {
+                        queue: queue.clone(),
+                    })
+                    .await?
+                    .into_inner();
+                rows.push((queue, stats));
             }
             let value = Value::Array(
                 rows.iter()

@@ -2,10 +2,33 @@
 //! clients (hex, so nobody is tempted to build one), a position to the server.
 
 use crate::error::{Error, Result};
+use crate::validate::Limits;
 
 /// Items per page of a listing rpc when the request's page_size is 0 (the
 /// proto says so for each); at most --max-batch either way.
-pub const DEFAULT_SIZE: u32 = 100;
+const DEFAULT_SIZE: u32 = 100;
+
+/// The page a listing request asks for: at most `size` items after `after`
+/// (None: from the start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// Most items to return.
+    pub size: usize,
+    /// The position the page starts after.
+    pub after: Option<String>,
+}
+
+impl Page {
+    /// Reads a request's `page_size` (0: [`DEFAULT_SIZE`], at most
+    /// --max-batch) and `page_token`; INVALID_ARGUMENT naming the field at
+    /// fault.
+    pub fn of(limits: &Limits, page_size: u32, page_token: &str) -> Result<Self> {
+        Ok(Self {
+            size: limits.count("page_size", page_size, DEFAULT_SIZE)?,
+            after: position("page_token", page_token)?,
+        })
+    }
+}
 
 /// The token that resumes a listing after `position`.
 pub fn token(position: &str) -> String {
@@ -15,7 +38,13 @@ pub fn token(position: &str) -> String {
 /// The `next_page_token` of a page of names: after its last name, when `more`
 /// follow.
 pub fn next_after(names: &[String], more: bool) -> String {
-    match names.last() {
+    next_token(names.last().map(String::as_str), more)
+}
+
+/// The `next_page_token` of a page whose last item is at position `last`,
+/// when `more` follow.
+pub fn next_token(last: Option<&str>, more: bool) -> String {
+    match last {
         Some(last) if more => token(last),
         _ => String::new(),
     }

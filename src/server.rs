@@ -27,7 +27,7 @@ use crate::auth::{Auth, AuthLayer, KeyringError};
 use crate::cache::{CacheService, CacheStore};
 use crate::config::{Config, RedisTarget};
 use crate::connection::{self, ReplyLayer};
-use crate::console::{Console, InProcess};
+use crate::console::Console;
 use crate::health::{self, Health};
 use crate::lock::{LockService, LockStore};
 use crate::proto;
@@ -249,12 +249,6 @@ async fn serve(
         .layer(ReplyLayer::new(config.reply_buffer_bytes))
         .layer(AuthLayer::new(security.auth.clone()));
     let routes = routes.routes();
-    let in_process: InProcess = BoxCloneSyncService::new(
-        tower::ServiceBuilder::new()
-            .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
-            .layer(layers.clone())
-            .service(routes.clone()),
-    );
     // The admin listener outlives the drain (so /readyz says why), and stops last.
     let admin_stop = CancellationToken::new();
     let admin_task = admin_listener.map(|admin_listener| {
@@ -274,7 +268,19 @@ async fn serve(
             metrics: metrics.clone(),
             readiness: readiness.clone(),
             auth: security.auth.clone(),
-            console: Console::new(in_process, security.auth.is_some(), config.limits.max_batch),
+            // The console calls the routes in process, through the same layers.
+            console: Console::new(
+                BoxCloneSyncService::new(
+                    tower::ServiceBuilder::new()
+                        .map_response(|response: http::Response<_>| {
+                            response.map(tonic::body::Body::new)
+                        })
+                        .layer(layers.clone())
+                        .service(routes.clone()),
+                ),
+                security.auth.is_some(),
+                config.limits.max_batch,
+            ),
         });
         tokio::spawn(admin::serve(admin_listener, admin, admin_stop.clone()))
     });

@@ -239,8 +239,10 @@ async fn list_channels_counts_open_subscriptions(ctx: &TestContext) {
         listed
             .into_iter()
             .filter(|c| c.name.starts_with("desk"))
-            .map(|c| (c.kind(), c.name, c.subscribers))
-            .map(|(kind, name, subscribers)| (name, kind, subscribers))
+            .map(|c| {
+                let kind = c.kind();
+                (c.name, kind, c.subscribers)
+            })
             .collect()
     };
     // Counted before Subscribe answers; one name a page, to walk the tokens.

@@ -95,27 +95,17 @@ impl HeldIndex {
 }
 
 /// Collects updates and sends each interval's as one batch, until every
-/// sender is gone (then sends the last one).
+/// sender is gone.
 async fn flush_loop(main: Arc<Redis>, mut updates: mpsc::UnboundedReceiver<Update>) {
     static HELD: std::sync::LazyLock<Script> =
         std::sync::LazyLock::new(|| Script::new(include_str!("held.lua")));
+    // The last change per resource: this instance's arrive in order.
     let mut pending: HashMap<String, Update> = HashMap::new();
-    let mut open = true;
-    while open {
-        match updates.recv().await {
-            Some(update) => {
-                pending.insert(update.resource.clone(), update);
-            }
-            None => open = false,
-        }
-        if open {
-            tokio::time::sleep(FLUSH_EVERY).await;
-        }
+    while let Some(first) = updates.recv().await {
+        pending.insert(first.resource.clone(), first);
+        tokio::time::sleep(FLUSH_EVERY).await;
         while let Ok(update) = updates.try_recv() {
             pending.insert(update.resource.clone(), update);
-        }
-        if pending.is_empty() {
-            continue;
         }
         let batch: Vec<Update> = pending.drain().map(|(_, update)| update).collect();
         for chunk in batch.chunks(MAX_BATCH) {

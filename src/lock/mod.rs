@@ -39,7 +39,7 @@ use crate::deadline;
 use crate::error::{Error, Reason, Result};
 use crate::heartbeat;
 use crate::named::Named;
-use crate::page;
+use crate::page::{self, Page};
 use crate::proto::lock_server::Lock;
 use crate::proto::*;
 use crate::pubsub::hub::Hub;
@@ -320,28 +320,27 @@ impl Lock for LockService {
     ) -> Result<Response<ListLocksResponse>, Status> {
         let scope = Scope::of(&request);
         let req = request.into_inner();
-        let size = self
-            .limits
-            .count("page_size", req.page_size, page::DEFAULT_SIZE)?;
-        let after = page::position("page_token", &req.page_token)?;
+        let page = Page::of(&self.limits, req.page_size, &req.page_token)?;
         let held = self.store.held().await?;
         let mut resources: Vec<(String, String)> = held
             .into_iter()
             .filter_map(|qualified| Some((scope.listed(&qualified)?, qualified)))
             .collect();
         resources.sort();
-        let (resources, more) =
-            page::slice(resources, |(name, _)| name.as_str(), after.as_deref(), size);
+        let (resources, more) = page::slice(
+            resources,
+            |(name, _)| name.as_str(),
+            page.after.as_deref(),
+            page.size,
+        );
         let states = try_join_all(
             resources
                 .iter()
                 .map(|(_, qualified)| self.store.describe(qualified)),
         )
         .await?;
-        let next_page_token = match resources.last() {
-            Some((name, _)) if more => page::token(name),
-            _ => String::new(),
-        };
+        let next_page_token =
+            page::next_token(resources.last().map(|(name, _)| name.as_str()), more);
         let locks = resources
             .into_iter()
             .zip(states)

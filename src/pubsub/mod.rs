@@ -38,7 +38,7 @@ use self::topic::TopicPattern;
 use crate::auth::Scope;
 use crate::error::{Error, Reason, Result};
 use crate::heartbeat;
-use crate::page;
+use crate::page::{self, Page};
 use crate::proto::pub_sub_server::PubSub;
 use crate::proto::*;
 use crate::redis::Redis;
@@ -369,17 +369,14 @@ impl PubSub for PubSubService {
     ) -> Result<Response<ListChannelsResponse>, Status> {
         let scope = Scope::of(&request);
         let req = request.into_inner();
-        let size = self
-            .limits
-            .count("page_size", req.page_size, page::DEFAULT_SIZE)?;
-        let after = page::position("page_token", &req.page_token)?;
-        let (listed, more) =
-            self.directory
-                .page(|qualified| scope.listed(qualified), after.as_deref(), size);
-        let next_page_token = match listed.last() {
-            Some((position, _)) if more => page::token(position),
-            _ => String::new(),
-        };
+        let page = Page::of(&self.limits, req.page_size, &req.page_token)?;
+        let (listed, more) = self.directory.page(
+            |qualified| scope.listed(qualified),
+            page.after.as_deref(),
+            page.size,
+        );
+        let next_page_token =
+            page::next_token(listed.last().map(|(position, _)| position.as_str()), more);
         Ok(Response::new(ListChannelsResponse {
             channels: listed.into_iter().map(|(_, activity)| activity).collect(),
             next_page_token,

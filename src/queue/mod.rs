@@ -49,7 +49,7 @@ use crate::auth::Scope;
 use crate::deadline;
 use crate::error::{Error, Reason, Result};
 use crate::heartbeat;
-use crate::page;
+use crate::page::{self, Page};
 use crate::producer::{self, Replies};
 use crate::proto::queue_server::Queue;
 use crate::proto::*;
@@ -245,13 +245,10 @@ impl QueueService {
         page_token: &str,
     ) -> Result<ListJobsResponse> {
         let queue = scope.name("queue", queue)?;
-        let size = self
-            .limits
-            .count("page_size", page_size, page::DEFAULT_SIZE)?;
-        let after = page::position("page_token", page_token)?;
+        let page = Page::of(&self.limits, page_size, page_token)?;
         let (jobs, total, next) = self
             .store
-            .list_jobs(&queue, listed, after.as_deref(), size)
+            .list_jobs(&queue, listed, page.after.as_deref(), page.size)
             .await?;
         Ok(ListJobsResponse {
             jobs: jobs.into_iter().map(job_info).collect(),
@@ -797,13 +794,14 @@ impl Queue for QueueService {
     ) -> Result<Response<ListQueuesResponse>, Status> {
         let scope = Scope::of(&request);
         let req = request.into_inner();
-        let size = self
-            .limits
-            .count("page_size", req.page_size, page::DEFAULT_SIZE)?;
-        let after = page::position("page_token", &req.page_token)?;
+        let page = Page::of(&self.limits, req.page_size, &req.page_token)?;
         let (queues, more) = self
             .store
-            .queue_page(|qualified| scope.listed(qualified), after.as_deref(), size)
+            .queue_page(
+                |qualified| scope.listed(qualified),
+                page.after.as_deref(),
+                page.size,
+            )
             .await?;
         Ok(Response::new(ListQueuesResponse {
             next_page_token: page::next_after(&queues, more),

@@ -36,7 +36,7 @@ use crate::auth::Scope;
 use crate::error::{Error, Result};
 use crate::group_commit::GroupCommit;
 use crate::heartbeat;
-use crate::page;
+use crate::page::{self, Page};
 use crate::producer::{self, Replies};
 use crate::proto::stream_server::Stream;
 use crate::proto::*;
@@ -740,13 +740,14 @@ impl Stream for StreamService {
     ) -> Result<Response<ListStreamsResponse>, Status> {
         let scope = Scope::of(&request);
         let req = request.into_inner();
-        let size = self
-            .limits
-            .count("page_size", req.page_size, page::DEFAULT_SIZE)?;
-        let after = page::position("page_token", &req.page_token)?;
+        let page = Page::of(&self.limits, req.page_size, &req.page_token)?;
         let (streams, more) = self
             .store
-            .stream_page(|qualified| scope.listed(qualified), after.as_deref(), size)
+            .stream_page(
+                |qualified| scope.listed(qualified),
+                page.after.as_deref(),
+                page.size,
+            )
             .await?;
         Ok(Response::new(ListStreamsResponse {
             next_page_token: page::next_after(&streams, more),
